@@ -1,0 +1,115 @@
+"""backchannel: a self-hosted voice-agent server where background tool results land in the
+live conversation under their tool-call id, are spoken at the right moment, exactly once,
+and are never lost."""
+
+from .arbiter import Announcement, Arbiter, Plan, PlanKind, SayRequest, Verdict
+from .call import Call
+from .clock import Clock, ManualClock, SystemClock
+from .config import (
+    AssistantConfig,
+    BackchannelToolSettings,
+    Delivery,
+    FunctionDefinition,
+    ModelConfig,
+    ServerConfig,
+    ToolConfig,
+    ToolMessage,
+)
+from .conversation import Conversation, Message
+from .engine import Engine
+from .errors import (
+    BackchannelError,
+    CallEnded,
+    ConfigError,
+    Conflict,
+    Forbidden,
+    IllegalTransition,
+    InvalidInput,
+    NotFound,
+    ProviderError,
+)
+from .events import Event, EventLog, EventSink, FanOut
+from .ledger.ledger import Ledger, Outcome, Resolution
+from .ledger.memory import MemoryStore
+from .ledger.records import CallRecord, Progress, ToolCallRecord
+from .ledger.sql import SqlStore
+from .ledger.store import LedgerStore
+from .lifecycle import CallState, ToolCallState, TurnState, transition
+from .llm.base import LLM, LLMRequest, TextDelta, ToolCallRequest
+from .llm.openai_compat import OpenAICompatibleLLM
+from .llm.scripted import ScriptedLLM
+from .results import ResultSource, ToolResult, ToolResultPayload, parse_result
+from .speech import Cut, PacedSpeech, SpeechOutput, Utterance
+from .tools.executors import Invocation, ToolServer
+from .tools.registry import ToolContext, ToolRegistry
+from .tools.spec import Route, ToolSpec
+
+__all__ = [
+    "LLM",
+    "Announcement",
+    "Arbiter",
+    "AssistantConfig",
+    "BackchannelError",
+    "BackchannelToolSettings",
+    "Call",
+    "CallEnded",
+    "CallRecord",
+    "CallState",
+    "Clock",
+    "ConfigError",
+    "Conflict",
+    "Conversation",
+    "Cut",
+    "Delivery",
+    "Engine",
+    "Event",
+    "EventLog",
+    "EventSink",
+    "FanOut",
+    "Forbidden",
+    "FunctionDefinition",
+    "IllegalTransition",
+    "InvalidInput",
+    "Invocation",
+    "LLMRequest",
+    "Ledger",
+    "LedgerStore",
+    "ManualClock",
+    "MemoryStore",
+    "Message",
+    "ModelConfig",
+    "NotFound",
+    "OpenAICompatibleLLM",
+    "Outcome",
+    "PacedSpeech",
+    "Plan",
+    "PlanKind",
+    "Progress",
+    "ProviderError",
+    "Resolution",
+    "ResultSource",
+    "Route",
+    "SayRequest",
+    "ScriptedLLM",
+    "ServerConfig",
+    "SpeechOutput",
+    "SqlStore",
+    "SystemClock",
+    "TextDelta",
+    "ToolCallRecord",
+    "ToolCallRequest",
+    "ToolCallState",
+    "ToolConfig",
+    "ToolContext",
+    "ToolMessage",
+    "ToolRegistry",
+    "ToolResult",
+    "ToolResultPayload",
+    "ToolServer",
+    "ToolSpec",
+    "TurnState",
+    "Utterance",
+    "Verdict",
+    "parse_result",
+    "transition",
+]

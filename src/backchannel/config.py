@@ -1,0 +1,151 @@
+"""Assistant configuration as Vapi writes it (camelCase JSON), loaded at the edge.
+
+These pydantic models accept a Vapi assistant export as it is: every field we do not use
+is kept (``extra="allow"``) and written back out unchanged. backchannel's own per-tool
+settings live under a single ``backchannel`` key, so a config stays valid for Vapi too.
+Inside the engine, tools are turned into frozen :class:`~backchannel.tools.spec.ToolSpec`
+values; nothing past the edge reads these models directly.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
+
+from .errors import ConfigError
+
+
+class Delivery(StrEnum):
+    """How an async result that arrives later is spoken."""
+
+    SILENT = "silent"
+    WHEN_IDLE = "when-idle"
+    INTERRUPT = "interrupt"
+
+
+class WireModel(BaseModel):
+    """camelCase on the wire, snake_case in Python, unknown fields kept."""
+
+    model_config = ConfigDict(
+        extra="allow",
+        populate_by_name=True,
+        alias_generator=to_camel,
+        serialize_by_alias=True,
+    )
+
+
+class ToolMessage(WireModel):
+    """One entry of a tool's ``messages``: what to say around the call."""
+
+    type: str
+    content: str | None = None
+    blocking: bool = False
+    timing_milliseconds: int | None = None
+
+
+class ServerConfig(WireModel):
+    """Where a server tool's webhook (or the assistant's event webhook) goes."""
+
+    url: str | None = None
+    timeout_seconds: float = 20.0
+    headers: dict[str, str] = Field(default_factory=dict)
+    secret: str | None = None
+
+
+class FunctionDefinition(WireModel):
+    """The OpenAI function the model sees."""
+
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = Field(
+        default_factory=lambda: {"type": "object", "properties": {}}
+    )
+    strict: bool | None = None
+
+
+class BackchannelToolSettings(WireModel):
+    """backchannel's own per-tool settings, under the tool's ``backchannel`` key."""
+
+    delivery: Delivery | None = None
+    timeout_seconds: float | None = None
+    cancel_on_interruption: bool = False
+
+
+class ToolConfig(WireModel):
+    """A tool in Vapi's shape. ``type`` other than ``function`` names a built-in."""
+
+    type: str = "function"
+    async_: bool = Field(default=False, alias="async")
+    function: FunctionDefinition | None = None
+    server: ServerConfig | None = None
+    messages: list[ToolMessage] = Field(default_factory=list)
+    backchannel: BackchannelToolSettings = Field(default_factory=BackchannelToolSettings)
+
+
+class ModelConfig(WireModel):
+    """The LLM: provider, model, sampling, system prompt and tools."""
+
+    provider: str = "openai"
+    model: str = "gpt-4o-mini"
+    temperature: float | None = None
+    max_tokens: int | None = None
+    messages: list[dict[str, Any]] = Field(default_factory=list)
+    tools: list[ToolConfig] = Field(default_factory=list)
+    url: str | None = None
+
+
+class VoiceConfig(WireModel):
+    provider: str = "espeak"
+    voice_id: str | None = None
+
+
+class TranscriberConfig(WireModel):
+    provider: str = "faster-whisper"
+    model: str | None = None
+    language: str | None = None
+
+
+class AssistantConfig(WireModel):
+    """A Vapi-compatible assistant. Only ``model`` shapes the engine; the rest rides along."""
+
+    name: str | None = None
+    first_message: str | None = None
+    first_message_mode: Literal["assistant-speaks-first", "assistant-waits-for-user"] = (
+        "assistant-speaks-first"
+    )
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    voice: VoiceConfig | None = None
+    transcriber: TranscriberConfig | None = None
+    server: ServerConfig | None = None
+    server_messages: list[str] | None = None
+    client_messages: list[str] | None = None
+    end_call_phrases: list[str] = Field(default_factory=list)
+    silence_timeout_seconds: float | None = None
+    max_duration_seconds: float | None = None
+
+    @classmethod
+    def from_json(cls, data: str | bytes | dict[str, Any]) -> AssistantConfig:
+        """Load a Vapi assistant export; a bad one raises ``ConfigError`` with the reasons."""
+        try:
+            if isinstance(data, dict):
+                return cls.model_validate(data)
+            return cls.model_validate_json(data)
+        except ValidationError as exc:
+            raise ConfigError(
+                "assistant configuration is invalid",
+                code="invalid_assistant",
+                errors=json.loads(exc.json(include_url=False, include_input=False)),
+            ) from exc
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> AssistantConfig:
+        return cls.from_json(Path(path).read_bytes())
+
+    def to_json(self) -> dict[str, Any]:
+        """The config as Vapi-style JSON, unknown fields included."""
+        return self.model_dump(mode="json", exclude_none=True)

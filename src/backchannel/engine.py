@@ -1,0 +1,100 @@
+"""The engine: hosts live calls and takes results for any call, live or ended.
+
+    engine = Engine(Ledger(SqlStore()), llm=OpenAICompatibleLLM(model="gpt-4o-mini"))
+    await engine.open()
+    async with engine.call(assistant) as call:
+        call.send_text("Where is my order?")
+        ...
+    # Later, from anywhere (a webhook, a backend):
+    await engine.submit_result(call.call_id, ToolResult("call_abc", result={...}), ResultSource.API)
+
+A result for a call that has ended is still accepted: it is recorded as late and a
+``tool-result-after-call`` event goes to the engine's post-call sink.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+from .call import Call
+from .clock import Clock, SystemClock
+from .config import AssistantConfig, ModelConfig
+from .events import Event, EventLog, EventSink
+from .ledger.ledger import Ledger, Resolution
+from .llm.base import LLM
+from .results import ResultSource, ToolResult
+from .speech import PacedSpeech, SpeechOutput
+from .tools.executors import ToolServer, UnavailableToolServer
+from .tools.registry import ToolRegistry
+
+LLMFactory = Callable[[ModelConfig], LLM]
+
+
+class Engine:
+    def __init__(
+        self,
+        ledger: Ledger,
+        *,
+        llm: LLM | LLMFactory,
+        clock: Clock | None = None,
+        tools: ToolRegistry | None = None,
+        tool_server: ToolServer | None = None,
+        after_call_events: EventSink | None = None,
+    ) -> None:
+        self.ledger = ledger
+        self.clock = clock or ledger.clock or SystemClock()
+        self.tools = tools or ToolRegistry()
+        self.tool_server: ToolServer = tool_server or UnavailableToolServer()
+        self.after_call_events: EventSink = after_call_events or EventLog()
+        self.live: dict[str, Call] = {}
+        self._llm = llm
+
+    async def open(self) -> None:
+        await self.ledger.open()
+
+    async def close(self) -> None:
+        await self.ledger.close()
+
+    def call(
+        self,
+        assistant: AssistantConfig,
+        *,
+        call_id: str | None = None,
+        output: SpeechOutput | None = None,
+        events: EventSink | None = None,
+        llm: LLM | None = None,
+    ) -> Call:
+        """A new call, to be entered with ``async with``; it ends when the block exits."""
+        return Call(
+            self,
+            assistant,
+            call_id=call_id or str(uuid.uuid4()),
+            output=output or PacedSpeech(self.clock),
+            events=events or EventLog(),
+            llm=llm or self._make_llm(assistant.model),
+        )
+
+    async def submit_result(
+        self, call_id: str, result: ToolResult, source: ResultSource
+    ) -> Resolution:
+        """Deliver a result to its call; after hang-up, record it as late and report it."""
+        call = self.live.get(call_id)
+        if call is not None and not call.ended.is_set():
+            return await call.submit_result(result, source)
+        resolution = await self.ledger.resolve(call_id, result, source)
+        if not resolution.duplicate:
+            self.after_call_events.emit(
+                Event(
+                    "tool-result-after-call",
+                    call_id,
+                    self.clock.wall(),
+                    {"toolCall": resolution.record.to_dict()},
+                )
+            )
+        return resolution
+
+    def _make_llm(self, model: ModelConfig) -> LLM:
+        if callable(self._llm) and not hasattr(self._llm, "stream"):
+            return self._llm(model)
+        return self._llm  # type: ignore[return-value]

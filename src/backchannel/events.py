@@ -1,0 +1,80 @@
+"""Events a call emits, by Vapi's names, for the client and the server URL.
+
+The engine only emits; where an event goes (the client's WebSocket, a signed webhook
+through the outbox, a test's list) is the sink's business, filtered there by the
+assistant's ``clientMessages`` / ``serverMessages``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+# Vapi's names, then backchannel's own.
+EVENT_TYPES = frozenset(
+    {
+        "status-update",
+        "transcript",
+        "speech-update",
+        "conversation-update",
+        "tool-calls",
+        "tool-calls-result",
+        "model-output",
+        "user-interrupted",
+        "hang",
+        "end-of-call-report",
+        "tool-call-progress",
+        "tool-calls-cancelled",
+        "tool-result-after-call",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    type: str
+    call_id: str
+    at: float
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_message(self) -> dict[str, Any]:
+        """The event as Vapi's ``{"message": {"type", "timestamp", "call", ...}}`` body."""
+        return {
+            "message": {
+                "type": self.type,
+                "timestamp": int(self.at * 1000),
+                "call": {"id": self.call_id},
+                **self.data,
+            }
+        }
+
+
+class EventSink(Protocol):
+    def emit(self, event: Event) -> None:
+        """Take an event without blocking the conversation (queue it if sending is slow)."""
+        ...
+
+
+class EventLog:
+    """A sink that keeps every event in order; for tests and the end-of-call report."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def emit(self, event: Event) -> None:
+        self.events.append(event)
+
+    def of_type(self, type_: str) -> list[Event]:
+        return [e for e in self.events if e.type == type_]
+
+
+class FanOut:
+    """Send every event to several sinks."""
+
+    def __init__(self, *sinks: EventSink) -> None:
+        self.sinks = sinks
+
+    def emit(self, event: Event) -> None:
+        for sink in self.sinks:
+            sink.emit(event)

@@ -1,0 +1,1 @@
+"""The tool-call ledger: durable records and the rules for moving them."""

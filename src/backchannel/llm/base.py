@@ -1,0 +1,71 @@
+"""What the engine asks of a language model: stream text and tool calls for a chat."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallRequest:
+    """A complete tool call from the model (streamed fragments already joined)."""
+
+    id: str
+    name: str
+    arguments: Mapping[str, Any] = field(default_factory=dict)
+
+
+LLMChunk = TextDelta | ToolCallRequest
+
+
+@dataclass(frozen=True, slots=True)
+class LLMRequest:
+    """One chat-completions request: OpenAI-format messages and tools."""
+
+    messages: Sequence[Mapping[str, Any]]
+    tools: Sequence[Mapping[str, Any]] = ()
+    model: str = ""
+    temperature: float | None = None
+    max_tokens: int | None = None
+
+
+class LLM(Protocol):
+    def stream(self, request: LLMRequest) -> AsyncIterator[LLMChunk]:
+        """Yield text as it is generated, then each tool call once it is complete.
+
+        Cancelling the iteration (barge-in) must stop generation promptly.
+        """
+        ...
+
+
+_FENCE = re.compile(r"^```(?:json)?\s*|\s*```$")
+_TRAILING_COMMA = re.compile(r",\s*([}\]])")
+
+
+def parse_arguments(raw: str | None) -> dict[str, Any]:
+    """Read a model's tool-call arguments, forgiving what small models get wrong.
+
+    Code fences, trailing commas and an empty string are accepted. Arguments that still
+    do not parse to an object are kept verbatim under ``"_raw"`` so the tool (and the
+    ledger) can see what the model said rather than losing it.
+    """
+    text = (raw or "").strip()
+    if not text:
+        return {}
+    for candidate in (text, _TRAILING_COMMA.sub(r"\1", _FENCE.sub("", text))):
+        try:
+            value = json.loads(candidate)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(value, dict):
+            return value
+        return {"value": value}
+    return {"_raw": text}

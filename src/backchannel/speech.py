@@ -1,0 +1,124 @@
+"""Assistant speech output: what the engine hands text to, and what tells it back.
+
+The engine queues :class:`Utterance` values (one sentence each) on a
+:class:`SpeechOutput`; the output reports back when each started, finished or was cut,
+through the :class:`SpeechListener` it was attached to. ``stop`` is synchronous and says
+how much of the playing utterance was heard, so barge-in can cut the history at once.
+
+:class:`PacedSpeech` plays utterances for a duration taken from the clock, standing in for
+TTS plus a transport's playback; with zero duration it is the text-mode output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from .clock import Clock, SystemClock
+
+
+@dataclass(frozen=True, slots=True)
+class Utterance:
+    id: int
+    text: str
+    response_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Cut:
+    utterance_id: int
+    heard_chars: int
+
+
+class SpeechListener(Protocol):
+    def speech_started(self, utterance_id: int) -> None: ...
+
+    def speech_finished(self, utterance_id: int) -> None: ...
+
+
+class SpeechOutput(Protocol):
+    def attach(self, listener: SpeechListener) -> None: ...
+
+    def speak(self, utterance: Utterance) -> None:
+        """Queue an utterance for playback after those already queued."""
+        ...
+
+    def stop(self) -> Cut | None:
+        """Stop now and drop the queue; the cut of the utterance that was playing, if any."""
+        ...
+
+    async def run(self) -> None:
+        """Play the queue until cancelled; runs in the call's task group."""
+        ...
+
+
+def words_duration(seconds_per_word: float) -> Callable[[str], float]:
+    return lambda text: seconds_per_word * max(1, len(text.split()))
+
+
+class PacedSpeech:
+    """Plays each utterance for ``duration(text)`` seconds of the given clock."""
+
+    def __init__(
+        self,
+        clock: Clock | None = None,
+        duration: Callable[[str], float] = lambda _text: 0.0,
+    ) -> None:
+        self.clock = clock or SystemClock()
+        self.duration = duration
+        self._listener: SpeechListener | None = None
+        self._queue: deque[Utterance] = deque()
+        self._wake = asyncio.Event()
+        self._playing: Utterance | None = None
+        self._started_at = 0.0
+        self._player: asyncio.Task[None] | None = None
+        self.played: list[tuple[Utterance, float, float, int]] = []
+
+    def attach(self, listener: SpeechListener) -> None:
+        self._listener = listener
+
+    def speak(self, utterance: Utterance) -> None:
+        self._queue.append(utterance)
+        self._wake.set()
+
+    def stop(self) -> Cut | None:
+        self._queue.clear()
+        playing, self._playing = self._playing, None
+        if playing is None:
+            return None
+        if self._player is not None:
+            self._player.cancel()
+        elapsed = self.clock.monotonic() - self._started_at
+        total = self.duration(playing.text)
+        heard = len(playing.text) if total <= 0 else int(len(playing.text) * min(1.0, elapsed / total))
+        self.played.append((playing, self._started_at, self.clock.monotonic(), heard))
+        return Cut(playing.id, heard)
+
+    async def run(self) -> None:
+        while True:
+            while not self._queue:
+                self._wake.clear()
+                await self._wake.wait()
+            utterance = self._queue.popleft()
+            self._playing = utterance
+            self._started_at = self.clock.monotonic()
+            if self._listener:
+                self._listener.speech_started(utterance.id)
+            self._player = asyncio.ensure_future(self.clock.sleep(self.duration(utterance.text)))
+            try:
+                await self._player
+            except asyncio.CancelledError:
+                if self._playing is not None:  # cancelled from outside, not by stop()
+                    raise
+                continue
+            finally:
+                self._player = None
+            self._playing = None
+            self.played.append(
+                (utterance, self._started_at, self.clock.monotonic(), len(utterance.text))
+            )
+            if self._listener:
+                self._listener.speech_finished(utterance.id)

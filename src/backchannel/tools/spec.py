@@ -1,0 +1,184 @@
+"""The engine's view of a tool: one frozen value, resolved from config once per call."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from ..config import AssistantConfig, Delivery, ToolConfig, ToolMessage
+from ..errors import ConfigError
+
+DEFAULT_SYNC_TIMEOUT = 20.0
+DEFAULT_ASYNC_TIMEOUT = 300.0
+
+
+class Route(StrEnum):
+    """Where a tool call runs, which also decides who may answer it."""
+
+    SERVER = "server"
+    CLIENT = "client"
+    IN_PROCESS = "in-process"
+    BUILTIN = "builtin"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerTarget:
+    url: str
+    timeout_seconds: float
+    headers: Mapping[str, str] = field(default_factory=dict)
+    secret: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Spoken:
+    """The fixed lines a tool says around a call (all optional)."""
+
+    start: str | None = None
+    start_blocking: bool = False
+    complete: str | None = None
+    failed: str | None = None
+    delayed: str | None = None
+    delayed_after: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    name: str
+    description: str
+    parameters: Mapping[str, Any]
+    route: Route
+    is_async: bool
+    delivery: Delivery
+    timeout_seconds: float
+    cancel_on_interruption: bool
+    spoken: Spoken
+    server: ServerTarget | None = None
+
+    def openai_schema(self) -> dict[str, Any]:
+        """The tool as the OpenAI chat-completions ``tools`` entry."""
+        return {
+            "type": "function",
+            "function": {
+                "name": self.name,
+                "description": self.description,
+                "parameters": dict(self.parameters),
+            },
+        }
+
+
+BUILTIN_TYPES = {"endCall": "endCall", "transferCall": "transferCall"}
+
+
+def _spoken(messages: list[ToolMessage]) -> Spoken:
+    found: dict[str, ToolMessage] = {}
+    for m in messages:
+        found.setdefault(m.type, m)
+    start = found.get("request-start")
+    delayed = found.get("request-response-delayed")
+    return Spoken(
+        start=start.content if start else None,
+        start_blocking=bool(start and start.blocking),
+        complete=(found["request-complete"].content if "request-complete" in found else None),
+        failed=(found["request-failed"].content if "request-failed" in found else None),
+        delayed=delayed.content if delayed else None,
+        delayed_after=(delayed.timing_milliseconds or 0) / 1000 if delayed else 0.0,
+    )
+
+
+def resolve_tool(
+    tool: ToolConfig, assistant: AssistantConfig, in_process: frozenset[str] = frozenset()
+) -> ToolSpec:
+    """Decide a tool's route, timeout and delivery from its config and the assistant's.
+
+    A tool registered in Python wins over any URL; otherwise its own ``server.url``,
+    then the assistant's; with no URL at all it is a client tool.
+    """
+    if tool.type in BUILTIN_TYPES:
+        name = tool.function.name if tool.function else BUILTIN_TYPES[tool.type]
+        return ToolSpec(
+            name=name,
+            description=tool.function.description if tool.function else _BUILTIN_DOCS[tool.type],
+            parameters=tool.function.parameters if tool.function else _EMPTY_PARAMS,
+            route=Route.BUILTIN,
+            is_async=False,
+            delivery=Delivery.SILENT,
+            timeout_seconds=DEFAULT_SYNC_TIMEOUT,
+            cancel_on_interruption=False,
+            spoken=_spoken(tool.messages),
+        )
+    if tool.type != "function" or tool.function is None:
+        raise ConfigError(
+            f"tool of type {tool.type!r} needs a 'function' with a name",
+            code="invalid_tool",
+        )
+    settings = tool.backchannel
+    server_cfg = tool.server if tool.server and tool.server.url else assistant.server
+    server = None
+    if tool.function.name in in_process:
+        route = Route.IN_PROCESS
+    elif server_cfg is not None and server_cfg.url:
+        route = Route.SERVER
+        server = ServerTarget(
+            url=server_cfg.url,
+            timeout_seconds=server_cfg.timeout_seconds,
+            headers=dict(server_cfg.headers),
+            secret=server_cfg.secret,
+        )
+    else:
+        route = Route.CLIENT
+    if settings.timeout_seconds is not None:
+        timeout = settings.timeout_seconds
+    elif tool.async_:
+        timeout = DEFAULT_ASYNC_TIMEOUT
+    else:
+        timeout = server.timeout_seconds if server else DEFAULT_SYNC_TIMEOUT
+    return ToolSpec(
+        name=tool.function.name,
+        description=tool.function.description,
+        parameters=tool.function.parameters,
+        route=route,
+        is_async=tool.async_,
+        delivery=settings.delivery or Delivery.WHEN_IDLE,
+        timeout_seconds=timeout,
+        cancel_on_interruption=settings.cancel_on_interruption,
+        spoken=_spoken(tool.messages),
+        server=server,
+    )
+
+
+_EMPTY_PARAMS: Mapping[str, Any] = {"type": "object", "properties": {}}
+_BUILTIN_DOCS = {
+    "endCall": "End the call once the goodbye has been said.",
+    "transferCall": "Transfer the caller to another phone number.",
+}
+
+
+def resolve_tools(
+    assistant: AssistantConfig, in_process: Mapping[str, ToolSpec] | None = None
+) -> dict[str, ToolSpec]:
+    """Every tool the model may call in a call, by name; duplicate names are refused."""
+    registered = dict(in_process or {})
+    specs: dict[str, ToolSpec] = {}
+    for tool in assistant.model.tools:
+        spec = resolve_tool(tool, assistant, frozenset(registered))
+        if spec.name in specs:
+            raise ConfigError(f"two tools are named {spec.name!r}", code="duplicate_tool")
+        if spec.route is Route.IN_PROCESS:
+            # The assistant's config may refine the Python tool's wire-level settings.
+            spec = _merge(registered[spec.name], spec)
+        specs[spec.name] = spec
+    for name, spec in registered.items():
+        specs.setdefault(name, spec)
+    return specs
+
+
+def _merge(registered: ToolSpec, configured: ToolSpec) -> ToolSpec:
+    from dataclasses import replace
+
+    return replace(
+        registered,
+        is_async=configured.is_async or registered.is_async,
+        spoken=configured.spoken if configured.spoken != Spoken() else registered.spoken,
+    )

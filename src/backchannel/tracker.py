@@ -1,0 +1,110 @@
+"""Which of a response's words were heard.
+
+A response speaks in utterances (sentences). The tracker knows, for each assistant
+message in the history, which utterances carry its words and how far each got, so the
+message can be rewritten to exactly what the listener heard when speech is cut, and so
+the response knows when its last word has been played.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .speech import Cut, SpeechOutput, Utterance
+
+_utterance_ids = itertools.count(1)
+
+
+@dataclass
+class _Spoken:
+    utterance: Utterance
+    tag: int | None
+    heard: int = 0
+    done: bool = False
+    started: bool = False
+
+
+class SpeechTracker:
+    def __init__(self, output: SpeechOutput, response_id: int) -> None:
+        self.output = output
+        self.response_id = response_id
+        self._spoken: dict[int, _Spoken] = {}
+        self._all_done = asyncio.Event()
+        self._all_done.set()
+        self._done_callbacks: dict[int, Callable[[], None]] = {}
+
+    def speak(
+        self,
+        text: str,
+        tag: int | None = None,
+        on_done: Callable[[], None] | None = None,
+    ) -> Utterance:
+        """Queue ``text`` on the output; ``on_done`` runs once it has been fully played."""
+        utterance = Utterance(next(_utterance_ids), text, self.response_id)
+        self._spoken[utterance.id] = _Spoken(utterance, tag)
+        if on_done is not None:
+            self._done_callbacks[utterance.id] = on_done
+        self._all_done.clear()
+        self.output.speak(utterance)
+        return utterance
+
+    def owns(self, utterance_id: int) -> bool:
+        return utterance_id in self._spoken
+
+    def started(self, utterance_id: int) -> None:
+        self._spoken[utterance_id].started = True
+
+    def finished(self, utterance_id: int) -> None:
+        s = self._spoken[utterance_id]
+        s.heard, s.done = len(s.utterance.text), True
+        callback = self._done_callbacks.pop(utterance_id, None)
+        if callback is not None:
+            callback()
+        self._check()
+
+    def cut(self, cut: Cut | None) -> None:
+        """Speech was stopped: the playing utterance got ``cut``; the queued ones nothing."""
+        for s in self._spoken.values():
+            if s.done:
+                continue
+            s.done = True
+            s.heard = cut.heard_chars if cut and cut.utterance_id == s.utterance.id else 0
+        self._done_callbacks.clear()
+        self._check()
+
+    async def drain(self) -> None:
+        """Return once every queued utterance was played (or cut)."""
+        await self._all_done.wait()
+
+    async def spoken(self, utterance: Utterance) -> None:
+        """Return once one utterance was played (or cut)."""
+        while not self._spoken[utterance.id].done:
+            await self._wait_change()
+
+    def heard(self, tag: int) -> str:
+        """The words spoken under ``tag`` that reached the listener, in order."""
+        return "".join(s.utterance.text[: s.heard] for s in self._spoken.values() if s.tag == tag)
+
+    @property
+    def fully_heard(self) -> bool:
+        return all(s.done and s.heard == len(s.utterance.text) for s in self._spoken.values())
+
+    def _check(self) -> None:
+        self._changed_event().set()
+        if all(s.done for s in self._spoken.values()):
+            self._all_done.set()
+
+    _changed: asyncio.Event | None = None
+
+    def _changed_event(self) -> asyncio.Event:
+        if self._changed is None:
+            self._changed = asyncio.Event()
+        return self._changed
+
+    async def _wait_change(self) -> None:
+        event = self._changed_event()
+        event.clear()
+        await event.wait()
