@@ -15,7 +15,8 @@ Delivery rules it enforces:
   user's turn.
 * Everything pending when the floor frees is covered by *one* plan: the user's reply
   carries the results that arrived while they spoke; several results make one
-  announcement.
+  announcement, and an announcement that is still silent (the model is generating it)
+  is restarted to take in a result that lands meanwhile.
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ class Arbiter:
         self._user_text: list[str] = []
         self._says: deque[SayRequest] = deque()
         self._triggered = False
+        self._audible = False
         self._ids = itertools.count(1)
 
     # -- what happened -----------------------------------------------------------------
@@ -115,7 +117,19 @@ class Arbiter:
         if self.state is TurnState.CLOSED:
             return Verdict.NOTHING
         self._pending.setdefault(announcement.key, announcement)
+        if (
+            self.state is TurnState.RESPONDING
+            and self.current is not None
+            and self.current.kind is PlanKind.ANNOUNCE
+            and not self._audible
+        ):
+            # An announcement nobody has heard yet is restarted to cover this result too.
+            return Verdict.CUT
         return self._wants_floor(announcement.interrupt)
+
+    def audible(self) -> None:
+        """The current response's first word reached the listener."""
+        self._audible = True
 
     def say(self, request: SayRequest, *, interrupt: bool = False) -> Verdict:
         if self.state is TurnState.CLOSED:
@@ -170,6 +184,7 @@ class Arbiter:
         if plan is not None:
             self._move(TurnState.RESPONDING)
             self.current = plan
+            self._audible = False
         return plan
 
     # -- internals ---------------------------------------------------------------------

@@ -86,6 +86,7 @@ class Call:
         self._timers: dict[str, asyncio.Task[Any]] = {}
         self._runs: dict[str, asyncio.Task[Any]] = {}
         self._closing = False
+        self._gathering: asyncio.Task[Any] | None = None
         output.attach(self)
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -194,6 +195,7 @@ class Call:
     def speech_started(self, utterance_id: int) -> None:
         if self._response is not None and self._response.tracker.owns(utterance_id):
             self._response.tracker.started(utterance_id)
+            self.arbiter.audible()
         self.emit("speech-update", role="assistant", status="started")
 
     def speech_finished(self, utterance_id: int) -> None:
@@ -436,7 +438,7 @@ class Call:
         )
         if result.message and record.delivery is not Delivery.SILENT:
             key = f"{record.tool_call_id}#progress{len(record.progress)}"
-            self._apply(
+            self._apply_announcement(
                 self.arbiter.result(
                     Announcement(
                         key,
@@ -476,7 +478,27 @@ class Call:
             failed=failed,
             interrupt=record.delivery is Delivery.INTERRUPT,
         )
-        self._apply(self.arbiter.result(announcement))
+        self._apply_announcement(self.arbiter.result(announcement))
+
+    def _apply_announcement(self, verdict: Verdict) -> None:
+        """Start an announcement, but give other open background calls a moment to join."""
+        expecting = any(spec.is_async for spec in self._open.values())
+        if verdict is Verdict.START and expecting and self.engine.gather_seconds > 0:
+            if self._gathering is None:
+                self._gathering = self.spawn(self._gather_then_start())
+            return
+        if self._gathering is not None and not expecting:
+            self._gathering.cancel()
+            self._gathering = None
+        self._apply(verdict)
+
+    async def _gather_then_start(self) -> None:
+        try:
+            await self.clock.sleep(self.engine.gather_seconds)
+        finally:
+            if self._gathering is asyncio.current_task():
+                self._gathering = None
+        self._apply(Verdict.START)
 
     # -- out ---------------------------------------------------------------------------
 

@@ -41,6 +41,7 @@ class Engine:
         tools: ToolRegistry | None = None,
         tool_server: ToolServer | None = None,
         after_call_events: EventSink | None = None,
+        gather_seconds: float = 1.0,
     ) -> None:
         self.ledger = ledger
         self.clock = clock or ledger.clock or SystemClock()
@@ -48,6 +49,8 @@ class Engine:
         self.tool_server: ToolServer = tool_server or UnavailableToolServer()
         self.after_call_events: EventSink = after_call_events or EventLog()
         self.live: dict[str, Call] = {}
+        #: How long an announcement waits for other open background calls to finish too.
+        self.gather_seconds = gather_seconds
         self._llm = llm
 
     async def open(self) -> None:

@@ -47,6 +47,10 @@ class ToolResult:
     delivery: Delivery | None = None
     will_continue: bool = False
 
+    def __post_init__(self) -> None:
+        if self.delivery is not None and not isinstance(self.delivery, Delivery):
+            object.__setattr__(self, "delivery", Delivery(self.delivery))
+
     @property
     def ok(self) -> bool:
         return self.error is None

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from backchannel import Ledger, ManualClock, MemoryStore, SqlStore
+from backchannel.ledger.store import LedgerStore
+
+POSTGRES_URL = os.environ.get("BACKCHANNEL_TEST_POSTGRES_URL")
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+def _store_params() -> list[object]:
+    params: list[object] = ["memory", "sqlite"]
+    params.append(
+        pytest.param(
+            "postgres",
+            marks=[
+                pytest.mark.postgres,
+                pytest.mark.skipif(
+                    POSTGRES_URL is None, reason="BACKCHANNEL_TEST_POSTGRES_URL is not set"
+                ),
+            ],
+        )
+    )
+    return params
+
+
+@pytest.fixture(params=_store_params())
+async def store(request: pytest.FixtureRequest, tmp_path: object) -> AsyncIterator[LedgerStore]:
+    """Every ledger store: in-memory, SQLite file, and PostgreSQL when configured."""
+    kind = request.param
+    s: LedgerStore
+    if kind == "memory":
+        s = MemoryStore()
+    elif kind == "sqlite":
+        s = SqlStore(f"sqlite+aiosqlite:///{tmp_path}/ledger-{uuid.uuid4().hex}.db")
+    else:
+        assert POSTGRES_URL is not None
+        s = SqlStore(POSTGRES_URL)
+    await s.open()
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+async def ledger(store: LedgerStore) -> Ledger:
+    return Ledger(store)
