@@ -1,4 +1,4 @@
-"""SPEC §6 acceptance scenarios 1–9 and 11 at the engine level, speech events simulated.
+"""SPEC §6 acceptance scenarios 1 to 9 and 11 at the engine level, speech events simulated.
 
 Each test drives one call on a manual clock: speech plays for 0.25 s a word, the scripted
 LLM answers as told, and the fake tool server answers as configured. Assertions cover
@@ -157,7 +157,10 @@ async def test_3_result_mid_sentence(clock: ManualClock, policy: str) -> None:
             assert announcement[1] == pytest.approx(sentence[2]), "said as soon as it is cut"
             heard = [m for m in h.history() if m["role"] == "assistant" and m["content"]]
             cut_message = next(m for m in heard if m["content"].startswith("Our store"))
-            assert cut_message["content"] != "Our store opens at nine and closes at six every single weekday."
+            assert (
+                cut_message["content"]
+                != "Our store opens at nine and closes at six every single weekday."
+            )
         assert [a.tool_call_id for a in h.call.announced] == ["call_1"]
         assert sum(1 for p in played if p[0] == "Your order shipped.") == 1
 
@@ -284,7 +287,11 @@ async def test_7_slow_sync_webhook_start_delayed_timeout_then_late_delivery(
         timeout=5,
         messages=[
             {"type": "request-start", "content": "Checking now."},
-            {"type": "request-response-delayed", "content": "Still working.", "timingMilliseconds": 2000},
+            {
+                "type": "request-response-delayed",
+                "content": "Still working.",
+                "timingMilliseconds": 2000,
+            },
             {"type": "request-failed", "content": "Sorry, that took too long."},
         ],
     )
@@ -361,7 +368,12 @@ async def test_8_vapi_trigger_response_disabled_means_silent(clock: ManualClock)
         from backchannel import parse_result
 
         result = parse_result(
-            {"toolCallId": "call_1", "name": "check_order", "result": "x", "triggerResponseEnabled": False}
+            {
+                "toolCallId": "call_1",
+                "name": "check_order",
+                "result": "x",
+                "triggerResponseEnabled": False,
+            }
         )
         await h.engine.submit_result(h.call.call_id, result, ResultSource.API)
         await h.advance(30)
@@ -416,19 +428,28 @@ async def test_11_progress_updates_then_final_result_in_order(clock: ManualClock
         await h.advance(1)
         await h.engine.submit_result(
             cid,
-            ToolResult("call_1", result={"pct": 70}, message="About two thirds done.", will_continue=True),
+            ToolResult(
+                "call_1", result={"pct": 70}, message="About two thirds done.", will_continue=True
+            ),
             ResultSource.API,
         )
         await h.advance(5)
         assert h.spoken()[-1] == "About two thirds done."
-        await h.engine.submit_result(cid, ToolResult("call_1", result={"pct": 100}), ResultSource.API)
+        await h.engine.submit_result(
+            cid, ToolResult("call_1", result={"pct": 100}), ResultSource.API
+        )
         await h.advance(10)
         record = await h.record("call_1")
         assert [p.result for p in record.progress] == [{"pct": 30}, {"pct": 70}]
         assert record.progress[0].at <= record.progress[1].at <= (record.resolved_at or 0)
         assert record.state is ToolCallState.SUCCEEDED
         kinds = [e.type for e in h.events.events if e.type.startswith("tool-call")]
-        assert kinds == ["tool-calls", "tool-call-progress", "tool-call-progress", "tool-calls-result"]
+        assert kinds == [
+            "tool-calls",
+            "tool-call-progress",
+            "tool-call-progress",
+            "tool-calls-result",
+        ]
         assert h.spoken()[-1] == "The export is finished."
         with pytest.raises(Conflict) as late_progress:
             await h.engine.submit_result(

@@ -181,7 +181,10 @@ class Call:
     def user_transcript(self, text: str, *, final: bool = True) -> None:
         """A transcript of the user; a final one ends their turn once they are quiet."""
         self.emit(
-            "transcript", role="user", transcriptType="final" if final else "partial", transcript=text
+            "transcript",
+            role="user",
+            transcriptType="final" if final else "partial",
+            transcript=text,
         )
         if final:
             self._apply(self.arbiter.user_transcript(text))
@@ -267,7 +270,9 @@ class Call:
                 continue
             self._runs[inv.tool_call_id] = self.spawn(self._execute(inv))
             if inv.spec.is_async:
-                self.conversation.append(Message("tool", PLACEHOLDER, tool_call_id=inv.tool_call_id))
+                self.conversation.append(
+                    Message("tool", PLACEHOLDER, tool_call_id=inv.tool_call_id)
+                )
                 self._timers[inv.tool_call_id] = self.spawn(self._async_timeout(inv))
         await asyncio.gather(*(self._await_sync(response, inv) for inv in sync))
 
@@ -342,8 +347,12 @@ class Call:
 
     async def _run_builtin(self, response: Response, inv: Invocation) -> None:
         if inv.spec.name == "endCall":
-            await self.submit_result(ToolResult(inv.tool_call_id, result="Ending the call."), ResultSource.ENGINE)
-            self.conversation.append(Message("tool", "Ending the call.", tool_call_id=inv.tool_call_id))
+            await self.submit_result(
+                ToolResult(inv.tool_call_id, result="Ending the call."), ResultSource.ENGINE
+            )
+            self.conversation.append(
+                Message("tool", "Ending the call.", tool_call_id=inv.tool_call_id)
+            )
             response.end_call_after = True
             return
         error = f"{inv.spec.name} is not available on this call"
@@ -371,12 +380,16 @@ class Call:
                 self._settled(inv.tool_call_id)
                 self.emit("tool-calls-result", toolCallResult=_result_event(record))
                 seconds = inv.spec.timeout_seconds
-                self._tool_error(inv.tool_call_id, "tool_timeout", f"No result within {seconds:g} s.")
+                self._tool_error(
+                    inv.tool_call_id, "tool_timeout", f"No result within {seconds:g} s."
+                )
                 if spoken.failed:
                     response.speak_aside(spoken.failed)
                 return
             result = stored_result(await self.ledger.get(self.call_id, inv.tool_call_id))
-        self.conversation.append(Message("tool", result.model_content(), tool_call_id=inv.tool_call_id))
+        self.conversation.append(
+            Message("tool", result.model_content(), tool_call_id=inv.tool_call_id)
+        )
         await self.ledger.mark_delivered(self.call_id, inv.tool_call_id)
         line = result.message or (spoken.complete if result.ok else spoken.failed)
         if line:
@@ -451,7 +464,11 @@ class Call:
             )
 
     async def _deliver_in_background(self, record: ToolCallRecord) -> None:
-        late = " It arrived after the tool had timed out." if record.state is ToolCallState.TIMED_OUT else ""
+        late = (
+            " It arrived after the tool had timed out."
+            if record.state is ToolCallState.TIMED_OUT
+            else ""
+        )
         content = stored_result(record).model_content()
         self.conversation.add_note(
             Message(

@@ -66,7 +66,10 @@ def _scripted_demo_llm() -> LLM:
         user = next((str(m["content"]) for m in reversed(messages) if m["role"] == "user"), "")
         reply: list[LLMChunk] = []
         if last["role"] == "user" and "order" in user and "shipping" not in user:
-            return [*say("One moment, I'm checking order 4417."), call("check_order", {"order_id": "4417"})]
+            return [
+                *say("One moment, I'm checking order 4417."),
+                call("check_order", {"order_id": "4417"}),
+            ]
         if "shipping" in user:
             reply += say("Standard shipping is free on orders over fifty dollars. ")
         if last["role"] == "system" and "background tool calls" in str(last["content"]):
@@ -133,8 +136,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="backchannel")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="play one text conversation with an async tool")
-    demo.add_argument("--db", default="sqlite+aiosqlite:///backchannel.db", help="ledger database URL")
-    demo.add_argument("--llm-url", default=None, help="OpenAI-compatible base URL (default: scripted)")
+    demo.add_argument(
+        "--db", default="sqlite+aiosqlite:///backchannel.db", help="ledger database URL"
+    )
+    demo.add_argument(
+        "--llm-url", default=None, help="OpenAI-compatible base URL (default: scripted)"
+    )
     demo.add_argument("--model", default="gpt-4o-mini")
     demo.add_argument("--lookup-seconds", type=float, default=3.0)
     args = parser.parse_args(argv)

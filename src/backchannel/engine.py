@@ -20,6 +20,7 @@ from collections.abc import Callable
 from .call import Call
 from .clock import Clock, SystemClock
 from .config import AssistantConfig, ModelConfig
+from .errors import ConfigError
 from .events import Event, EventLog, EventSink
 from .ledger.ledger import Ledger, Resolution
 from .llm.base import LLM
@@ -36,7 +37,8 @@ class Engine:
         self,
         ledger: Ledger,
         *,
-        llm: LLM | LLMFactory,
+        llm: LLM | None = None,
+        llm_factory: LLMFactory | None = None,
         clock: Clock | None = None,
         tools: ToolRegistry | None = None,
         tool_server: ToolServer | None = None,
@@ -51,7 +53,10 @@ class Engine:
         self.live: dict[str, Call] = {}
         #: How long an announcement waits for other open background calls to finish too.
         self.gather_seconds = gather_seconds
+        if llm is None and llm_factory is None:
+            raise ConfigError("an Engine needs an llm or an llm_factory", code="invalid_config")
         self._llm = llm
+        self._llm_factory = llm_factory
 
     async def open(self) -> None:
         await self.ledger.open()
@@ -98,6 +103,8 @@ class Engine:
         return resolution
 
     def _make_llm(self, model: ModelConfig) -> LLM:
-        if callable(self._llm) and not hasattr(self._llm, "stream"):
-            return self._llm(model)
-        return self._llm  # type: ignore[return-value]
+        """The assistant's model: built per call by the factory, else the shared one."""
+        if self._llm_factory is not None:
+            return self._llm_factory(model)
+        assert self._llm is not None
+        return self._llm

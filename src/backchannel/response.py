@@ -10,6 +10,7 @@ tool-call block left open, and reports which announcements were really spoken.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import re
@@ -76,7 +77,7 @@ class Response:
             self.speak_line(self.plan.say.content)
         for a in self.plan.announcements:
             if a.text is not None:
-                self.speak_line(a.text, lambda key=a.key: self._lines_spoken.add(key))
+                self.speak_line(a.text, functools.partial(self._lines_spoken.add, a.key))
 
     def needs_model(self) -> bool:
         if self.plan.kind in (PlanKind.REPLY, PlanKind.RESPOND):

@@ -93,7 +93,9 @@ class PacedSpeech:
             self._player.cancel()
         elapsed = self.clock.monotonic() - self._started_at
         total = self.duration(playing.text)
-        heard = len(playing.text) if total <= 0 else int(len(playing.text) * min(1.0, elapsed / total))
+        heard = (
+            len(playing.text) if total <= 0 else int(len(playing.text) * min(1.0, elapsed / total))
+        )
         self.played.append((playing, self._started_at, self.clock.monotonic(), heard))
         return Cut(playing.id, heard)
 

@@ -165,9 +165,7 @@ class Ledger:
 
         return await self._update(call_id, tool_call_id, step)
 
-    async def resolve(
-        self, call_id: str, result: ToolResult, source: ResultSource
-    ) -> Resolution:
+    async def resolve(self, call_id: str, result: ToolResult, source: ResultSource) -> Resolution:
         """Apply a result or progress update from ``source``, exactly once.
 
         The same result again is a no-op reported as ``duplicate``; a different one for a

@@ -90,7 +90,9 @@ def _row(record: ToolCallRecord) -> dict[str, Any]:
         "metadata": record.metadata,
         "resolved_by": record.resolved_by.value if record.resolved_by else None,
         "late": record.late,
-        "progress": [{"at": p.at, "result": p.result, "message": p.message} for p in record.progress],
+        "progress": [
+            {"at": p.at, "result": p.result, "message": p.message} for p in record.progress
+        ],
         "created_at": record.created_at,
         "started_at": record.started_at,
         "progress_at": record.progress_at,

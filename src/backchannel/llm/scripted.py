@@ -26,14 +26,20 @@ def say(text: str, *, chunk_words: int = 0) -> list[LLMChunk]:
         return [TextDelta(text)]
     words = text.split(" ")
     return [
-        TextDelta(" ".join(words[i : i + chunk_words]) + (" " if i + chunk_words < len(words) else ""))
+        TextDelta(
+            " ".join(words[i : i + chunk_words]) + (" " if i + chunk_words < len(words) else "")
+        )
         for i in range(0, len(words), chunk_words)
     ]
 
 
-def call(name: str, arguments: Mapping[str, Any] | None = None, id: str | None = None) -> ToolCallRequest:
+def call(
+    name: str, arguments: Mapping[str, Any] | None = None, id: str | None = None
+) -> ToolCallRequest:
     """A tool call with a fresh id unless one is given."""
-    return ToolCallRequest(id=id or f"call_{next(_ids)}", name=name, arguments=dict(arguments or {}))
+    return ToolCallRequest(
+        id=id or f"call_{next(_ids)}", name=name, arguments=dict(arguments or {})
+    )
 
 
 class ScriptedLLM:

@@ -57,7 +57,9 @@ class InProcessExecutor:
             return await deliver(result, ResultSource.IN_PROCESS)
 
         _: Deliver = sourced
-        ctx = ToolContext(invocation.call_id, invocation.tool_call_id, invocation.spec.name, sourced)
+        ctx = ToolContext(
+            invocation.call_id, invocation.tool_call_id, invocation.spec.name, sourced
+        )
         try:
             value = await tool.invoke(invocation.arguments, ctx)
         except BackchannelError as exc:

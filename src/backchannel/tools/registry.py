@@ -17,7 +17,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar, get_type_hints
+from typing import Any, Protocol, TypeVar, get_type_hints, overload
 
 from pydantic import ConfigDict, create_model
 
@@ -50,11 +50,15 @@ class ToolContext:
     async def progress(self, result: Any = None, *, message: str | None = None) -> None:
         """Record a progress update (``willContinue``); spoken if it has a ``message``."""
         await self._deliver(
-            ToolResult(self.tool_call_id, self.name, result=result, message=message, will_continue=True)
+            ToolResult(
+                self.tool_call_id, self.name, result=result, message=message, will_continue=True
+            )
         )
 
     async def resolve(self, result: Any = None, *, message: str | None = None) -> None:
-        await self._deliver(ToolResult(self.tool_call_id, self.name, result=result, message=message))
+        await self._deliver(
+            ToolResult(self.tool_call_id, self.name, result=result, message=message)
+        )
 
     async def fail(self, error: str, *, message: str | None = None) -> None:
         await self._deliver(ToolResult(self.tool_call_id, self.name, error=error, message=message))
@@ -97,9 +101,26 @@ class ToolRegistry:
     def specs(self) -> dict[str, ToolSpec]:
         return {name: t.spec for name, t in self._tools.items()}
 
+    @overload
+    def tool(self, fn: F, /) -> F: ...
+
+    @overload
     def tool(
         self,
-        fn: F | None = None,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        is_async: bool = False,
+        delivery: Delivery = Delivery.WHEN_IDLE,
+        timeout_seconds: float | None = None,
+        cancel_on_interruption: bool = False,
+        spoken: Spoken | None = None,
+    ) -> Callable[[F], F]: ...
+
+    def tool(
+        self,
+        fn: Callable[..., Any] | None = None,
+        /,
         *,
         name: str | None = None,
         description: str | None = None,
@@ -145,9 +166,7 @@ def _parameters_schema(fn: Callable[..., Any]) -> tuple[dict[str, Any], str | No
             continue
         default = ... if param.default is inspect.Parameter.empty else param.default
         fields[pname] = (hint, default)
-    model = create_model(  # type: ignore[call-overload]
-        f"{fn.__name__}_args", __config__=ConfigDict(extra="forbid"), **fields
-    )
+    model = create_model(f"{fn.__name__}_args", __config__=ConfigDict(extra="forbid"), **fields)
     schema: dict[str, Any] = model.model_json_schema()
     schema.pop("title", None)
     for prop in schema.get("properties", {}).values():
