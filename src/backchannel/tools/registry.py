@@ -107,6 +107,8 @@ class ToolRegistry:
     @overload
     def tool(
         self,
+        fn: None = None,
+        /,
         *,
         name: str | None = None,
         description: str | None = None,
