@@ -411,7 +411,7 @@ class Call:
             )
         )
         if record.delivery is not Delivery.SILENT:
-            self._announce(record, inv.spec.spoken.failed, failed=True)
+            self._announce(record, inv.spec.spoken.failed, failed=True, key_suffix="#timeout")
 
     async def _cancel_on_interruption(self) -> None:
         cancelled: list[ToolCallRecord] = []
@@ -486,9 +486,11 @@ class Call:
             fixed = spec.spoken.failed
         self._announce(record, record.message or fixed, failed=record.error is not None)
 
-    def _announce(self, record: ToolCallRecord, text: str | None, *, failed: bool) -> None:
+    def _announce(
+        self, record: ToolCallRecord, text: str | None, *, failed: bool, key_suffix: str = ""
+    ) -> None:
         announcement = Announcement(
-            key=record.tool_call_id,
+            key=record.tool_call_id + key_suffix,
             tool_call_id=record.tool_call_id,
             name=record.name,
             text=text,
