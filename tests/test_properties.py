@@ -100,13 +100,17 @@ async def play(ops: list[tuple[Any, ...]], picks: list[int]) -> None:
             tcid: str, value: Any, *, will_continue: bool = False, message: str | None = None
         ) -> None:
             result = ToolResult(tcid, result=value, will_continue=will_continue, message=message)
+            refused: Conflict | None = None
             try:
                 res = await h.engine.submit_result(h.call.call_id, result, ResultSource.API)
             except Conflict as exc:
+                refused = exc
+            if refused is not None:
                 if will_continue:
-                    assert exc.code == "tool_call_finished"
-                    return
-                assert tcid in model.first and model.first[tcid] != value
+                    assert refused.code == "tool_call_finished"
+                else:
+                    assert refused.code == "result_conflict"
+                    assert tcid in model.first and model.first[tcid] != value
                 return
             if will_continue:
                 return
@@ -122,7 +126,8 @@ async def play(ops: list[tuple[Any, ...]], picks: list[int]) -> None:
         for step in ops:
             kind = step[0]
             if kind == "user_speaks":
-                h.call.user_started_speaking() if not h.call.ended.is_set() else None
+                if not h.call.ended.is_set():
+                    h.call.user_started_speaking()
                 await h.advance(step[1])
                 if not h.call.ended.is_set():
                     h.call.user_stopped_speaking()
