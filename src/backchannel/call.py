@@ -123,6 +123,8 @@ class Call:
         task = self._tg.create_task(self._guarded(coro) if guard else coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        # A task cancelled before its first step never starts ``coro``: close it quietly.
+        task.add_done_callback(lambda _t: coro.close())
         return task
 
     async def _guarded(self, coro: Coroutine[Any, Any, Any]) -> None:
@@ -264,6 +266,9 @@ class Call:
                 if inv.spec.spoken.start_blocking:
                     await response.tracker.spoken(utterance)
         sync = [i for i in invocations if not i.spec.is_async and i.spec.route is not Route.BUILTIN]
+        loop = asyncio.get_running_loop()
+        for inv in sync:  # before any executor runs, so no answer can slip past its waiter
+            self._waiters[inv.tool_call_id] = loop.create_future()
         for inv in invocations:
             if inv.spec.route is Route.BUILTIN:
                 await self._run_builtin(response, inv)
@@ -361,8 +366,7 @@ class Call:
 
     async def _await_sync(self, response: Response, inv: Invocation) -> None:
         """Wait for a sync tool's result, saying the delayed line; give up at the timeout."""
-        fut: asyncio.Future[ToolResult] = asyncio.get_running_loop().create_future()
-        self._waiters[inv.tool_call_id] = fut
+        fut = self._waiters[inv.tool_call_id]
         spoken = inv.spec.spoken
         try:
             result = await wait_for_result(

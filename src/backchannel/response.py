@@ -62,6 +62,8 @@ class Response:
                 if not step.tool_calls:
                     break
                 await self.call.run_tools(self, step)
+                if self.end_call_after:
+                    break
         await self.tracker.drain()
 
     # -- the steps ---------------------------------------------------------------------
