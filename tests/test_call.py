@@ -33,7 +33,7 @@ async def test_barge_in_stops_speech_and_cuts_history_to_what_was_heard(clock: M
         await h.advance(1.0)  # 4 of 13 words heard at 0.25 s a word
         h.call.user_started_speaking()
         await h.advance(0)
-        text, _start, end, whole = h.played()[0]
+        _text, _start, end, whole = h.played()[0]
         assert not whole and end == pytest.approx(1.0)
         heard = next(m["content"] for m in h.history() if m["role"] == "assistant")
         assert LONG.startswith(heard) and 0 < len(heard) < len(LONG)
