@@ -99,14 +99,18 @@ class _Timeline:
             self.line("tool", f"{r['name']} -> {r['state']}: {json.dumps(r['result'])}")
 
 
-async def _demo(db_url: str, llm_url: str | None, model: str, lookup_seconds: float) -> int:
+async def _demo(
+    db_url: str, llm_url: str | None, model: str, lookup_seconds: float, time_scale: float = 1.0
+) -> int:
     timeline = _Timeline()
     llm: LLM = (
         OpenAICompatibleLLM(model=model, base_url=llm_url) if llm_url else _scripted_demo_llm()
     )
-    engine = Engine(Ledger(SqlStore(db_url)), llm=llm, tools=_demo_tools(lookup_seconds))
+    engine = Engine(
+        Ledger(SqlStore(db_url)), llm=llm, tools=_demo_tools(lookup_seconds * time_scale)
+    )
     await engine.open()
-    output = PacedSpeech(duration=words_duration(0.35))
+    output = PacedSpeech(duration=words_duration(0.35 * time_scale))
     assistant = AssistantConfig.from_json(DEMO_ASSISTANT)
     try:
         async with engine.call(assistant, output=output, events=timeline) as live:
@@ -114,10 +118,10 @@ async def _demo(db_url: str, llm_url: str | None, model: str, lookup_seconds: fl
                 (4.0, "Can you check on my order 4417?"),
                 (2.0, "Also, what does shipping cost?"),
             ):
-                await asyncio.sleep(pause)
+                await asyncio.sleep(pause * time_scale)
                 timeline.line("user", text)
                 live.send_text(text)
-            await asyncio.sleep(12.0)
+            await asyncio.sleep(12.0 * time_scale)
         print("\nspoken:")
         for utterance, start, end, heard in output.played:
             cut = "" if heard == len(utterance.text) else f" (cut at {heard} chars)"
@@ -144,9 +148,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     demo.add_argument("--model", default="gpt-4o-mini")
     demo.add_argument("--lookup-seconds", type=float, default=3.0)
+    demo.add_argument(
+        "--time-scale", type=float, default=1.0, help="speed up (<1) or slow down every pause"
+    )
     args = parser.parse_args(argv)
     if args.command == "demo":
-        return asyncio.run(_demo(args.db, args.llm_url, args.model, args.lookup_seconds))
+        return asyncio.run(
+            _demo(args.db, args.llm_url, args.model, args.lookup_seconds, args.time_scale)
+        )
     return 2
 
 
