@@ -12,37 +12,30 @@ Use it as an async context manager from :meth:`backchannel.engine.Engine.call`.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Coroutine
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from .arbiter import Announcement, SayRequest, Verdict
+from .arbiter import Announcement, Arbiter, SayRequest, Verdict
 from .config import AssistantConfig, Delivery
-from .conversation import Message, Role
-from .errors import BackchannelError, CallEnded, Conflict
+from .conversation import Conversation, Message, Role
+from .errors import BackchannelError, CallEnded
 from .events import Event, EventSink
 from .ledger.ledger import Outcome, Resolution, stored_result
 from .ledger.records import ToolCallRecord
 from .lifecycle import CallState, ToolCallState, transition
 from .llm.base import LLM
-from .response import Response, Step
+from .response import Response
 from .results import ResultSource, ToolResult
 from .speech import SpeechOutput
-from .tools.executors import Invocation, executors_for
-from .tools.spec import Route, ToolSpec, resolve_tools
-from .waiting import wait_for_result
+from .tool_runs import ToolRuns, result_event
+from .tools.spec import resolve_tools
 
 if TYPE_CHECKING:
     from .engine import Engine
 
 log = logging.getLogger("backchannel.call")
-
-PLACEHOLDER = (
-    "This tool runs in the background. Its result is not available yet; it will be added "
-    "to this conversation when it arrives. Tell the user it has started; do not guess the result."
-)
 
 
 class Call:
@@ -56,9 +49,6 @@ class Call:
         events: EventSink,
         llm: LLM,
     ) -> None:
-        from .arbiter import Arbiter
-        from .conversation import Conversation
-
         self.engine = engine
         self.call_id = call_id
         self.assistant = assistant
@@ -76,15 +66,11 @@ class Call:
         self.ended_reason: str | None = None
         #: Every announcement that reached the listener whole, in order.
         self.announced: list[Announcement] = []
-        self._executors = executors_for(engine.tools, engine.tool_server)
         self._tg = asyncio.TaskGroup()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._response: Response | None = None
         self._response_task: asyncio.Task[None] | None = None
-        self._waiters: dict[str, asyncio.Future[ToolResult]] = {}
-        self._open: dict[str, ToolSpec] = {}
-        self._timers: dict[str, asyncio.Task[Any]] = {}
-        self._runs: dict[str, asyncio.Task[Any]] = {}
+        self.tools = ToolRuns(self)
         self._closing = False
         self._gathering: asyncio.Task[Any] | None = None
         output.attach(self)
@@ -147,8 +133,7 @@ class Call:
             self._cut_response()
             await asyncio.wait([task])
         self.output.stop()
-        for t in [*self._timers.values(), *self._runs.values()]:
-            t.cancel()
+        self.tools.stop_all()
         self.state = transition(self.state, CallState.ENDED)
         self.ended_reason = reason
         await self.ledger.end_call(self.call_id, reason)
@@ -174,7 +159,7 @@ class Call:
         if self.arbiter.user_started() is Verdict.CUT:
             self.emit("user-interrupted")
             self._cut_response()
-            self.spawn(self._cancel_on_interruption())
+            self.spawn(self.tools.cancel_on_interruption())
 
     def user_stopped_speaking(self) -> None:
         self.emit("speech-update", role="user", status="stopped")
@@ -242,9 +227,9 @@ class Call:
             )
             self._on_progress(record, result)
             return resolution
-        self.emit("tool-calls-result", toolCallResult=_result_event(record))
-        self._settled(record.tool_call_id)
-        waiter = self._waiters.get(record.tool_call_id)
+        self.emit("tool-calls-result", toolCallResult=result_event(record))
+        self.tools.settled(record.tool_call_id)
+        waiter = self.tools.waiter(record.tool_call_id)
         if waiter is not None and not waiter.done() and resolution.outcome is Outcome.ACCEPTED:
             waiter.set_result(stored_result(record))
         elif record.state is not ToolCallState.CANCELLED:
@@ -255,31 +240,6 @@ class Call:
 
     def tool_schemas(self) -> list[dict[str, Any]]:
         return self._schemas
-
-    async def run_tools(self, response: Response, step: Step) -> None:
-        """Record the step's tool calls, say their start lines, run them, wait for sync ones."""
-        invocations = [inv for req in step.tool_calls if (inv := await self._record_tool(req))]
-        self.emit("tool-calls", toolCallList=[_invocation_event(i) for i in invocations])
-        for inv in invocations:
-            if inv.spec.spoken.start:
-                utterance = response.speak_aside(inv.spec.spoken.start)
-                if inv.spec.spoken.start_blocking:
-                    await response.tracker.spoken(utterance)
-        sync = [i for i in invocations if not i.spec.is_async and i.spec.route is not Route.BUILTIN]
-        loop = asyncio.get_running_loop()
-        for inv in sync:  # before any executor runs, so no answer can slip past its waiter
-            self._waiters[inv.tool_call_id] = loop.create_future()
-        for inv in invocations:
-            if inv.spec.route is Route.BUILTIN:
-                await self._run_builtin(response, inv)
-                continue
-            self._runs[inv.tool_call_id] = self.spawn(self._execute(inv))
-            if inv.spec.is_async:
-                self.conversation.append(
-                    Message("tool", PLACEHOLDER, tool_call_id=inv.tool_call_id)
-                )
-                self._timers[inv.tool_call_id] = self.spawn(self._async_timeout(inv))
-        await asyncio.gather(*(self._await_sync(response, inv) for inv in sync))
 
     # -- internals: responses ----------------------------------------------------------
 
@@ -327,121 +287,8 @@ class Call:
         elif not failed:
             self._apply(verdict)
 
-    # -- internals: tools --------------------------------------------------------------
-
-    async def _record_tool(self, req: Any) -> Invocation | None:
-        spec = self.specs.get(req.name)
-        if spec is None:
-            self._tool_error(req.id, "unknown_tool", f"There is no tool named {req.name!r}.")
-            return None
-        try:
-            await self.ledger.record(self.call_id, req.id, spec, dict(req.arguments))
-        except Conflict:
-            self._tool_error(req.id, "duplicate_tool_call_id", "This tool call id was used before.")
-            return None
-        self._open[req.id] = spec
-        return Invocation(self.call_id, req.id, spec, dict(req.arguments))
-
-    def _tool_error(self, tool_call_id: str, code: str, message: str) -> None:
-        content = json.dumps({"error": {"code": code, "message": message}})
-        self.conversation.append(Message("tool", content, tool_call_id=tool_call_id))
-
-    async def _execute(self, inv: Invocation) -> None:
-        await self.ledger.start(self.call_id, inv.tool_call_id)
-        await self._executors[inv.spec.route].execute(inv, self.submit_result)
-
-    async def _run_builtin(self, response: Response, inv: Invocation) -> None:
-        if inv.spec.name == "endCall":
-            await self.submit_result(
-                ToolResult(inv.tool_call_id, result="Ending the call."), ResultSource.ENGINE
-            )
-            self.conversation.append(
-                Message("tool", "Ending the call.", tool_call_id=inv.tool_call_id)
-            )
-            response.end_call_after = True
-            return
-        error = f"{inv.spec.name} is not available on this call"
-        await self.submit_result(ToolResult(inv.tool_call_id, error=error), ResultSource.ENGINE)
-        self._tool_error(inv.tool_call_id, "builtin_unavailable", error)
-
-    async def _await_sync(self, response: Response, inv: Invocation) -> None:
-        """Wait for a sync tool's result, saying the delayed line; give up at the timeout."""
-        fut = self._waiters[inv.tool_call_id]
-        spoken = inv.spec.spoken
-        try:
-            result = await wait_for_result(
-                fut,
-                self.clock,
-                inv.spec.timeout_seconds,
-                delay=spoken.delayed_after if spoken.delayed else None,
-                on_delay=(lambda: response.speak_aside(spoken.delayed or "")),
-            )
-        finally:
-            self._waiters.pop(inv.tool_call_id, None)
-        if result is None:
-            record = await self.ledger.time_out(self.call_id, inv.tool_call_id)
-            if record is not None:
-                self._settled(inv.tool_call_id)
-                self.emit("tool-calls-result", toolCallResult=_result_event(record))
-                seconds = inv.spec.timeout_seconds
-                self._tool_error(
-                    inv.tool_call_id, "tool_timeout", f"No result within {seconds:g} s."
-                )
-                if spoken.failed:
-                    response.speak_aside(spoken.failed)
-                return
-            result = stored_result(await self.ledger.get(self.call_id, inv.tool_call_id))
-        self.conversation.append(
-            Message("tool", result.model_content(), tool_call_id=inv.tool_call_id)
-        )
-        await self.ledger.mark_delivered(self.call_id, inv.tool_call_id)
-        line = result.message or (spoken.complete if result.ok else spoken.failed)
-        if line:
-            response.speak_aside(line)
-
-    async def _async_timeout(self, inv: Invocation) -> None:
-        await self.clock.sleep(inv.spec.timeout_seconds)
-        self._timers.pop(inv.tool_call_id, None)
-        record = await self.ledger.time_out(self.call_id, inv.tool_call_id)
-        if record is None:
-            return
-        self._settled(inv.tool_call_id)
-        self.emit("tool-calls-result", toolCallResult=_result_event(record))
-        self.conversation.add_note(
-            Message(
-                "system",
-                f"Background tool {record.name} (toolCallId {record.tool_call_id}) timed out after "
-                f"{inv.spec.timeout_seconds:g} s. Its result may still arrive later.",
-            )
-        )
-        if record.delivery is not Delivery.SILENT:
-            self._announce(record, inv.spec.spoken.failed, failed=True, key_suffix="#timeout")
-
-    async def _cancel_on_interruption(self) -> None:
-        cancelled: list[ToolCallRecord] = []
-        for tool_call_id, spec in list(self._open.items()):
-            if not spec.cancel_on_interruption:
-                continue
-            record = await self.ledger.cancel(self.call_id, tool_call_id)
-            if record is None:
-                continue
-            self._settled(tool_call_id)
-            run = self._runs.pop(tool_call_id, None)
-            if run is not None and spec.route is Route.IN_PROCESS:
-                run.cancel()
-            cancelled.append(record)
-        if cancelled:
-            self.emit("tool-calls-cancelled", toolCallList=[_result_event(r) for r in cancelled])
-
-    def _settled(self, tool_call_id: str) -> None:
-        """The tool call reached a terminal state: stop its timer, forget it as open."""
-        self._open.pop(tool_call_id, None)
-        timer = self._timers.pop(tool_call_id, None)
-        if timer is not None and timer is not asyncio.current_task():
-            timer.cancel()
-
     def _on_progress(self, record: ToolCallRecord, result: ToolResult) -> None:
-        if record.tool_call_id in self._waiters:
+        if self.tools.waiter(record.tool_call_id) is not None:
             if result.message and self._response is not None:
                 self._response.speak_aside(result.message)
             return
@@ -488,9 +335,9 @@ class Call:
         fixed = spec.spoken.complete if spec and record.error is None else None
         if spec and record.error is not None:
             fixed = spec.spoken.failed
-        self._announce(record, record.message or fixed, failed=record.error is not None)
+        self.announce(record, record.message or fixed, failed=record.error is not None)
 
-    def _announce(
+    def announce(
         self, record: ToolCallRecord, text: str | None, *, failed: bool, key_suffix: str = ""
     ) -> None:
         announcement = Announcement(
@@ -505,7 +352,7 @@ class Call:
 
     def _apply_announcement(self, verdict: Verdict) -> None:
         """Start an announcement, but give other open background calls a moment to join."""
-        expecting = any(spec.is_async for spec in self._open.values())
+        expecting = self.tools.expecting_background()
         if verdict is Verdict.START and expecting and self.engine.gather_seconds > 0:
             if self._gathering is None:
                 self._gathering = self.spawn(self._gather_then_start())
@@ -531,25 +378,3 @@ class Call:
     def _ensure_live(self) -> None:
         if self._closing:
             raise CallEnded(f"call {self.call_id!r} has ended", code="call_ended")
-
-
-def _invocation_event(inv: Invocation) -> dict[str, Any]:
-    return {
-        "id": inv.tool_call_id,
-        "type": "function",
-        "function": {"name": inv.spec.name, "arguments": dict(inv.arguments)},
-        "route": inv.spec.route.value,
-        "async": inv.spec.is_async,
-    }
-
-
-def _result_event(record: ToolCallRecord) -> dict[str, Any]:
-    return {
-        "toolCallId": record.tool_call_id,
-        "name": record.name,
-        "state": record.state.value,
-        "result": record.result,
-        "error": record.error,
-        "metadata": record.metadata,
-        "late": record.late,
-    }

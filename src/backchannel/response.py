@@ -61,7 +61,7 @@ class Response:
                 step = await self.generate()
                 if not step.tool_calls:
                     break
-                await self.call.run_tools(self, step)
+                await self.call.tools.run_step(self, step)
                 if self.end_call_after:
                     break
         await self.tracker.drain()
