@@ -40,6 +40,18 @@ def notes(history: list[dict[str, Any]], tool_call_id: str) -> list[dict[str, An
     ]
 
 
+def order_llm(clock: ManualClock, *then: list[LLMChunk]) -> ScriptedLLM:
+    """The model says a line and starts the async order lookup, says it is on it, then ``then``."""
+    return ScriptedLLM(
+        [
+            [*say("Let me check."), call("check_order", {"id": "42"}, id="call_1")],
+            say("Working on it."),
+            *then,
+        ],
+        clock=clock,
+    )
+
+
 async def start_async_order(h: Any, tool_call_id: str = "call_1") -> None:
     """The user asks; the model says a line, calls the async tool, then says it will tell."""
     h.call.send_text("Where is my order?")
@@ -86,14 +98,7 @@ async def test_1_async_result_by_http_while_idle_is_said_once(clock: ManualClock
 async def test_2_result_during_user_turn_waits_and_one_reply_covers_both(
     clock: ManualClock,
 ) -> None:
-    llm = ScriptedLLM(
-        [
-            [*say("Let me check."), call("check_order", {"id": "42"}, id="call_1")],
-            say("Working on it."),
-            say("Shipping is free. And your order shipped."),
-        ],
-        clock=clock,
-    )
+    llm = order_llm(clock, say("Shipping is free. And your order shipped."))
     async with running_call(assistant(ORDER), llm, clock=clock) as h:
         h.server.modes["check_order"] = "ack"
         await start_async_order(h)
@@ -126,14 +131,10 @@ async def test_2_result_during_user_turn_waits_and_one_reply_covers_both(
 
 @pytest.mark.parametrize("policy", ["when-idle", "interrupt"])
 async def test_3_result_mid_sentence(clock: ManualClock, policy: str) -> None:
-    llm = ScriptedLLM(
-        [
-            [*say("Let me check."), call("check_order", {"id": "42"}, id="call_1")],
-            say("Working on it."),
-            say("Our store opens at nine and closes at six every single weekday."),
-            say("Your order shipped."),
-        ],
-        clock=clock,
+    llm = order_llm(
+        clock,
+        say("Our store opens at nine and closes at six every single weekday."),
+        say("Your order shipped."),
     )
     async with running_call(assistant(ORDER), llm, clock=clock) as h:
         h.server.modes["check_order"] = "ack"
@@ -216,14 +217,7 @@ async def test_4_three_results_in_one_second_make_one_announcement(
 async def test_5_same_result_fifty_times_is_delivered_once_and_conflict_refused(
     clock: ManualClock,
 ) -> None:
-    llm = ScriptedLLM(
-        [
-            [*say("Let me check."), call("check_order", id="call_1")],
-            say("Working on it."),
-            say("It shipped."),
-        ],
-        clock=clock,
-    )
+    llm = order_llm(clock, say("It shipped."))
     async with running_call(assistant(ORDER), llm, clock=clock) as h:
         h.server.modes["check_order"] = "ack"
         await start_async_order(h)
@@ -329,14 +323,7 @@ async def test_7_slow_sync_webhook_start_delayed_timeout_then_late_delivery(
 
 async def test_8_silent_result_enters_history_and_is_used_later(clock: ManualClock) -> None:
     silent = tool("check_order", is_async=True, backchannel={"delivery": "silent"})
-    llm = ScriptedLLM(
-        [
-            [*say("Let me check."), call("check_order", id="call_1")],
-            say("Working on it."),
-            say("Your order shipped yesterday."),
-        ],
-        clock=clock,
-    )
+    llm = order_llm(clock, say("Your order shipped yesterday."))
     async with running_call(assistant(silent), llm, clock=clock) as h:
         h.server.modes["check_order"] = "ack"
         await start_async_order(h)
