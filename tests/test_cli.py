@@ -11,7 +11,7 @@ def test_demo_runs_on_sqlite_and_announces_the_result_once(
     tmp_path: object, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert (
-        main(["demo", "--db", f"sqlite+aiosqlite:///{tmp_path}/demo.db", "--time-scale", "0.02"])
+        main(["demo", "--db", f"sqlite+aiosqlite:///{tmp_path}/demo.db", "--time-scale", "0.05"])
         == 0
     )
     out = capsys.readouterr().out

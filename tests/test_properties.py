@@ -26,6 +26,7 @@ from backchannel import (
     ToolCallState,
     ToolResult,
 )
+from backchannel.events import EVENT_TYPES
 from backchannel.llm.base import LLMChunk, LLMRequest
 from backchannel.llm.scripted import call, say
 
@@ -194,6 +195,7 @@ async def play(ops: list[tuple[Any, ...]], picks: list[int]) -> None:
         if hit:
             event(label)
     assert llm.max_active <= 1, "two model streams at once"
+    assert {e.type for e in h.events.events} <= EVENT_TYPES
     responses = [u.response_id for u, *_ in h.output.played]
     assert responses == sorted(responses), "speech of two responses interleaved"
 

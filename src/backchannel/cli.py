@@ -121,7 +121,8 @@ async def _demo(
                 await asyncio.sleep(pause * time_scale)
                 timeline.line("user", text)
                 live.send_text(text)
-            await asyncio.sleep(12.0 * time_scale)
+            await _until_spoken(engine, live.call_id, limit=60.0)
+            await asyncio.sleep(1.0 * time_scale)
         print("\nspoken:")
         for utterance, start, end, heard in output.played:
             cut = "" if heard == len(utterance.text) else f" (cut at {heard} chars)"
@@ -134,6 +135,16 @@ async def _demo(
     finally:
         await engine.close()
     return 0
+
+
+async def _until_spoken(engine: Engine, call_id: str, *, limit: float) -> None:
+    """Wait until every tool call's result has been announced (or ``limit`` seconds pass)."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        records = await engine.ledger.list_for_call(call_id)
+        if records and all(r.spoken_at is not None for r in records):
+            return
+        await asyncio.sleep(0.05)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -166,7 +166,6 @@ def resolve_tools(
         if spec.name in specs:
             raise ConfigError(f"two tools are named {spec.name!r}", code="duplicate_tool")
         if spec.route is Route.IN_PROCESS:
-            # The assistant's config may refine the Python tool's wire-level settings.
             spec = _merge(registered[spec.name], spec)
         specs[spec.name] = spec
     for name, spec in registered.items():
@@ -175,8 +174,7 @@ def resolve_tools(
 
 
 def _merge(registered: ToolSpec, configured: ToolSpec) -> ToolSpec:
-    from dataclasses import replace
-
+    """A Python tool listed in the assistant JSON: its async flag and lines come from there."""
     return replace(
         registered,
         is_async=configured.is_async or registered.is_async,
