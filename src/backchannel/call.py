@@ -213,7 +213,9 @@ class Call:
 
     async def submit_result(self, result: ToolResult, source: ResultSource) -> Resolution:
         """Record a result in the ledger, then bring it into the conversation once."""
-        resolution = await self.ledger.resolve(self.call_id, result, source)
+        resolution = await self.ledger.resolve(
+            self.call_id, result, source, call_live=not self._closing
+        )
         if resolution.duplicate:
             return resolution
         record = resolution.record

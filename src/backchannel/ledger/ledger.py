@@ -165,16 +165,26 @@ class Ledger:
 
         return await self._update(call_id, tool_call_id, step)
 
-    async def resolve(self, call_id: str, result: ToolResult, source: ResultSource) -> Resolution:
+    async def resolve(
+        self,
+        call_id: str,
+        result: ToolResult,
+        source: ResultSource,
+        *,
+        call_live: bool = False,
+    ) -> Resolution:
         """Apply a result or progress update from ``source``, exactly once.
 
         The same result again is a no-op reported as ``duplicate``; a different one for a
         call that already has its result raises ``Conflict`` carrying the stored result.
         A result for a call that timed out, was cancelled or whose call ended is kept
-        and reported as ``late``; the state the call reached first stays.
+        and reported as ``late``; the state the call reached first stays. ``call_live``
+        lets the process that runs the call skip reading the call's state.
         """
-        call = await self.store.get_call(call_id)
-        call_ended = call is not None and call.state is CallState.ENDED
+        call_ended = False
+        if not call_live:  # the owner of a live call knows it has not ended; others ask
+            call = await self.store.get_call(call_id)
+            call_ended = call is not None and call.state is CallState.ENDED
         now = self.clock.wall()
         outcome: list[Outcome] = []
 
