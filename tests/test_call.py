@@ -271,3 +271,29 @@ async def test_history_is_valid_openai_order_when_results_land_mid_block(
                 following = history[i + 1 : i + 1 + len(ids)]
                 assert {f.get("tool_call_id") for f in following} == ids
         assert _first_user(history) == "Go."
+
+
+async def test_cancel_on_interruption_stops_a_running_python_tool(clock: ManualClock) -> None:
+    from backchannel import ToolRegistry
+
+    tools = ToolRegistry()
+    finished: list[bool] = []
+
+    @tools.tool(is_async=True, cancel_on_interruption=True)
+    async def crawl() -> str:
+        await clock.sleep(30)
+        finished.append(True)
+        return "crawled"
+
+    llm = ScriptedLLM(
+        [[*say("Crawling."), call("crawl", id="k1")], say("This will take a while, please wait.")],
+        clock=clock,
+    )
+    async with running_call(assistant(), llm, clock=clock, tools=tools) as h:
+        h.call.send_text("Crawl the site.")
+        await h.advance(1.0)
+        h.call.user_started_speaking()
+        await h.advance(40)
+        assert (await h.record("k1")).state is ToolCallState.CANCELLED
+        assert finished == [], "the Python task was stopped"
+        assert h.call.tools.runs == {}

@@ -179,8 +179,8 @@ class ToolRuns:
             record = await self.call.ledger.cancel(self.call.call_id, tool_call_id)
             if record is None:
                 continue
+            run = self.runs.get(tool_call_id)
             self.settled(tool_call_id)
-            run = self.runs.pop(tool_call_id, None)
             if run is not None and spec.route is Route.IN_PROCESS:
                 run.cancel()
             cancelled.append(record)
@@ -192,6 +192,7 @@ class ToolRuns:
     def settled(self, tool_call_id: str) -> None:
         """The tool call reached a terminal state: stop its timer, forget it as open."""
         self.open.pop(tool_call_id, None)
+        self.runs.pop(tool_call_id, None)
         timer = self.timers.pop(tool_call_id, None)
         if timer is not None and timer is not asyncio.current_task():
             timer.cancel()
