@@ -38,7 +38,9 @@ from backchannel.llm.base import LLMChunk, LLMRequest
 from backchannel.llm.scripted import call, say
 from backchannel.tools.spec import Spoken, ToolSpec
 
-SPEC = ToolSpec("job", "", {"type": "object"}, Route.SERVER, True, Delivery.WHEN_IDLE, 300, False, Spoken())
+SPEC = ToolSpec(
+    "job", "", {"type": "object"}, Route.SERVER, True, Delivery.WHEN_IDLE, 300, False, Spoken()
+)
 
 
 async def ledger_throughput(store: LedgerStore, n: int, in_flight: int) -> float:
@@ -67,6 +69,16 @@ class FirstWord:
     def __init__(self) -> None:
         self.inner = PacedSpeech()
         self.starts: list[tuple[float, str]] = []
+        self._started = asyncio.Event()
+
+    async def wait_for(self, prefix: str, since: int = 0) -> float:
+        """When the first utterance starting with ``prefix`` (after ``since``) started."""
+        while True:
+            for ts, text in self.starts[since:]:
+                if text.startswith(prefix):
+                    return ts
+            self._started.clear()
+            await self._started.wait()
 
     def attach(self, listener: Any) -> None:
         outer = self
@@ -74,6 +86,7 @@ class FirstWord:
         class Tap:
             def speech_started(self, utterance_id: int) -> None:
                 outer.starts.append((time.perf_counter(), outer._texts.get(utterance_id, "")))
+                outer._started.set()
                 listener.speech_started(utterance_id)
 
             def speech_finished(self, utterance_id: int) -> None:
@@ -113,16 +126,15 @@ async def announce_latency(rounds: int, db_url: str) -> list[float]:
     latencies: list[float] = []
     async with engine.call(config, output=output) as live:  # type: ignore[arg-type]
         for i in range(rounds):
+            before = len(output.starts)
             live.send_text("start a job")
-            while not any(t == "Started." for _, t in output.starts[-1:]):
-                await asyncio.sleep(0.001)
+            await output.wait_for("Started.", before)
             await asyncio.sleep(0.005)
             before = len(output.starts)
             t0 = time.perf_counter()
-            await engine.submit_result(live.call_id, ToolResult(f"j{i}", result="ok"), ResultSource.API)
-            while not any(t.startswith("ANNOUNCE") for _, t in output.starts[before:]):
-                await asyncio.sleep(0.0005)
-            first = next(ts for ts, t in output.starts[before:] if t.startswith("ANNOUNCE"))
+            result = ToolResult(f"j{i}", result="ok")
+            await engine.submit_result(live.call_id, result, ResultSource.API)
+            first = await output.wait_for("ANNOUNCE", before)
             latencies.append((first - t0) * 1000)
             await asyncio.sleep(0.005)
     await engine.close()
