@@ -68,6 +68,7 @@ class FirstWord:
 
     def __init__(self) -> None:
         self.inner = PacedSpeech()
+        self.muted = False
         self.starts: list[tuple[float, str]] = []
         self._started = asyncio.Event()
 

@@ -189,9 +189,16 @@ class Call:
         self.emit("speech-update", role="assistant", status="started")
 
     def speech_finished(self, utterance_id: int) -> None:
+        text = None
         if self._response is not None and self._response.tracker.owns(utterance_id):
+            text = self._response.tracker.text(utterance_id)
             self._response.tracker.finished(utterance_id)
         self.emit("speech-update", role="assistant", status="stopped")
+        if text and text.strip():
+            self._assistant_said(text.strip())
+
+    def _assistant_said(self, text: str) -> None:
+        self.emit("transcript", role="assistant", transcriptType="final", transcript=text)
 
     # -- events in: control ------------------------------------------------------------
 
@@ -208,6 +215,12 @@ class Call:
         self.emit("conversation-update", messages=self.conversation.to_openai())
         if trigger_response:
             self._apply(self.arbiter.trigger())
+
+    def set_muted(self, muted: bool) -> None:
+        """Mute or unmute the assistant's audio; the conversation itself goes on."""
+        self._ensure_live()
+        self.output.muted = muted
+        self.emit("status-update", status=self.state.value, muted=muted)
 
     # -- events in: results ------------------------------------------------------------
 
@@ -259,7 +272,12 @@ class Call:
         if response is None or task is None or response.cut:
             return
         response.cut = True
-        response.tracker.cut(self.output.stop())
+        cut = self.output.stop()
+        response.tracker.cut(cut)
+        if cut is not None and cut.heard_chars and response.tracker.owns(cut.utterance_id):
+            heard = response.tracker.text(cut.utterance_id)[: cut.heard_chars].strip()
+            if heard:
+                self._assistant_said(heard)
         task.cancel()
 
     async def _run_response(self, response: Response) -> None:

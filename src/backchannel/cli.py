@@ -147,6 +147,36 @@ async def _until_spoken(engine: Engine, call_id: str, *, limit: float) -> None:
         await asyncio.sleep(0.05)
 
 
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .server.app import create_app
+    from .server.settings import Settings, load_secrets
+
+    overrides = {
+        "host": args.host,
+        "port": args.port,
+        "database_url": args.db,
+        "llm_base_url": args.llm_url,
+        "allow_private_webhooks": args.allow_private_webhooks,
+    }
+    settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    secrets = load_secrets(settings)
+    if secrets.created:
+        print(f"backchannel: created an API key and webhook secret in {settings.secrets_file}")
+        print(f"  API key:        {secrets.api_key}")
+        print(f"  webhook secret: {secrets.webhook_secret}")
+    print(f"backchannel: serving on {settings.base_url} (docs at {settings.base_url}/docs)")
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        ws_per_message_deflate=False,
+    )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="backchannel")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -162,7 +192,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument(
         "--time-scale", type=float, default=1.0, help="speed up (<1) or slow down every pause"
     )
+    serve = sub.add_parser("serve", help="run the HTTP/WebSocket server")
+    serve.add_argument("--host", default=None, help="listen address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="port (default 8000)")
+    serve.add_argument("--db", default=None, help="database URL (default SQLite ./backchannel.db)")
+    serve.add_argument("--llm-url", default=None, help="OpenAI-compatible base URL")
+    serve.add_argument(
+        "--allow-private-webhooks",
+        action="store_true",
+        default=None,
+        help="allow webhook URLs on private/loopback addresses (local development)",
+    )
     args = parser.parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
     if args.command == "demo":
         return asyncio.run(
             _demo(args.db, args.llm_url, args.model, args.lookup_seconds, args.time_scale)

@@ -59,6 +59,13 @@ class Conflict(BackchannelError):
     status = 409
 
 
+class Unauthorized(BackchannelError):
+    """No credentials, or wrong ones, for this route."""
+
+    code = "unauthorized"
+    status = 401
+
+
 class Forbidden(BackchannelError):
     """The sender may not do this (e.g. a client resolving a server tool's call)."""
 

@@ -40,6 +40,9 @@ class SpeechListener(Protocol):
 
 
 class SpeechOutput(Protocol):
+    #: While true the output plays silence in place of speech (``mute-assistant``).
+    muted: bool
+
     def attach(self, listener: SpeechListener) -> None: ...
 
     def speak(self, utterance: Utterance) -> None:
@@ -76,6 +79,7 @@ class PacedSpeech:
         self._started_at = 0.0
         self._player: asyncio.Task[None] | None = None
         self.played: list[tuple[Utterance, float, float, int]] = []
+        self.muted = False
 
     def attach(self, listener: SpeechListener) -> None:
         self._listener = listener

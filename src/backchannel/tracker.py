@@ -54,6 +54,9 @@ class SpeechTracker:
     def owns(self, utterance_id: int) -> bool:
         return utterance_id in self._spoken
 
+    def text(self, utterance_id: int) -> str:
+        return self._spoken[utterance_id].utterance.text
+
     def started(self, utterance_id: int) -> None:
         self._spoken[utterance_id].started = True
 

@@ -1,0 +1,1 @@
+"""backchannel on the network: REST API, client WebSocket, control URL, signed webhooks."""

@@ -1,0 +1,380 @@
+"""The backchannel HTTP server (FastAPI): REST API, control URL, client WebSocket.
+
+Every 4xx answer is ``{"error": {"code", "message"}}`` with a stable code. Management
+routes need the API key; a call's routes take its token (or the API key).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+from fastapi import Body, Depends, FastAPI, Path, Query, Request, WebSocket
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ..config import AssistantConfig, ModelConfig
+from ..engine import Engine
+from ..errors import BackchannelError, InvalidInput, NotFound, Unauthorized
+from ..ledger.ledger import Ledger
+from ..ledger.sql import SqlStore
+from ..llm.base import LLM
+from ..llm.openai_compat import OpenAICompatibleLLM
+from ..results import ResultSource
+from ..tools.registry import ToolRegistry
+from .auth import is_api_key, presented, require_api_key
+from .calls import CallHost, HostedCall, event_route
+from .control import apply_control
+from .db import assistants, metadata
+from .outbox import Outbox
+from .settings import Secrets, Settings, load_secrets
+from .socket import client_session
+from .webhooks import WebhookSender, WebhookToolServer
+from .wire import (
+    ERROR_RESPONSES,
+    Accepted,
+    AssistantOut,
+    CallOut,
+    ControlMessage,
+    CreateCall,
+    ResolutionOut,
+    ResultBody,
+)
+
+log = logging.getLogger("backchannel.server")
+
+Id = Annotated[str, Path(min_length=1, max_length=256)]
+
+
+def default_llm_factory(settings: Settings) -> Callable[[ModelConfig], LLM]:
+    def make(model: ModelConfig) -> LLM:
+        return OpenAICompatibleLLM(
+            model=model.model,
+            base_url=model.url or settings.llm_base_url,
+            api_key=settings.llm_api_key,
+        )
+
+    return make
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    llm_factory: Callable[[ModelConfig], LLM] | None = None,
+    tools: ToolRegistry | None = None,
+) -> FastAPI:
+    settings = settings or Settings()
+    secrets = load_secrets(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store = SqlStore(settings.database_url)
+        await store.open()
+        async with store.engine.begin() as conn:
+            await conn.run_sync(metadata.create_all)
+        sender = WebhookSender(
+            secrets.webhook_secret, allow_private=settings.allow_private_webhooks
+        )
+        host_ref: list[CallHost] = []
+
+        async def load_route(call_id: str) -> Any:
+            return event_route((await host_ref[0].get(call_id)).assistant)
+
+        outbox = Outbox(
+            store.engine,
+            sender,
+            max_age=settings.outbox_max_age_seconds,
+            max_backoff=settings.outbox_max_backoff_seconds,
+            route_loader=load_route,
+        )
+        engine = Engine(
+            Ledger(store),
+            llm_factory=llm_factory or default_llm_factory(settings),
+            tools=tools,
+            tool_server=WebhookToolServer(
+                sender,
+                reply_limit=settings.tool_reply_limit_seconds,
+                call_info=lambda call_id: {"id": call_id},
+            ),
+            after_call_events=outbox,
+        )
+        host = CallHost(engine, store.engine, outbox, settings)
+        host_ref.append(host)
+        app.state.host = host
+        app.state.outbox = outbox
+        app.state.secrets = secrets
+        async with asyncio.TaskGroup() as tg:
+            worker = tg.create_task(outbox.run())
+            try:
+                yield
+            finally:
+                worker.cancel()
+        await outbox.flush()
+        await sender.close()
+        await store.close()
+
+    app = FastAPI(
+        title="backchannel",
+        version="0.1.0",
+        description="Voice-agent server where background tool results land in the live "
+        "conversation, exactly once.",
+        lifespan=lifespan,
+        responses=ERROR_RESPONSES,
+    )
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    _errors(app)
+    _routes(app, secrets)
+    return app
+
+
+def _host(request: Request) -> CallHost:
+    host: CallHost = request.app.state.host
+    return host
+
+
+async def _call_access(request: Request, call_id: str) -> HostedCall:
+    """The call, if the request holds its token or the API key (401 before 404)."""
+    secrets: Secrets = request.app.state.secrets
+    token = presented(request)
+    if token is None:
+        raise Unauthorized("this route needs the call's token or the API key", code="unauthorized")
+    if is_api_key(request, secrets.api_key):
+        return await _host(request).get(call_id)
+    try:
+        hosted = await _host(request).get(call_id)
+    except NotFound:
+        raise Unauthorized("wrong token for this call", code="unauthorized") from None
+    if not hosted.accepts(token):
+        raise Unauthorized("wrong token for this call", code="unauthorized")
+    return hosted
+
+
+def _routes(app: FastAPI, secrets: Secrets) -> None:
+    def api_key(request: Request) -> None:
+        require_api_key(request, secrets.api_key)
+
+    management = [Depends(api_key)]
+
+    @app.get("/health", tags=["meta"])
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    # -- assistants ----------------------------------------------------------------
+
+    @app.post("/assistants", status_code=201, dependencies=management, tags=["assistants"])
+    async def create_assistant(request: Request, config: AssistantConfig) -> AssistantOut:
+        host = _host(request)
+        await host.check_assistant(config)
+        now = time.time()
+        assistant_id = str(uuid.uuid4())
+        async with host.db.begin() as conn:
+            await conn.execute(
+                assistants.insert().values(
+                    id=assistant_id, config=config.to_json(), created_at=now, updated_at=now
+                )
+            )
+        return AssistantOut(id=assistant_id, created_at=now, updated_at=now, **config.to_json())
+
+    @app.get("/assistants", dependencies=management, tags=["assistants"])
+    async def list_assistants(
+        request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    ) -> list[AssistantOut]:
+        async with _host(request).db.connect() as conn:
+            rows = (
+                await conn.execute(
+                    assistants.select().order_by(assistants.c.created_at.desc()).limit(limit)
+                )
+            ).all()
+        return [_assistant_out(r._mapping) for r in rows]
+
+    @app.get("/assistants/{assistant_id}", dependencies=management, tags=["assistants"])
+    async def get_assistant(request: Request, assistant_id: Id) -> AssistantOut:
+        return _assistant_out(await _assistant_row(request, assistant_id))
+
+    @app.patch("/assistants/{assistant_id}", dependencies=management, tags=["assistants"])
+    async def update_assistant(
+        request: Request, assistant_id: Id, changes: Annotated[dict[str, Any], Body()]
+    ) -> AssistantOut:
+        """Merge top-level fields into the stored assistant (Vapi's update semantics)."""
+        row = await _assistant_row(request, assistant_id)
+        config = AssistantConfig.from_json({**row["config"], **changes})
+        host = _host(request)
+        await host.check_assistant(config)
+        now = time.time()
+        async with host.db.begin() as conn:
+            await conn.execute(
+                assistants.update()
+                .where(assistants.c.id == assistant_id)
+                .values(config=config.to_json(), updated_at=now)
+            )
+        return AssistantOut(
+            id=assistant_id, created_at=row["created_at"], updated_at=now, **config.to_json()
+        )
+
+    @app.delete(
+        "/assistants/{assistant_id}", status_code=204, dependencies=management, tags=["assistants"]
+    )
+    async def delete_assistant(request: Request, assistant_id: Id) -> Response:
+        await _assistant_row(request, assistant_id)
+        async with _host(request).db.begin() as conn:
+            await conn.execute(assistants.delete().where(assistants.c.id == assistant_id))
+        return Response(status_code=204)
+
+    # -- calls ---------------------------------------------------------------------
+
+    @app.post("/calls", status_code=201, dependencies=management, tags=["calls"])
+    async def create_call(request: Request, body: CreateCall) -> CallOut:
+        host = _host(request)
+        hosted, token, client_token = await host.create(body)
+        out = await host.describe(hosted, token=token)
+        return out.model_copy(update={"client_token": client_token})
+
+    @app.get("/calls", dependencies=management, tags=["calls"])
+    async def list_calls(
+        request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    ) -> list[CallOut]:
+        host = _host(request)
+        return [await host.describe(await host.get(i)) for i in await host.ids(limit)]
+
+    @app.get("/calls/{call_id}", tags=["calls"])
+    async def get_call(request: Request, call_id: Id) -> CallOut:
+        hosted = await _call_access(request, call_id)
+        return await _host(request).describe(hosted)
+
+    @app.post("/calls/{call_id}/end", tags=["calls"])
+    async def end_call(request: Request, call_id: Id) -> CallOut:
+        hosted = await _call_access(request, call_id)
+        host = _host(request)
+        call = host.engine.live.get(call_id)
+        if call is not None and not call.ended.is_set():
+            await call.hang_up("ended-by-api")
+        return await host.describe(hosted)
+
+    @app.post("/calls/{call_id}/tool-calls/{tool_call_id}/result", tags=["results"])
+    async def post_result(
+        request: Request, call_id: Id, tool_call_id: Id, body: ResultBody
+    ) -> ResolutionOut:
+        """Deliver a tool call's result (or a ``willContinue`` progress update), once."""
+        await _call_access(request, call_id)
+        if body.tool_call_id is not None and body.tool_call_id != tool_call_id:
+            raise InvalidInput(
+                "the body's toolCallId differs from the path's", code="tool_call_id_mismatch"
+            )
+        resolution = await _host(request).engine.submit_result(
+            call_id, body.to_result(tool_call_id), ResultSource.API
+        )
+        return ResolutionOut.model_validate(resolution.to_dict())
+
+    @app.post("/calls/{call_id}/control", tags=["calls"])
+    async def control(
+        request: Request,
+        call_id: Id,
+        message: Annotated[ControlMessage, Body(discriminator="type")],
+    ) -> dict[str, Any]:
+        """The control URL: ``add-message``, ``say``, ``end-call``, ``control``, and
+        ``tool-call-result``."""
+        await _call_access(request, call_id)
+        answer = await apply_control(_host(request).engine, call_id, message, ResultSource.API)
+        return answer if "toolCallId" in answer else Accepted().model_dump()
+
+    @app.websocket("/calls/{call_id}/ws")
+    async def client_socket(ws: WebSocket, call_id: str) -> None:
+        await client_session(ws, ws.app.state.host, call_id)
+
+
+async def _assistant_row(request: Request, assistant_id: str) -> dict[str, Any]:
+    async with _host(request).db.connect() as conn:
+        row = (
+            await conn.execute(sa.select(assistants).where(assistants.c.id == assistant_id))
+        ).first()
+    if row is None:
+        raise NotFound(f"no assistant {assistant_id!r}", code="unknown_assistant")
+    return dict(row._mapping)
+
+
+def _assistant_out(m: Any) -> AssistantOut:
+    return AssistantOut(
+        id=m["id"], created_at=m["created_at"], updated_at=m["updated_at"], **m["config"]
+    )
+
+
+def _errors(app: FastAPI) -> None:
+    @app.exception_handler(BackchannelError)
+    async def backchannel_error(_request: Request, exc: BackchannelError) -> JSONResponse:
+        return JSONResponse({"error": exc.to_dict()}, status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{k: v for k, v in e.items() if k in ("type", "loc", "msg")} for e in exc.errors()]
+        body = {
+            "code": "invalid_request",
+            "message": "the request is malformed",
+            "details": {"errors": errors},
+        }
+        return JSONResponse({"error": body}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {404: "not_found", 405: "method_not_allowed"}
+        body = {"code": codes.get(exc.status_code, "http_error"), "message": str(exc.detail)}
+        return JSONResponse({"error": body}, status_code=exc.status_code)
+
+
+class BodyLimit:
+    """Refuse request bodies over ``limit`` bytes with 413 ``body_too_large``."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(send)
+            return
+        seen = 0
+
+        async def limited() -> Any:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await self._refuse(send)
+
+    async def _refuse(self, send: Send) -> None:
+        response = JSONResponse(
+            {
+                "error": {
+                    "code": "body_too_large",
+                    "message": f"bodies are limited to {self.limit} bytes",
+                }
+            },
+            status_code=413,
+        )
+        await response({"type": "http"}, _no_receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _no_receive() -> Any:
+    return {"type": "http.disconnect"}

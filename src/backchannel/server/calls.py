@@ -1,0 +1,226 @@
+"""Calls as the server hosts them: creation, tokens, running, and their public record.
+
+A call is created by the API and runs while its client is connected to its WebSocket;
+the session owns the call (and so the call's task group). Each call has two bearer
+tokens: ``token`` opens every route of that call (for backends), ``clientToken`` opens
+only its WebSocket (for the browser or phone app), so everything the client resolves is
+known to come from the client.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ..call import Call
+from ..config import AssistantConfig
+from ..engine import Engine
+from ..errors import Conflict, NotFound
+from ..events import EventSink, FanOut
+from ..lifecycle import CallState
+from ..speech import PacedSpeech
+from ..tools.spec import Route as ToolRoute
+from ..tools.spec import resolve_tools
+from .db import assistants, server_calls
+from .outbox import DEFAULT_SERVER_MESSAGES, Outbox, Route
+from .settings import Settings
+from .urls import check_webhook_url
+from .wire import CallOut, CreateCall, Monitor
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class HostedCall:
+    id: str
+    type: str
+    assistant_id: str | None
+    assistant: AssistantConfig
+    token_hash: str
+    client_token_hash: str
+    created_at: float
+    transcript: list[dict[str, Any]] | None = None
+    messages: list[dict[str, Any]] | None = None
+
+    def accepts(self, token: str | None, *, client: bool = False) -> bool:
+        """Whether ``token`` opens this call (the client token only where ``client``)."""
+        if not token:
+            return False
+        digest = _hash(token)
+        if hmac.compare_digest(digest, self.token_hash):
+            return True
+        return client and hmac.compare_digest(digest, self.client_token_hash)
+
+
+class CallHost:
+    def __init__(self, engine: Engine, db: AsyncEngine, outbox: Outbox, settings: Settings):
+        self.engine = engine
+        self.db = db
+        self.outbox = outbox
+        self.settings = settings
+
+    async def create(self, body: CreateCall) -> tuple[HostedCall, str, str]:
+        """A new call, its token and its client token. The assistant is checked first."""
+        assistant_id = body.assistant_id
+        if assistant_id is not None:
+            assistant = await self.load_assistant(assistant_id)
+        else:
+            assert body.assistant is not None
+            assistant = body.assistant
+        await self.check_assistant(assistant)
+        token, client_token = f"ct_{secrets.token_urlsafe(24)}", f"cc_{secrets.token_urlsafe(24)}"
+        hosted = HostedCall(
+            id=str(uuid.uuid4()),
+            type=body.type,
+            assistant_id=assistant_id,
+            assistant=assistant,
+            token_hash=_hash(token),
+            client_token_hash=_hash(client_token),
+            created_at=time.time(),
+        )
+        async with self.db.begin() as conn:
+            await conn.execute(
+                server_calls.insert().values(
+                    id=hosted.id,
+                    type=hosted.type,
+                    assistant_id=assistant_id,
+                    assistant=assistant.to_json(),
+                    token_hash=hosted.token_hash,
+                    client_token_hash=hosted.client_token_hash,
+                    created_at=hosted.created_at,
+                )
+            )
+        self.outbox.route(hosted.id, event_route(assistant))
+        return hosted, token, client_token
+
+    async def check_assistant(self, assistant: AssistantConfig) -> None:
+        """Refuse an assistant whose tools do not resolve or whose webhooks may not be sent."""
+        specs = resolve_tools(assistant, self.engine.tools.specs())
+        urls = {s.server.url for s in specs.values() if s.route is ToolRoute.SERVER and s.server}
+        if assistant.server and assistant.server.url:
+            urls.add(assistant.server.url)
+        for url in sorted(urls):
+            await check_webhook_url(url, allow_private=self.settings.allow_private_webhooks)
+
+    async def load_assistant(self, assistant_id: str) -> AssistantConfig:
+        async with self.db.connect() as conn:
+            row = (
+                await conn.execute(assistants.select().where(assistants.c.id == assistant_id))
+            ).first()
+        if row is None:
+            raise NotFound(f"no assistant {assistant_id!r}", code="unknown_assistant")
+        return AssistantConfig.from_json(row._mapping["config"])
+
+    async def get(self, call_id: str) -> HostedCall:
+        async with self.db.connect() as conn:
+            row = (
+                await conn.execute(server_calls.select().where(server_calls.c.id == call_id))
+            ).first()
+        if row is None:
+            raise NotFound(f"no call {call_id!r}", code="unknown_call")
+        m = row._mapping
+        return HostedCall(
+            id=m["id"],
+            type=m["type"],
+            assistant_id=m["assistant_id"],
+            assistant=AssistantConfig.from_json(m["assistant"]),
+            token_hash=m["token_hash"],
+            client_token_hash=m["client_token_hash"],
+            created_at=m["created_at"],
+            transcript=m["transcript"],
+            messages=m["messages"],
+        )
+
+    async def ids(self, limit: int) -> list[str]:
+        stmt = sa.select(server_calls.c.id).order_by(server_calls.c.created_at.desc()).limit(limit)
+        async with self.db.connect() as conn:
+            return [r[0] for r in (await conn.execute(stmt)).all()]
+
+    @asynccontextmanager
+    async def run(self, hosted: HostedCall, client: EventSink) -> AsyncIterator[Call]:
+        """Run the call while the block runs; keep its transcript once it has ended."""
+        if hosted.id in self.engine.live or await self._has_run(hosted.id):
+            raise Conflict(
+                f"call {hosted.id!r} has already been connected", code="call_already_connected"
+            )
+        self.outbox.route(hosted.id, event_route(hosted.assistant))
+        call = self.engine.call(
+            hosted.assistant,
+            call_id=hosted.id,
+            output=PacedSpeech(self.engine.clock),
+            events=FanOut(client, self.outbox),
+        )
+        async with call:
+            yield call
+        async with self.db.begin() as conn:
+            await conn.execute(
+                server_calls.update()
+                .where(server_calls.c.id == hosted.id)
+                .values(
+                    transcript=call.conversation.transcript(),
+                    messages=call.conversation.to_openai(),
+                )
+            )
+
+    async def _has_run(self, call_id: str) -> bool:
+        return await self.engine.ledger.store.get_call(call_id) is not None
+
+    async def describe(self, hosted: HostedCall, *, token: str | None = None) -> CallOut:
+        """The call's public record: status, transcript, every tool call with its states."""
+        live = self.engine.live.get(hosted.id)
+        record = await self.engine.ledger.store.get_call(hosted.id)
+        status = "queued"
+        ended_at = ended_reason = None
+        if record is not None:
+            status = record.state.value
+            ended_at, ended_reason = record.ended_at, record.ended_reason
+        if live is not None:
+            transcript, messages = live.conversation.transcript(), live.conversation.to_openai()
+            status = CallState.IN_PROGRESS.value if not live.ended.is_set() else status
+        else:
+            transcript, messages = hosted.transcript or [], hosted.messages or []
+        tool_calls = await self.engine.ledger.list_for_call(hosted.id)
+        base = self.settings.base_url
+        ws_base = base.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
+        return CallOut(
+            id=hosted.id,
+            type=hosted.type,
+            status=status,
+            assistant_id=hosted.assistant_id,
+            created_at=hosted.created_at,
+            ended_at=ended_at,
+            ended_reason=ended_reason,
+            monitor=Monitor(control_url=f"{base}/calls/{hosted.id}/control"),
+            client_url=f"{ws_base}/calls/{hosted.id}/ws",
+            token=token,
+            transcript=transcript,
+            messages=messages,
+            tool_calls=[r.to_dict() for r in tool_calls],
+        )
+
+
+def event_route(assistant: AssistantConfig) -> Route | None:
+    server = assistant.server
+    if server is None or not server.url:
+        return None
+    headers = dict(server.headers)
+    if server.secret:
+        headers.setdefault("X-Vapi-Secret", server.secret)
+    types = (
+        frozenset(assistant.server_messages)
+        if assistant.server_messages is not None
+        else DEFAULT_SERVER_MESSAGES
+    )
+    return Route(server.url, headers, types)

@@ -1,0 +1,174 @@
+"""Event webhooks through a durable outbox.
+
+:class:`Outbox` is the server-wide :class:`~backchannel.events.EventSink` for the
+assistants' server URLs. ``emit`` never blocks the conversation: it filters by the call's
+``serverMessages`` and queues the event; a writer task stores it in ``bc_outbox``; a
+delivery task POSTs due rows, signed, and retries failures with exponential backoff
+(capped) until the event is delivered or too old. A receiver that is down for an hour
+therefore gets every event afterwards, in order of creation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ..events import Event
+from .db import outbox
+from .webhooks import WebhookSender
+
+log = logging.getLogger("backchannel.outbox")
+
+DEFAULT_SERVER_MESSAGES = frozenset(
+    {
+        "status-update",
+        "end-of-call-report",
+        "hang",
+        "tool-calls-cancelled",
+        "tool-call-progress",
+        "tool-result-after-call",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where one call's events go."""
+
+    url: str
+    headers: Mapping[str, str]
+    types: frozenset[str]
+
+
+class Outbox:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        sender: WebhookSender,
+        *,
+        max_age: float,
+        max_backoff: float,
+        batch: int = 20,
+        route_loader: Callable[[str], Awaitable[Route | None]] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.sender = sender
+        self.max_age = max_age
+        self.max_backoff = max_backoff
+        self.batch = batch
+        self.routes: dict[str, Route | None] = {}
+        self.route_loader = route_loader
+        self._queue: asyncio.Queue[tuple[Event, Route | None]] = asyncio.Queue()
+        self._due = asyncio.Event()
+
+    def route(self, call_id: str, route: Route | None) -> None:
+        """Send this call's events to ``route`` (``None``: the call has no server URL)."""
+        self.routes[call_id] = route
+
+    def emit(self, event: Event) -> None:
+        if event.call_id not in self.routes:
+            if self.route_loader is not None:  # e.g. a result after a restart: look it up
+                self._queue.put_nowait((event, None))
+            return
+        route = self.routes[event.call_id]
+        if route is not None and event.type in route.types:
+            self._queue.put_nowait((event, route))
+
+    async def run(self) -> None:
+        """Store queued events and deliver due ones, until cancelled."""
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._store_forever())
+            tg.create_task(self._deliver_forever())
+
+    async def flush(self) -> None:
+        """Store everything queued so far (used at shutdown and by tests)."""
+        while not self._queue.empty():
+            await self._store(self._queue.get_nowait())
+
+    async def _store_forever(self) -> None:
+        while True:
+            item = await self._queue.get()
+            try:
+                await self._store(item)
+            except Exception:
+                log.exception("could not store an outbox event")
+
+    async def _store(self, item: tuple[Event, Route | None]) -> None:
+        event, route = item
+        if route is None and self.route_loader is not None:
+            route = self.routes[event.call_id] = await self.route_loader(event.call_id)
+            if route is None or event.type not in route.types:
+                return
+        if route is None:
+            return
+        now = time.time()
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                outbox.insert().values(
+                    id=uuid.uuid4().hex,
+                    call_id=event.call_id,
+                    event_type=event.type,
+                    url=route.url,
+                    headers=dict(route.headers),
+                    body=json.dumps(event.to_message(), default=str),
+                    status="pending",
+                    attempts=0,
+                    next_at=now,
+                    created_at=now,
+                )
+            )
+        self._due.set()
+
+    async def _deliver_forever(self) -> None:
+        while True:
+            delivered_any = await self.deliver_due()
+            if not delivered_any:
+                self._due.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._due.wait(), timeout=1.0)
+
+    async def deliver_due(self) -> bool:
+        """Try every due row once; whether there was anything to try."""
+        now = time.time()
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    outbox.select()
+                    .where(outbox.c.status == "pending", outbox.c.next_at <= now)
+                    .order_by(outbox.c.created_at)
+                    .limit(self.batch)
+                )
+            ).all()
+        for row in rows:
+            await self._attempt(row._mapping)
+        return bool(rows)
+
+    async def _attempt(self, row: sa.RowMapping) -> None:
+        attempts = int(row["attempts"]) + 1
+        error: str | None = None
+        try:
+            response = await self.sender.post(row["url"], row["body"], row["headers"], limit=10.0)
+            if not 200 <= response.status_code < 300:
+                error = f"HTTP {response.status_code}"
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        now = time.time()
+        values: dict[str, object] = {"attempts": attempts, "last_error": error}
+        if error is None:
+            values |= {"status": "delivered", "delivered_at": now}
+        elif now - float(row["created_at"]) > self.max_age:
+            values |= {"status": "dead"}
+            log.warning("giving up on event %s after %d attempts: %s", row["id"], attempts, error)
+        else:
+            values |= {"next_at": now + min(self.max_backoff, 2.0 ** (attempts - 1))}
+        async with self.engine.begin() as conn:
+            await conn.execute(outbox.update().where(outbox.c.id == row["id"]).values(values))

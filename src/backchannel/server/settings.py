@@ -1,0 +1,75 @@
+"""Server settings: flags and ``BACKCHANNEL_*`` environment variables, with embedded defaults.
+
+With nothing set, the server keeps its ledger in ``./backchannel.db``, listens on
+127.0.0.1:8000, and creates an API key and a webhook signing secret on first start,
+kept in ``./backchannel.secrets.json`` and printed once.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BACKCHANNEL_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    database_url: str = "sqlite+aiosqlite:///backchannel.db"
+    #: The management API key; generated and kept in ``secrets_file`` when unset.
+    api_key: str | None = None
+    #: ``whsec_…`` secret that signs every outgoing webhook (Standard Webhooks).
+    webhook_secret: str | None = None
+    secrets_file: Path = Path("backchannel.secrets.json")
+    #: Base URL clients use to reach this server (for the URLs a new call returns).
+    public_url: str | None = None
+    #: Allow webhook URLs that resolve to private or loopback addresses (local development).
+    allow_private_webhooks: bool = False
+    #: OpenAI-compatible model server used when an assistant names no ``model.url``.
+    llm_base_url: str | None = None
+    llm_api_key: str | None = None
+    max_body_bytes: int = 1_000_000
+    #: How long a tool server's reply is still awaited after the tool's own timeout,
+    #: so a slow reply still lands (late) instead of being lost.
+    tool_reply_limit_seconds: float = 300.0
+    #: Event webhooks are retried with backoff until delivered or this old.
+    outbox_max_age_seconds: float = 24 * 3600.0
+    outbox_max_backoff_seconds: float = 300.0
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+
+@dataclass(frozen=True, slots=True)
+class Secrets:
+    api_key: str
+    webhook_secret: str
+    created: bool
+
+
+def load_secrets(settings: Settings) -> Secrets:
+    """The API key and webhook secret: from settings, else the secrets file, else new ones."""
+    stored: dict[str, str] = {}
+    if settings.secrets_file.exists():
+        stored = json.loads(settings.secrets_file.read_text())
+    api_key = settings.api_key or stored.get("apiKey")
+    webhook_secret = settings.webhook_secret or stored.get("webhookSecret")
+    created = False
+    if api_key is None or webhook_secret is None:
+        api_key = api_key or f"bc_{secrets.token_urlsafe(32)}"
+        webhook_secret = (
+            webhook_secret or "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+        )
+        data = {"apiKey": api_key, "webhookSecret": webhook_secret}
+        settings.secrets_file.write_text(json.dumps(data, indent=2))
+        os.chmod(settings.secrets_file, 0o600)
+        created = True
+    return Secrets(api_key, webhook_secret, created)

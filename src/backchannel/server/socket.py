@@ -1,0 +1,144 @@
+"""The client WebSocket: one connection runs one call.
+
+In: JSON text frames — ``user-message``, ``tool-call-result``, and the control messages
+(``add-message``, ``say``, ``end-call``, ``control``). Out: the call's events as JSON, by
+Vapi's names, filtered by the assistant's ``clientMessages``, plus ``error`` for a frame
+that could not be used (the call goes on) and ``tool-call-result-ack``. The protocol is
+documented with examples in ``docs/client-protocol.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from ..call import Call
+from ..errors import BackchannelError
+from ..events import Event
+from ..results import ResultSource
+from .calls import CallHost
+from .control import apply_control
+from .wire import ClientMessage, UserMessage
+
+log = logging.getLogger("backchannel.socket")
+
+_messages: TypeAdapter[Any] = TypeAdapter(ClientMessage)
+
+
+class ClientSink:
+    """Queues the events the client asked for; the session's sender writes them out."""
+
+    def __init__(self, queue: asyncio.Queue[dict[str, Any] | None], types: frozenset[str] | None):
+        self.queue = queue
+        self.types = types
+
+    def emit(self, event: Event) -> None:
+        if self.types is None or event.type in self.types:
+            self.queue.put_nowait(event.to_message()["message"])
+
+
+async def client_session(ws: WebSocket, host: CallHost, call_id: str) -> None:
+    token = ws.query_params.get("token") or _bearer(ws.headers.get("authorization"))
+    try:
+        hosted = await host.get(call_id)
+    except BackchannelError:
+        await ws.close(code=4404, reason="unknown call")
+        return
+    if not hosted.accepts(token, client=True):
+        await ws.close(code=4401, reason="wrong or missing token")
+        return
+    await ws.accept()
+    queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+    types = hosted.assistant.client_messages
+    sink = ClientSink(queue, frozenset(types) if types is not None else None)
+    async with asyncio.TaskGroup() as tg:
+        sender = tg.create_task(_send_out(ws, queue))
+        try:
+            async with host.run(hosted, sink) as call:
+                await _receive_until_end(ws, call, queue)
+        except BackchannelError as exc:
+            queue.put_nowait({"type": "error", "error": exc.to_dict()})
+        queue.put_nowait(None)
+        await sender
+    with contextlib.suppress(RuntimeError):  # the client may already have gone
+        await ws.close()
+
+
+async def _receive_until_end(
+    ws: WebSocket, call: Call, queue: asyncio.Queue[dict[str, Any] | None]
+) -> None:
+    ended = asyncio.ensure_future(call.ended.wait())
+    try:
+        while True:
+            receive = asyncio.ensure_future(ws.receive())
+            done, _ = await asyncio.wait({receive, ended}, return_when=asyncio.FIRST_COMPLETED)
+            if ended in done:
+                receive.cancel()
+                return
+            frame = receive.result()
+            if frame["type"] == "websocket.disconnect":
+                return
+            if frame.get("text") is not None:
+                await _handle(call, frame["text"], queue)
+            else:
+                queue.put_nowait(
+                    _error("unsupported_frame", "binary audio needs a web call with audio")
+                )
+    finally:
+        ended.cancel()
+
+
+async def _handle(call: Call, text: str, queue: asyncio.Queue[dict[str, Any] | None]) -> None:
+    try:
+        message = _messages.validate_python(json.loads(text))
+    except json.JSONDecodeError as exc:
+        queue.put_nowait(_error("invalid_json", f"frame is not JSON: {exc.msg}"))
+        return
+    except ValidationError as exc:
+        queue.put_nowait(
+            _error(
+                "invalid_message",
+                "frame is not a known message",
+                errors=exc.errors(include_url=False, include_input=False),
+            )
+        )
+        return
+    try:
+        if isinstance(message, UserMessage):
+            call.send_text(message.content)
+            return
+        answer = await apply_control(call.engine, call.call_id, message, ResultSource.CLIENT)
+        if message.type == "tool-call-result":
+            queue.put_nowait({"type": "tool-call-result-ack", **answer})
+    except BackchannelError as exc:
+        queue.put_nowait({"type": "error", "error": exc.to_dict()})
+
+
+async def _send_out(ws: WebSocket, queue: asyncio.Queue[dict[str, Any] | None]) -> None:
+    while (item := await queue.get()) is not None:
+        try:
+            await ws.send_text(json.dumps(item, default=str))
+        except (WebSocketDisconnect, RuntimeError):
+            log.debug("client went away; dropping the rest of its events")
+            while await queue.get() is not None:
+                pass
+            return
+
+
+def _error(code: str, message: str, **details: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if details:
+        body["details"] = details
+    return {"type": "error", "error": body}
+
+
+def _bearer(header: str | None) -> str | None:
+    if header and header.lower().startswith("bearer "):
+        return header[7:].strip()
+    return None
