@@ -23,10 +23,12 @@ def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
 class FakeOpenAI:
     """Serves queued streams in order; records every request body."""
 
-    def __init__(self) -> None:
+    def __init__(self, respond: Any = None) -> None:
         self.streams: list[list[dict[str, Any]]] = []
         self.requests: list[dict[str, Any]] = []
         self.status = 200
+        #: Decides a reply from the request body when no stream is queued.
+        self.respond = respond
 
     def handler(self) -> type[BaseHTTPRequestHandler]:
         fake = self
@@ -53,7 +55,8 @@ class FakeOpenAI:
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.end_headers()
-                for event in fake.streams.pop(0):
+                stream = fake.streams.pop(0) if fake.streams else fake.respond(body)
+                for event in stream:
                     self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
                     self.wfile.flush()
                 self.wfile.write(b"data: [DONE]\n\n")
@@ -62,8 +65,8 @@ class FakeOpenAI:
 
 
 @contextmanager
-def serve() -> Iterator[tuple[FakeOpenAI, str]]:
-    fake = FakeOpenAI()
+def serve(respond: Any = None) -> Iterator[tuple[FakeOpenAI, str]]:
+    fake = FakeOpenAI(respond)
     server = ThreadingHTTPServer(("127.0.0.1", 0), fake.handler())
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -104,6 +104,21 @@ def test_tools_resolve_route_timeout_delivery_and_lines() -> None:
     assert specs["endCall"].route is Route.BUILTIN
 
 
+def test_runs_on_client_overrides_the_assistant_server_fallback() -> None:
+    data = {
+        "server": {"url": "https://assistant.example.com/events"},
+        "model": {
+            "tools": [
+                {"function": {"name": "pick"}, "backchannel": {"runsOn": "client"}},
+                {"function": {"name": "other"}},
+            ]
+        },
+    }
+    specs = resolve_tools(AssistantConfig.from_json(data))
+    assert specs["pick"].route is Route.CLIENT
+    assert specs["other"].route is Route.SERVER
+
+
 def test_defaults_client_route_and_async_timeout() -> None:
     config = AssistantConfig.from_json(
         {"model": {"tools": [{"type": "function", "async": True, "function": {"name": "pick"}}]}}

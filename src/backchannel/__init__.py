@@ -4,6 +4,7 @@ and are never lost."""
 
 from .arbiter import Announcement, Arbiter, Plan, PlanKind, SayRequest, Verdict
 from .call import Call
+from .client import Client, ToolCall, parse_tool_calls, results, verify_webhook
 from .clock import Clock, ManualClock, SystemClock
 from .config import (
     AssistantConfig,
@@ -27,6 +28,7 @@ from .errors import (
     InvalidInput,
     NotFound,
     ProviderError,
+    Unauthorized,
 )
 from .events import Event, EventLog, EventSink, FanOut
 from .ledger.ledger import Ledger, Outcome, Resolution
@@ -55,6 +57,7 @@ __all__ = [
     "CallEnded",
     "CallRecord",
     "CallState",
+    "Client",
     "Clock",
     "ConfigError",
     "Conflict",
@@ -96,6 +99,7 @@ __all__ = [
     "SqlStore",
     "SystemClock",
     "TextDelta",
+    "ToolCall",
     "ToolCallRecord",
     "ToolCallRequest",
     "ToolCallState",
@@ -108,8 +112,12 @@ __all__ = [
     "ToolServer",
     "ToolSpec",
     "TurnState",
+    "Unauthorized",
     "Utterance",
     "Verdict",
     "parse_result",
+    "parse_tool_calls",
+    "results",
     "transition",
+    "verify_webhook",
 ]

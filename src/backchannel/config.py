@@ -72,6 +72,9 @@ class BackchannelToolSettings(WireModel):
     delivery: Delivery | None = None
     timeout_seconds: float | None = None
     cancel_on_interruption: bool = False
+    #: Force where the tool runs; ``client`` keeps a URL-less tool on the client even
+    #: when the assistant has a server URL (which it would otherwise fall back to).
+    runs_on: Literal["client", "server"] | None = None
 
 
 class ToolConfig(WireModel):

@@ -14,13 +14,16 @@ A result for a call that has ended is still accepted: it is recorded as late and
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from .call import Call
 from .clock import Clock, SystemClock
 from .config import AssistantConfig, ModelConfig
-from .errors import ConfigError
+from .errors import BackchannelError, ConfigError
 from .events import Event, EventLog, EventSink
 from .ledger.ledger import Ledger, Resolution
 from .llm.base import LLM
@@ -30,6 +33,17 @@ from .tools.executors import ToolServer, UnavailableToolServer
 from .tools.registry import ToolRegistry
 
 LLMFactory = Callable[[ModelConfig], LLM]
+
+log = logging.getLogger("backchannel.engine")
+
+
+async def _logged(coro: Coroutine[Any, Any, Any]) -> None:
+    try:
+        await coro
+    except BackchannelError as exc:
+        log.warning("%s (%s)", exc.message, exc.code)
+    except Exception:
+        log.exception("engine task failed")
 
 
 class Engine:
@@ -51,6 +65,8 @@ class Engine:
         self.tool_server: ToolServer = tool_server or UnavailableToolServer()
         self.after_call_events: EventSink = after_call_events or EventLog()
         self.live: dict[str, Call] = {}
+        self._requests = asyncio.TaskGroup()
+        self._in_flight: set[asyncio.Task[Any]] = set()
         #: How long an announcement waits for other open background calls to finish too.
         self.gather_seconds = gather_seconds
         if llm is None and llm_factory is None:
@@ -60,9 +76,24 @@ class Engine:
 
     async def open(self) -> None:
         await self.ledger.open()
+        await self._requests.__aenter__()
 
     async def close(self) -> None:
+        """Stop what is still in flight (webhook requests past their call) and the ledger."""
+        for task in list(self._in_flight):
+            task.cancel()
+        await self._requests.__aexit__(None, None, None)
         await self.ledger.close()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run work whose life is bounded by itself rather than by one call: a tool
+        server's request may be answered after its call has ended, and that late reply
+        must still be delivered (as late). Owned by the engine's task group."""
+        task = self._requests.create_task(_logged(coro))
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+        task.add_done_callback(lambda _t: coro.close())
+        return task
 
     def call(
         self,

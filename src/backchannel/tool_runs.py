@@ -42,6 +42,7 @@ class ToolRuns:
         #: Calls not yet in a terminal state.
         self.open: dict[str, ToolSpec] = {}
         self.timers: dict[str, asyncio.Task[Any]] = {}
+        #: In-call executors (in-process tools), cancellable with the call.
         self.runs: dict[str, asyncio.Task[Any]] = {}
 
     def waiter(self, tool_call_id: str) -> asyncio.Future[ToolResult] | None:
@@ -52,7 +53,8 @@ class ToolRuns:
         return any(spec.is_async for spec in self.open.values())
 
     def stop_all(self) -> None:
-        """The call is ending: stop timers and executors; the ledger keeps the calls open."""
+        """The call is ending: stop timers and in-call executors (a tool server's request
+        goes on in the engine, so its reply still lands); the ledger keeps the calls open."""
         for task in [*self.timers.values(), *self.runs.values()]:
             task.cancel()
 
@@ -73,7 +75,12 @@ class ToolRuns:
             if inv.spec.route is Route.BUILTIN:
                 await self._run_builtin(response, inv)
                 continue
-            self.runs[inv.tool_call_id] = self.call.spawn(self._execute(inv))
+            if inv.spec.route is Route.SERVER:
+                # A tool server may answer after the call has ended; that reply must land,
+                # so its request runs in the engine and is never cancelled with the call.
+                self.call.engine.spawn(self._execute(inv))
+            else:
+                self.runs[inv.tool_call_id] = self.call.spawn(self._execute(inv))
             if inv.spec.is_async:
                 self.call.conversation.append(
                     Message("tool", PLACEHOLDER, tool_call_id=inv.tool_call_id)
@@ -99,8 +106,13 @@ class ToolRuns:
         self.call.conversation.append(Message("tool", content, tool_call_id=tool_call_id))
 
     async def _execute(self, inv: Invocation) -> None:
+        engine = self.call.engine
+
+        async def deliver(result: ToolResult, source: ResultSource) -> object:
+            return await engine.submit_result(inv.call_id, result, source)
+
         await self.call.ledger.start(self.call.call_id, inv.tool_call_id)
-        await self._executors[inv.spec.route].execute(inv, self.call.submit_result)
+        await self._executors[inv.spec.route].execute(inv, deliver)
 
     async def _run_builtin(self, response: Response, inv: Invocation) -> None:
         if inv.spec.name == "endCall":

@@ -77,7 +77,6 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = SqlStore(settings.database_url)
-        await store.open()
         async with store.engine.begin() as conn:
             await conn.run_sync(metadata.create_all)
         sender = WebhookSender(
@@ -106,6 +105,7 @@ def create_app(
             ),
             after_call_events=outbox,
         )
+        await engine.open()
         host = CallHost(engine, store.engine, outbox, settings)
         host_ref.append(host)
         app.state.host = host
@@ -118,8 +118,8 @@ def create_app(
             finally:
                 worker.cancel()
         await outbox.flush()
+        await engine.close()
         await sender.close()
-        await store.close()
 
     app = FastAPI(
         title="backchannel",

@@ -70,6 +70,7 @@ class CallHost:
         self.db = db
         self.outbox = outbox
         self.settings = settings
+        self._running: dict[str, Call] = {}
 
     async def create(self, body: CreateCall) -> tuple[HostedCall, str, str]:
         """A new call, its token and its client token. The assistant is checked first."""
@@ -162,24 +163,29 @@ class CallHost:
             output=PacedSpeech(self.engine.clock),
             events=FanOut(client, self.outbox),
         )
-        async with call:
-            yield call
-        async with self.db.begin() as conn:
-            await conn.execute(
-                server_calls.update()
-                .where(server_calls.c.id == hosted.id)
-                .values(
-                    transcript=call.conversation.transcript(),
-                    messages=call.conversation.to_openai(),
+        # Readable until its transcript is stored, so a read right after the end sees it.
+        self._running[hosted.id] = call
+        try:
+            async with call:
+                yield call
+            async with self.db.begin() as conn:
+                await conn.execute(
+                    server_calls.update()
+                    .where(server_calls.c.id == hosted.id)
+                    .values(
+                        transcript=call.conversation.transcript(),
+                        messages=call.conversation.to_openai(),
+                    )
                 )
-            )
+        finally:
+            self._running.pop(hosted.id, None)
 
     async def _has_run(self, call_id: str) -> bool:
         return await self.engine.ledger.store.get_call(call_id) is not None
 
     async def describe(self, hosted: HostedCall, *, token: str | None = None) -> CallOut:
         """The call's public record: status, transcript, every tool call with its states."""
-        live = self.engine.live.get(hosted.id)
+        live = self._running.get(hosted.id)
         record = await self.engine.ledger.store.get_call(hosted.id)
         status = "queued"
         ended_at = ended_reason = None

@@ -45,6 +45,8 @@ class ClientSink:
 
 async def client_session(ws: WebSocket, host: CallHost, call_id: str) -> None:
     token = ws.query_params.get("token") or _bearer(ws.headers.get("authorization"))
+    # Accept first, then close with a code, so the client learns why it was refused.
+    await ws.accept()
     try:
         hosted = await host.get(call_id)
     except BackchannelError:
@@ -53,7 +55,6 @@ async def client_session(ws: WebSocket, host: CallHost, call_id: str) -> None:
     if not hosted.accepts(token, client=True):
         await ws.close(code=4401, reason="wrong or missing token")
         return
-    await ws.accept()
     queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
     types = hosted.assistant.client_messages
     sink = ClientSink(queue, frozenset(types) if types is not None else None)

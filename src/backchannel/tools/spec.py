@@ -92,8 +92,9 @@ def resolve_tool(
 ) -> ToolSpec:
     """Decide a tool's route, timeout and delivery from its config and the assistant's.
 
-    A tool registered in Python wins over any URL; otherwise its own ``server.url``,
-    then the assistant's; with no URL at all it is a client tool.
+    A tool registered in Python wins over any URL; ``backchannel.runsOn: client`` makes
+    it a client tool; otherwise its own ``server.url``, then the assistant's; with no URL
+    at all it is a client tool.
     """
     if tool.type in BUILTIN_TYPES:
         name = tool.function.name if tool.function else BUILTIN_TYPES[tool.type]
@@ -118,6 +119,8 @@ def resolve_tool(
     server = None
     if tool.function.name in in_process:
         route = Route.IN_PROCESS
+    elif settings.runs_on == "client":
+        route = Route.CLIENT
     elif server_cfg is not None and server_cfg.url:
         route = Route.SERVER
         server = ServerTarget(
