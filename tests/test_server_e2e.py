@@ -111,7 +111,7 @@ class Session:
         await self.ws.send(message if isinstance(message, str) else json.dumps(message))
 
     async def until(
-        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 15
+        self, predicate: Callable[[dict[str, Any]], bool], within: float = 15
     ) -> dict[str, Any]:
         for event in self.events:
             if predicate(event):
