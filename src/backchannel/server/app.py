@@ -323,7 +323,7 @@ def _errors(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        codes = {404: "not_found", 405: "method_not_allowed"}
+        codes = {400: "invalid_body", 404: "not_found", 405: "method_not_allowed"}
         body = {"code": codes.get(exc.status_code, "http_error"), "message": str(exc.detail)}
         return JSONResponse({"error": body}, status_code=exc.status_code)
 

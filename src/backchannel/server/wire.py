@@ -23,6 +23,7 @@ class ErrorBody(WireModel):
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": text}
     for status, text in (
+        (400, "the body could not be read"),
         (401, "missing or wrong credentials"),
         (403, "not allowed for this sender"),
         (404, "unknown id"),
