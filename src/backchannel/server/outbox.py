@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ..clock import Clock, SystemClock
 from ..events import Event
 from .db import outbox
 from .webhooks import WebhookSender
@@ -59,6 +59,7 @@ class Outbox:
         max_backoff: float,
         batch: int = 20,
         route_loader: Callable[[str], Awaitable[Route | None]] | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.engine = engine
         self.sender = sender
@@ -67,6 +68,7 @@ class Outbox:
         self.batch = batch
         self.routes: dict[str, Route | None] = {}
         self.route_loader = route_loader
+        self.clock = clock or SystemClock()
         self._queue: asyncio.Queue[tuple[Event, Route | None]] = asyncio.Queue()
         self._due = asyncio.Event()
 
@@ -110,7 +112,7 @@ class Outbox:
                 return
         if route is None:
             return
-        now = time.time()
+        now = self.clock.wall()
         async with self.engine.begin() as conn:
             await conn.execute(
                 outbox.insert().values(
@@ -138,7 +140,7 @@ class Outbox:
 
     async def deliver_due(self) -> bool:
         """Try every due row once; whether there was anything to try."""
-        now = time.time()
+        now = self.clock.wall()
         async with self.engine.connect() as conn:
             rows = (
                 await conn.execute(
@@ -161,7 +163,7 @@ class Outbox:
                 error = f"HTTP {response.status_code}"
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
-        now = time.time()
+        now = self.clock.wall()
         values: dict[str, object] = {"attempts": attempts, "last_error": error}
         if error is None:
             values |= {"status": "delivered", "delivered_at": now}
