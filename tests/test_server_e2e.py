@@ -171,111 +171,115 @@ async def test_a_call_through_the_real_server(stack: tuple[ServerProcess, ToolSe
         assert assistant["voicemailMessage"] == "Call back later.", "unknown Vapi fields are kept"
         call = await admin.create_call(assistant_id=assistant["id"])
     call_id, token = call["id"], call["token"]
-    backend = Client(server.url, token=token)  # closed at the end of the test
+    async with Client(server.url, token=token) as backend:
+        async with connect(f"{call['clientUrl']}?token={call['clientToken']}") as ws:
+            s = Session(ws)
+            await s.until(said("Hello, order desk."))
 
-    async with connect(f"{call['clientUrl']}?token={call['clientToken']}") as ws:
-        s = Session(ws)
-        await s.until(said("Hello, order desk."))
+            # 1. An async server tool; the tool server only acknowledges.
+            await s.send({"type": "user-message", "content": "Where is my order?"})
+            order = await s.until(tool_calls_named("check_order"))
+            order_id = tool_call_id(order, "check_order")
+            await s.until(said("I will tell you when it is ready."))
+            await wait_for(lambda: any(c["call"].id == order_id for c in tools.calls))
+            hook = next(c for c in tools.calls if c["call"].id == order_id)
+            assert hook["headers"]["X-Vapi-Secret"] == "s3cret"
+            assert (
+                hook["payload"]["message"]["toolWithToolCallList"][0]["toolCall"]["id"] == order_id
+            )
 
-        # 1. An async server tool; the tool server only acknowledges.
-        await s.send({"type": "user-message", "content": "Where is my order?"})
-        order = await s.until(tool_calls_named("check_order"))
-        order_id = tool_call_id(order, "check_order")
-        await s.until(said("I will tell you when it is ready."))
-        await wait_for(lambda: any(c["call"].id == order_id for c in tools.calls))
-        hook = next(c for c in tools.calls if c["call"].id == order_id)
-        assert hook["headers"]["X-Vapi-Secret"] == "s3cret"
-        assert hook["payload"]["message"]["toolWithToolCallList"][0]["toolCall"]["id"] == order_id
+            # 2. A sync server tool answered in the webhook reply (source: webhook).
+            await s.send({"type": "user-message", "content": "Do a lookup please."})
+            await s.until(said("Looking that up."))
+            await s.until(said('The tool said: {"q": "hours", "tool": "lookup"}'))
 
-        # 2. A sync server tool answered in the webhook reply (source: webhook).
-        await s.send({"type": "user-message", "content": "Do a lookup please."})
-        await s.until(said("Looking that up."))
-        await s.until(said('The tool said: {"q": "hours", "tool": "lookup"}'))
+            # 3. The async result arrives later over HTTP from a backend (source: API), 50 times.
+            answers = await asyncio.gather(
+                *(
+                    backend.submit_result(call_id, order_id, {"status": "shipped"})
+                    for _ in range(50)
+                )
+            )
+            assert sum(not a["duplicate"] for a in answers) == 1
+            await s.until(said('Update: {"status": "shipped"}'))
+            with pytest.raises(Conflict) as conflict:
+                await backend.submit_result(call_id, order_id, {"status": "lost"})
+            assert conflict.value.code == "result_conflict"
 
-        # 3. The async result arrives later over HTTP from a backend (source: API), 50 times.
-        answers = await asyncio.gather(
-            *(backend.submit_result(call_id, order_id, {"status": "shipped"}) for _ in range(50))
-        )
-        assert sum(not a["duplicate"] for a in answers) == 1
-        await s.until(said('Update: {"status": "shipped"}'))
-        with pytest.raises(Conflict) as conflict:
-            await backend.submit_result(call_id, order_id, {"status": "lost"})
-        assert conflict.value.code == "result_conflict"
+            # 4. A client tool answered over the WebSocket (source: client);
+            #    a result from the client for a server tool is refused.
+            await s.send({"type": "user-message", "content": "What is my style?"})
+            style = await s.until(tool_calls_named("get_style"))
+            style_id = tool_call_id(style, "get_style")
+            await s.send({"type": "tool-call-result", "toolCallId": order_id, "result": "x"})
+            refused = await s.until(lambda e: e.get("type") == "error")
+            assert refused["error"]["code"] == "tool_call_not_routed_to_client"
+            await s.send(
+                {
+                    "type": "tool-call-result",
+                    "toolCallId": style_id,
+                    "name": "get_style",
+                    "result": {"template": "bold"},
+                }
+            )
+            ack = await s.until(lambda e: e.get("type") == "tool-call-result-ack")
+            assert ack["outcome"] == "accepted"
+            await s.until(said('The tool said: {"template": "bold"}'))
 
-        # 4. A client tool answered over the WebSocket (source: client); a server tool is refused.
-        await s.send({"type": "user-message", "content": "What is my style?"})
-        style = await s.until(tool_calls_named("get_style"))
-        style_id = tool_call_id(style, "get_style")
-        await s.send({"type": "tool-call-result", "toolCallId": order_id, "result": "x"})
-        refused = await s.until(lambda e: e.get("type") == "error")
-        assert refused["error"]["code"] == "tool_call_not_routed_to_client"
-        await s.send(
-            {
-                "type": "tool-call-result",
-                "toolCallId": style_id,
-                "name": "get_style",
-                "result": {"template": "bold"},
-            }
-        )
-        ack = await s.until(lambda e: e.get("type") == "tool-call-result-ack")
-        assert ack["outcome"] == "accepted"
-        await s.until(said('The tool said: {"template": "bold"}'))
+            # 5. A result through the control URL (the fourth source) for another async call.
+            await s.send({"type": "user-message", "content": "And my refund?"})
+            refund = await s.until(tool_calls_named("check_refund"))
+            refund_id = tool_call_id(refund, "check_refund")
+            await backend.control(
+                call_id, {"type": "tool-call-result", "toolCallId": refund_id, "result": "approved"}
+            )
+            await s.until(said("Update: approved"))
 
-        # 5. A result through the control URL (the fourth source) for another async call.
-        await s.send({"type": "user-message", "content": "And my refund?"})
-        refund = await s.until(tool_calls_named("check_refund"))
-        refund_id = tool_call_id(refund, "check_refund")
-        await backend.control(
-            call_id, {"type": "tool-call-result", "toolCallId": refund_id, "result": "approved"}
-        )
-        await s.until(said("Update: approved"))
+            # 6. A sync tool whose webhook is slower than its timeout: the late reply still lands.
+            await s.send({"type": "user-message", "content": "Try the slow one."})
+            await s.until(said("That is taking too long."))
+            slow = await s.until(tool_calls_named("slow_lookup"))
+            slow_id = tool_call_id(slow, "slow_lookup")
+            await s.until(said('"tool": "slow_lookup"'), within=10)  # the late reply, announced
 
-        # 6. A sync tool whose webhook is slower than its timeout: the late reply still lands.
-        await s.send({"type": "user-message", "content": "Try the slow one."})
-        await s.until(said("That is taking too long."))
-        slow = await s.until(tool_calls_named("slow_lookup"))
-        slow_id = tool_call_id(slow, "slow_lookup")
-        await s.until(said('"tool": "slow_lookup"'), within=10)  # the late reply, announced
+            # 7. Bad frames get an error event and the call goes on.
+            await s.send("{not json")
+            assert await s.until(
+                lambda e: e.get("type") == "error" and e["error"]["code"] == "invalid_json"
+            )
+            await s.send({"type": "teleport"})
+            assert await s.until(
+                lambda e: e.get("type") == "error" and e["error"]["code"] == "invalid_message"
+            )
 
-        # 7. Bad frames get an error event and the call goes on.
-        await s.send("{not json")
-        assert await s.until(
-            lambda e: e.get("type") == "error" and e["error"]["code"] == "invalid_json"
-        )
-        await s.send({"type": "teleport"})
-        assert await s.until(
-            lambda e: e.get("type") == "error" and e["error"]["code"] == "invalid_message"
-        )
+            # 8. say through the control URL, then end the call through it.
+            await backend.say(call_id, "One more thing from the office.")
+            await s.until(said("One more thing from the office."))
+            await backend.control(call_id, {"type": "end-call"})
+            await s.until(lambda e: e.get("type") == "end-of-call-report")
 
-        # 8. say through the control URL, then end the call through it.
-        await backend.say(call_id, "One more thing from the office.")
-        await s.until(said("One more thing from the office."))
-        await backend.control(call_id, {"type": "end-call"})
-        await s.until(lambda e: e.get("type") == "end-of-call-report")
+        record = await backend.get_call(call_id)
+        assert record["status"] == "ended" and record["endedReason"] == "ended-by-control"
+        states = {t["toolCallId"]: t for t in record["toolCalls"]}
+        assert states[order_id]["state"] == "succeeded" and states[order_id]["resolvedBy"] == "api"
+        assert states[style_id]["resolvedBy"] == "client"
+        assert states[refund_id]["resolvedBy"] == "api"
+        assert states[slow_id]["state"] == "timed_out" and states[slow_id]["late"]
+        assert states[slow_id]["resolvedBy"] == "webhook"
+        lookup = next(t for t in record["toolCalls"] if t["name"] == "lookup")
+        assert lookup["resolvedBy"] == "webhook"
+        for t in record["toolCalls"]:
+            assert t["createdAt"] <= t["startedAt"] <= t["resultAt"]
+        assert any(m["content"] == "Where is my order?" for m in record["transcript"])
 
-    record = await backend.get_call(call_id)
-    assert record["status"] == "ended" and record["endedReason"] == "ended-by-control"
-    states = {t["toolCallId"]: t for t in record["toolCalls"]}
-    assert states[order_id]["state"] == "succeeded" and states[order_id]["resolvedBy"] == "api"
-    assert states[style_id]["resolvedBy"] == "client"
-    assert states[refund_id]["resolvedBy"] == "api"
-    assert states[slow_id]["state"] == "timed_out" and states[slow_id]["late"]
-    assert states[slow_id]["resolvedBy"] == "webhook"
-    lookup = next(t for t in record["toolCalls"] if t["name"] == "lookup")
-    assert lookup["resolvedBy"] == "webhook"
-    for t in record["toolCalls"]:
-        assert t["createdAt"] <= t["startedAt"] <= t["resultAt"]
-    assert any(m["content"] == "Where is my order?" for m in record["transcript"])
-
-    # After hang-up: a result for a pending call is kept as late and reported.
-    pending = [t for t in record["toolCalls"] if t["state"] in ("pending", "running")]
-    assert pending == []
-    await wait_for(lambda: any(e["type"] == "end-of-call-report" for e in tools.events))
-    report = next(e for e in tools.events if e["type"] == "end-of-call-report")
-    assert report["headers"]["X-Vapi-Secret"] == "s3cret"
-    assert {t["toolCallId"] for t in report["toolCalls"]} == set(states)
-    assert tools.bad_signatures == 0
-    await backend.close()
+        # After hang-up: a result for a pending call is kept as late and reported.
+        pending = [t for t in record["toolCalls"] if t["state"] in ("pending", "running")]
+        assert pending == []
+        await wait_for(lambda: any(e["type"] == "end-of-call-report" for e in tools.events))
+        report = next(e for e in tools.events if e["type"] == "end-of-call-report")
+        assert report["headers"]["X-Vapi-Secret"] == "s3cret"
+        assert {t["toolCallId"] for t in report["toolCalls"]} == set(states)
+        assert tools.bad_signatures == 0
 
 
 async def test_result_after_hang_up_is_late_and_reported(

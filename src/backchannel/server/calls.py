@@ -186,6 +186,9 @@ class CallHost:
     async def describe(self, hosted: HostedCall, *, token: str | None = None) -> CallOut:
         """The call's public record: status, transcript, every tool call with its states."""
         live = self._running.get(hosted.id)
+        if live is None:
+            # Re-read: the transcript is stored before the call leaves ``_running``.
+            hosted = await self.get(hosted.id)
         record = await self.engine.ledger.store.get_call(hosted.id)
         status = "queued"
         ended_at = ended_reason = None
