@@ -117,23 +117,18 @@ def tool_server() -> Iterator[tuple[ToolServer, str]]:
 _ids = itertools.count(1)
 
 
-def _tool_call(name: str, arguments: dict[str, Any]) -> list[dict[str, Any]]:
-    call_id = f"call_{next(_ids)}"
-    return [
-        chunk(
-            {
-                "tool_calls": [
-                    {
-                        "index": 0,
-                        "id": call_id,
-                        "type": "function",
-                        "function": {"name": name, "arguments": json.dumps(arguments)},
-                    }
-                ]
-            }
-        ),
-        chunk({}, finish="tool_calls"),
+def _tool_call(name: str, arguments: dict[str, Any], count: int = 1) -> list[dict[str, Any]]:
+    """``count`` calls of one tool in a single model step."""
+    calls = [
+        {
+            "index": i,
+            "id": f"call_{next(_ids)}",
+            "type": "function",
+            "function": {"name": name, "arguments": json.dumps(arguments)},
+        }
+        for i in range(count)
     ]
+    return [*(chunk({"tool_calls": [c]}) for c in calls), chunk({}, finish="tool_calls")]
 
 
 def _text(text: str) -> list[dict[str, Any]]:
@@ -153,6 +148,8 @@ def rule_model(body: dict[str, Any]) -> list[dict[str, Any]]:
                 chunk({"role": "assistant", "content": "Let me check your order. "}),
                 *_tool_call("check_order", {"id": "42"}),
             ]
+        if lowered.startswith("batch "):
+            return _tool_call("check_order", {"id": "batch"}, int(lowered.split()[1]))
         if "refund" in lowered:
             return _tool_call("check_refund", {"id": "7"})
         if "lookup" in lowered:

@@ -67,8 +67,9 @@ def test_a_silent_announcement_is_restarted_to_take_in_a_new_result() -> None:
     a.finished(plan, unspoken=plan.announcements)
     merged = a.next_plan()
     assert merged is not None and [x.key for x in merged.announcements] == ["r1", "r2"]
+    assert a.result(ann("r3")) is Verdict.NOTHING, "restarted once only"
     a.audible()
-    assert a.result(ann("r3")) is Verdict.NOTHING, "once audible, the next result waits"
+    assert a.result(ann("r4")) is Verdict.NOTHING, "once audible, the next result waits"
 
 
 def test_barge_in_cuts_and_unspoken_go_back_first() -> None:

@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy.ext.asyncio import create_async_engine
 
-from backchannel import Event, ManualClock, verify_webhook
+from backchannel import Event, ManualClock, SqlStore, verify_webhook
 from backchannel.server.db import metadata, outbox
 from backchannel.server.outbox import Outbox, Route
 from backchannel.server.webhooks import WebhookSender
@@ -52,13 +51,14 @@ def receiver() -> Iterator[tuple[dict[str, Any], str]]:
 
 
 async def test_events_survive_an_hour_long_outage_and_arrive_in_order(tmp_path: Path) -> None:
-    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path}/outbox.db")
+    store = SqlStore(f"sqlite+aiosqlite:///{tmp_path}/outbox.db")
+    engine = store.engine
     async with engine.begin() as conn:
         await conn.run_sync(metadata.create_all)
     clock = ManualClock()
     sender = WebhookSender(SECRET, allow_private=True)
     with receiver() as (state, url):
-        box = Outbox(engine, sender, max_age=24 * 3600, max_backoff=300, clock=clock)
+        box = Outbox(store, sender, max_age=24 * 3600, max_backoff=300, clock=clock)
         box.route("c1", Route(url, {"X-Vapi-Secret": "s"}, frozenset({"status-update", "hang"})))
         box.route("c2", None)
         for i in range(5):
@@ -92,13 +92,14 @@ async def test_events_survive_an_hour_long_outage_and_arrive_in_order(tmp_path: 
 
 
 async def test_events_too_old_are_given_up(tmp_path: Path) -> None:
-    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path}/outbox.db")
+    store = SqlStore(f"sqlite+aiosqlite:///{tmp_path}/outbox.db")
+    engine = store.engine
     async with engine.begin() as conn:
         await conn.run_sync(metadata.create_all)
     clock = ManualClock()
     sender = WebhookSender(SECRET, allow_private=True)
     with receiver() as (_state, url):
-        box = Outbox(engine, sender, max_age=60, max_backoff=10, clock=clock)
+        box = Outbox(store, sender, max_age=60, max_backoff=10, clock=clock)
         box.route("c1", Route(url, {}, frozenset({"hang"})))
         box.emit(Event("hang", "c1", clock.wall(), {}))
         await box.flush()

@@ -80,6 +80,7 @@ class Arbiter:
         self._says: deque[SayRequest] = deque()
         self._triggered = False
         self._audible = False
+        self._restarted = False
         self._ids = itertools.count(1)
 
     # -- what happened -----------------------------------------------------------------
@@ -122,14 +123,18 @@ class Arbiter:
             and self.current is not None
             and self.current.kind is PlanKind.ANNOUNCE
             and not self._audible
+            and not self._restarted
         ):
-            # An announcement nobody has heard yet is restarted to cover this result too.
+            # An announcement nobody has heard yet is restarted to cover this result too;
+            # once only, so a stream of results cannot keep the model restarting.
+            self._restarted = True
             return Verdict.CUT
         return self._wants_floor(announcement.interrupt)
 
     def audible(self) -> None:
         """The current response's first word reached the listener."""
         self._audible = True
+        self._restarted = False
 
     def say(self, request: SayRequest, *, interrupt: bool = False) -> Verdict:
         if self.state is TurnState.CLOSED:

@@ -7,12 +7,15 @@ atomic on both, so concurrent writers (tasks or processes) never overwrite each 
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from ..config import Delivery
 from ..errors import Conflict
@@ -164,11 +167,29 @@ class SqlStore:
     def __init__(self, url: str = DEFAULT_URL, *, engine: AsyncEngine | None = None) -> None:
         self.url = url
         self.engine = engine or create_async_engine(url, **_engine_options(url))
+        self._writer: asyncio.Lock | None = None
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            self._writer = asyncio.Lock()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction, committed on success.
+
+        SQLite has one writer at a time; left alone, concurrent writers of this process
+        would spin in SQLite's busy handler (sleeping up to 100 ms a try). Here they queue
+        on an asyncio lock instead, while WAL keeps reads concurrent. PostgreSQL needs no
+        such turn-taking.
+        """
+        if self._writer is None:
+            async with self.transaction() as conn:
+                yield conn
+        else:
+            async with self._writer, self.engine.begin() as conn:
+                yield conn
 
     async def open(self) -> None:
-        async with self.engine.begin() as conn:
+        async with self.transaction() as conn:
             await conn.run_sync(metadata.create_all)
 
     async def close(self) -> None:
@@ -176,7 +197,7 @@ class SqlStore:
 
     async def insert_call(self, call: CallRecord) -> None:
         try:
-            async with self.engine.begin() as conn:
+            async with self.transaction() as conn:
                 await conn.execute(calls.insert().values(_call_row(call)))
         except IntegrityError as exc:
             raise Conflict(f"call {call.call_id!r} exists", code="duplicate_call_id") from exc
@@ -192,12 +213,12 @@ class SqlStore:
             .where(calls.c.call_id == call.call_id, calls.c.version == expected_version)
             .values(_call_row(call))
         )
-        async with self.engine.begin() as conn:
+        async with self.transaction() as conn:
             return (await conn.execute(stmt)).rowcount == 1
 
     async def insert(self, record: ToolCallRecord) -> None:
         try:
-            async with self.engine.begin() as conn:
+            async with self.transaction() as conn:
                 await conn.execute(tool_calls.insert().values(_row(record)))
         except IntegrityError as exc:
             raise Conflict(
@@ -222,7 +243,7 @@ class SqlStore:
             )
             .values(_row(record))
         )
-        async with self.engine.begin() as conn:
+        async with self.transaction() as conn:
             return (await conn.execute(stmt)).rowcount == 1
 
     async def list_for_call(self, call_id: str) -> list[ToolCallRecord]:

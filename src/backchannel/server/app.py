@@ -88,7 +88,7 @@ def create_app(
             return event_route((await host_ref[0].get(call_id)).assistant)
 
         outbox = Outbox(
-            store.engine,
+            store,
             sender,
             max_age=settings.outbox_max_age_seconds,
             max_backoff=settings.outbox_max_backoff_seconds,
@@ -106,7 +106,7 @@ def create_app(
             after_call_events=outbox,
         )
         await engine.open()
-        host = CallHost(engine, store.engine, outbox, settings)
+        host = CallHost(engine, store, outbox, settings)
         host_ref.append(host)
         app.state.host = host
         app.state.outbox = outbox
@@ -175,7 +175,7 @@ def _routes(app: FastAPI, secrets: Secrets) -> None:
         await host.check_assistant(config)
         now = time.time()
         assistant_id = str(uuid.uuid4())
-        async with host.db.begin() as conn:
+        async with host.db.transaction() as conn:
             await conn.execute(
                 assistants.insert().values(
                     id=assistant_id, config=config.to_json(), created_at=now, updated_at=now
@@ -187,7 +187,7 @@ def _routes(app: FastAPI, secrets: Secrets) -> None:
     async def list_assistants(
         request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 100
     ) -> list[AssistantOut]:
-        async with _host(request).db.connect() as conn:
+        async with _host(request).db.engine.connect() as conn:
             rows = (
                 await conn.execute(
                     assistants.select().order_by(assistants.c.created_at.desc()).limit(limit)
@@ -209,7 +209,7 @@ def _routes(app: FastAPI, secrets: Secrets) -> None:
         host = _host(request)
         await host.check_assistant(config)
         now = time.time()
-        async with host.db.begin() as conn:
+        async with host.db.transaction() as conn:
             await conn.execute(
                 assistants.update()
                 .where(assistants.c.id == assistant_id)
@@ -224,7 +224,7 @@ def _routes(app: FastAPI, secrets: Secrets) -> None:
     )
     async def delete_assistant(request: Request, assistant_id: Id) -> Response:
         await _assistant_row(request, assistant_id)
-        async with _host(request).db.begin() as conn:
+        async with _host(request).db.transaction() as conn:
             await conn.execute(assistants.delete().where(assistants.c.id == assistant_id))
         return Response(status_code=204)
 
@@ -291,7 +291,7 @@ def _routes(app: FastAPI, secrets: Secrets) -> None:
 
 
 async def _assistant_row(request: Request, assistant_id: str) -> dict[str, Any]:
-    async with _host(request).db.connect() as conn:
+    async with _host(request).db.engine.connect() as conn:
         row = (
             await conn.execute(sa.select(assistants).where(assistants.c.id == assistant_id))
         ).first()

@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..call import Call
 from ..config import AssistantConfig
 from ..engine import Engine
 from ..errors import Conflict, NotFound
 from ..events import EventSink, FanOut
+from ..ledger.sql import SqlStore
 from ..lifecycle import CallState
 from ..speech import PacedSpeech
 from ..tools.spec import Route as ToolRoute
@@ -65,7 +65,7 @@ class HostedCall:
 
 
 class CallHost:
-    def __init__(self, engine: Engine, db: AsyncEngine, outbox: Outbox, settings: Settings):
+    def __init__(self, engine: Engine, db: SqlStore, outbox: Outbox, settings: Settings):
         self.engine = engine
         self.db = db
         self.outbox = outbox
@@ -91,7 +91,7 @@ class CallHost:
             client_token_hash=_hash(client_token),
             created_at=time.time(),
         )
-        async with self.db.begin() as conn:
+        async with self.db.transaction() as conn:
             await conn.execute(
                 server_calls.insert().values(
                     id=hosted.id,
@@ -116,7 +116,7 @@ class CallHost:
             await check_webhook_url(url, allow_private=self.settings.allow_private_webhooks)
 
     async def load_assistant(self, assistant_id: str) -> AssistantConfig:
-        async with self.db.connect() as conn:
+        async with self.db.engine.connect() as conn:
             row = (
                 await conn.execute(assistants.select().where(assistants.c.id == assistant_id))
             ).first()
@@ -125,7 +125,7 @@ class CallHost:
         return AssistantConfig.from_json(row._mapping["config"])
 
     async def get(self, call_id: str) -> HostedCall:
-        async with self.db.connect() as conn:
+        async with self.db.engine.connect() as conn:
             row = (
                 await conn.execute(server_calls.select().where(server_calls.c.id == call_id))
             ).first()
@@ -146,7 +146,7 @@ class CallHost:
 
     async def ids(self, limit: int) -> list[str]:
         stmt = sa.select(server_calls.c.id).order_by(server_calls.c.created_at.desc()).limit(limit)
-        async with self.db.connect() as conn:
+        async with self.db.engine.connect() as conn:
             return [r[0] for r in (await conn.execute(stmt)).all()]
 
     @asynccontextmanager
@@ -168,7 +168,7 @@ class CallHost:
         try:
             async with call:
                 yield call
-            async with self.db.begin() as conn:
+            async with self.db.transaction() as conn:
                 await conn.execute(
                     server_calls.update()
                     .where(server_calls.c.id == hosted.id)

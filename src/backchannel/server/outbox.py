@@ -19,10 +19,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..clock import Clock, SystemClock
 from ..events import Event
+from ..ledger.sql import SqlStore
 from .db import outbox
 from .webhooks import WebhookSender
 
@@ -52,7 +52,7 @@ class Route:
 class Outbox:
     def __init__(
         self,
-        engine: AsyncEngine,
+        store: SqlStore,
         sender: WebhookSender,
         *,
         max_age: float,
@@ -61,7 +61,7 @@ class Outbox:
         route_loader: Callable[[str], Awaitable[Route | None]] | None = None,
         clock: Clock | None = None,
     ) -> None:
-        self.engine = engine
+        self.store = store
         self.sender = sender
         self.max_age = max_age
         self.max_backoff = max_backoff
@@ -113,7 +113,7 @@ class Outbox:
         if route is None:
             return
         now = self.clock.wall()
-        async with self.engine.begin() as conn:
+        async with self.store.transaction() as conn:
             await conn.execute(
                 outbox.insert().values(
                     id=uuid.uuid4().hex,
@@ -141,7 +141,7 @@ class Outbox:
     async def deliver_due(self) -> bool:
         """Try every due row once; whether there was anything to try."""
         now = self.clock.wall()
-        async with self.engine.connect() as conn:
+        async with self.store.engine.connect() as conn:
             rows = (
                 await conn.execute(
                     outbox.select()
@@ -172,5 +172,5 @@ class Outbox:
             log.warning("giving up on event %s after %d attempts: %s", row["id"], attempts, error)
         else:
             values |= {"next_at": now + min(self.max_backoff, 2.0 ** (attempts - 1))}
-        async with self.engine.begin() as conn:
+        async with self.store.transaction() as conn:
             await conn.execute(outbox.update().where(outbox.c.id == row["id"]).values(values))
