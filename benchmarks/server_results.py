@@ -11,7 +11,9 @@ server. Then:
    ``/calls/{id}/tool-calls/{tcid}/result`` (interleaved across calls) with
    ``--concurrency`` requests in flight. Each accepted result is also delivered and
    announced in its call. Reported: results per second (wall), request latency
-   percentiles, and the server's CPU time for the phase.
+   percentiles, and the server's CPU time for the phase; once with the default delivery
+   (every result is announced: a model request and speech) and once ``silent`` (recorded
+   and added to the history only), which isolates the endpoint and the ledger.
 2. Latency: ``--rounds`` times, a single async call is pending and its result is POSTed;
    the time until the client WebSocket receives the announcement's ``transcript`` event
    (the model answers instantly; a real model adds its time to first token).
@@ -87,7 +89,13 @@ async def open_call(http: httpx.AsyncClient, server: Any, tools_url: str, n: int
 
 
 async def throughput(
-    server: Any, tools_url: str, calls: int, per_call: int, concurrency: int
+    server: Any,
+    tools_url: str,
+    calls: int,
+    per_call: int,
+    concurrency: int,
+    model: Any,
+    delivery: str | None = None,
 ) -> None:
     async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
         opened = [await open_call(http, server, tools_url, per_call) for _ in range(calls)]
@@ -107,27 +115,31 @@ async def throughput(
                 t0 = time.perf_counter()
                 r = await http.post(
                     f"/calls/{call['id']}/tool-calls/{tcid}/result",
-                    json={"result": {"status": "shipped", "id": tcid}},
+                    json={"result": {"status": "shipped", "id": tcid}}
+                    | ({"delivery": delivery} if delivery else {}),
                     headers={"authorization": f"Bearer {call['token']}"},
                 )
                 latencies.append((time.perf_counter() - t0) * 1000)
                 assert r.status_code == 200 and r.json()["outcome"] == "accepted", r.text
 
+        requests0 = len(model.requests)
         cpu0, t0 = cpu_seconds(server.process.pid), time.perf_counter()
         await asyncio.gather(*(post(call, tcid) for call, tcid in work))
         wall, cpu = time.perf_counter() - t0, cpu_seconds(server.process.pid) - cpu0
+        generations = len(model.requests) - requests0
         n = len(work)
         for drain in drains:
             drain.cancel()
         for _, ws, _ in opened:
             await ws.close()
         print(
+            f"[delivery {delivery or 'when-idle'}] "
             f"results accepted: {n} ({calls} calls x {per_call}) in {wall:.2f} s = "
             f"{n / wall:,.0f}/s, {concurrency} in flight; "
             f"request p50 {statistics.median(latencies):.1f} ms, "
             f"p95 {pct(latencies, 95):.1f} ms, p99 {pct(latencies, 99):.1f} ms; "
             f"server CPU {cpu:.2f} s ({cpu / n * 1000:.2f} ms per result, "
-            f"announcements included)"
+            f"announcements included: {generations} model requests)"
         )
 
 
@@ -184,12 +196,15 @@ async def main() -> None:
     with (
         tempfile.TemporaryDirectory() as tmp,
         tool_server() as (tools, tools_url),
-        serve_model(rule_model) as (_model, model_url),
+        serve_model(rule_model) as (model, model_url),
         server_process(Path(tmp), model_url) as server,
     ):
         tools.secret = server.webhook_secret
         tools.modes["check_order"] = "ack"
-        await throughput(server, tools_url, args.calls, args.per_call, args.concurrency)
+        for delivery in (None, "silent"):
+            await throughput(
+                server, tools_url, args.calls, args.per_call, args.concurrency, model, delivery
+            )
         await announce_latency(server, tools_url, args.rounds)
 
 

@@ -226,8 +226,9 @@ class Call:
 
     async def submit_result(self, result: ToolResult, source: ResultSource) -> Resolution:
         """Record a result in the ledger, then bring it into the conversation once."""
+        live = not self._closing
         resolution = await self.ledger.resolve(
-            self.call_id, result, source, call_live=not self._closing
+            self.call_id, result, source, call_live=live, delivering=live
         )
         if resolution.duplicate:
             return resolution
@@ -348,7 +349,8 @@ class Call:
                 f"{content}{late}",
             )
         )
-        await self.ledger.mark_delivered(self.call_id, record.tool_call_id)
+        if record.delivered_at is None:
+            await self.ledger.mark_delivered(self.call_id, record.tool_call_id)
         if record.delivery is Delivery.SILENT:
             return
         spec = self.specs.get(record.name)

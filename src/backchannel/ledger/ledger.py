@@ -172,6 +172,7 @@ class Ledger:
         source: ResultSource,
         *,
         call_live: bool = False,
+        delivering: bool = False,
     ) -> Resolution:
         """Apply a result or progress update from ``source``, exactly once.
 
@@ -179,7 +180,9 @@ class Ledger:
         call that already has its result raises ``Conflict`` carrying the stored result.
         A result for a call that timed out, was cancelled or whose call ended is kept
         and reported as ``late``; the state the call reached first stays. ``call_live``
-        lets the process that runs the call skip reading the call's state.
+        lets the process that runs the call skip reading the call's state; ``delivering``
+        says that process puts the result into the conversation right away, so the same
+        write records when the model got it.
         """
         call_ended = False
         if not call_live:  # the owner of a live call knows it has not ended; others ask
@@ -193,7 +196,10 @@ class Ledger:
             outcome.clear()
             if result.will_continue:
                 return _apply_progress(r, result, now, outcome)
-            return _apply_result(r, result, source, now, call_ended, outcome)
+            nxt = _apply_result(r, result, source, now, call_ended, outcome)
+            if delivering and nxt is not r and nxt.state is not ToolCallState.CANCELLED:
+                nxt = replace(nxt, delivered_at=nxt.delivered_at or now)
+            return nxt
 
         record = await self._update(call_id, result.tool_call_id, step)
         return Resolution(record, outcome[0])

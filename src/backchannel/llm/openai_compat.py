@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import openai
+from openai.types.chat import ChatCompletionChunk
 
 from ..errors import ProviderError
 from .base import LLMChunk, LLMRequest, TextDelta, ToolCallRequest, parse_arguments
@@ -58,7 +59,16 @@ class OpenAICompatibleLLM:
             kwargs["max_tokens"] = request.max_tokens
         partials: dict[int, _Partial] = {}
         try:
-            stream = await self.client.chat.completions.create(**kwargs)
+            # The messages are already plain chat-completions JSON, so they go through
+            # the SDK's documented raw ``post`` rather than ``create``, whose per-request
+            # walk over every message cost a quarter of the server's CPU under load.
+            stream = await self.client.post(
+                "/chat/completions",
+                body=kwargs,
+                cast_to=ChatCompletionChunk,
+                stream=True,
+                stream_cls=openai.AsyncStream[ChatCompletionChunk],
+            )
             async for chunk in stream:
                 for choice in chunk.choices:
                     delta = choice.delta

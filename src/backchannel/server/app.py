@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
+import openai
 import sqlalchemy as sa
 from fastapi import Body, Depends, FastAPI, Path, Query, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
@@ -31,7 +32,7 @@ from ..llm.openai_compat import OpenAICompatibleLLM
 from ..results import ResultSource
 from ..tools.registry import ToolRegistry
 from .auth import is_api_key, presented, require_api_key
-from .calls import CallHost, HostedCall, event_route
+from .calls import CallHost, event_route
 from .control import apply_control
 from .db import assistants, metadata
 from .outbox import Outbox
@@ -55,12 +56,16 @@ Id = Annotated[str, Path(min_length=1, max_length=256)]
 
 
 def default_llm_factory(settings: Settings) -> Callable[[ModelConfig], LLM]:
+    """One OpenAI-compatible model per call, sharing one HTTP client per server URL."""
+    clients: dict[str | None, openai.AsyncOpenAI] = {}
+
     def make(model: ModelConfig) -> LLM:
-        return OpenAICompatibleLLM(
-            model=model.model,
-            base_url=model.url or settings.llm_base_url,
-            api_key=settings.llm_api_key,
-        )
+        base_url = model.url or settings.llm_base_url
+        if base_url not in clients:
+            clients[base_url] = OpenAICompatibleLLM(
+                model=model.model, base_url=base_url, api_key=settings.llm_api_key
+            ).client
+        return OpenAICompatibleLLM(model=model.model, client=clients[base_url])
 
     return make
 
@@ -140,21 +145,17 @@ def _host(request: Request) -> CallHost:
     return host
 
 
-async def _call_access(request: Request, call_id: str) -> HostedCall:
-    """The call, if the request holds its token or the API key (401 before 404)."""
+async def _call_access(request: Request, call_id: str) -> None:
+    """Pass if the request holds the call's token or the API key (401, never 404, for a
+    wrong token: a token says nothing about other calls)."""
     secrets: Secrets = request.app.state.secrets
     token = presented(request)
     if token is None:
         raise Unauthorized("this route needs the call's token or the API key", code="unauthorized")
     if is_api_key(request, secrets.api_key):
-        return await _host(request).get(call_id)
-    try:
-        hosted = await _host(request).get(call_id)
-    except NotFound:
-        raise Unauthorized("wrong token for this call", code="unauthorized") from None
-    if not hosted.accepts(token):
+        return
+    if not await _host(request).authorize(call_id, token):
         raise Unauthorized("wrong token for this call", code="unauthorized")
-    return hosted
 
 
 def _routes(app: FastAPI, secrets: Secrets) -> None:
@@ -246,13 +247,15 @@ def _routes(app: FastAPI, secrets: Secrets) -> None:
 
     @app.get("/calls/{call_id}", tags=["calls"])
     async def get_call(request: Request, call_id: Id) -> CallOut:
-        hosted = await _call_access(request, call_id)
-        return await _host(request).describe(hosted)
+        await _call_access(request, call_id)
+        host = _host(request)
+        return await host.describe(await host.get(call_id))
 
     @app.post("/calls/{call_id}/end", tags=["calls"])
     async def end_call(request: Request, call_id: Id) -> CallOut:
-        hosted = await _call_access(request, call_id)
+        await _call_access(request, call_id)
         host = _host(request)
+        hosted = await host.get(call_id)
         call = host.engine.live.get(call_id)
         if call is not None and not call.ended.is_set():
             await call.hang_up("ended-by-api")

@@ -71,6 +71,7 @@ class CallHost:
         self.outbox = outbox
         self.settings = settings
         self._running: dict[str, Call] = {}
+        self._tokens: dict[str, tuple[str, str]] = {}
 
     async def create(self, body: CreateCall) -> tuple[HostedCall, str, str]:
         """A new call, its token and its client token. The assistant is checked first."""
@@ -142,6 +143,24 @@ class CallHost:
             created_at=m["created_at"],
             transcript=m["transcript"],
             messages=m["messages"],
+        )
+
+    async def authorize(self, call_id: str, token: str, *, client: bool = False) -> bool:
+        """Whether ``token`` opens this call. Token hashes never change, so they are read
+        once per call and kept; no assistant is parsed to answer."""
+        hashes = self._tokens.get(call_id)
+        if hashes is None:
+            stmt = sa.select(server_calls.c.token_hash, server_calls.c.client_token_hash).where(
+                server_calls.c.id == call_id
+            )
+            async with self.db.engine.connect() as conn:
+                row = (await conn.execute(stmt)).first()
+            if row is None:
+                return False
+            hashes = self._tokens[call_id] = (row[0], row[1])
+        digest = _hash(token)
+        return hmac.compare_digest(digest, hashes[0]) or (
+            client and hmac.compare_digest(digest, hashes[1])
         )
 
     async def ids(self, limit: int) -> list[str]:
