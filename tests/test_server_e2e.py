@@ -202,6 +202,8 @@ async def test_a_call_through_the_real_server(stack: tuple[ServerProcess, ToolSe
             )
             assert sum(not a["duplicate"] for a in answers) == 1
             await s.until(said('Update: {"status": "shipped"}'))
+            await asyncio.sleep(0.3)
+            assert s.said().count('Update: {"status": "shipped"}') == 1, "said exactly once"
             with pytest.raises(Conflict) as conflict:
                 await backend.submit_result(call_id, order_id, {"status": "lost"})
             assert conflict.value.code == "result_conflict"
@@ -442,3 +444,60 @@ async def test_private_webhook_urls_are_refused_unless_allowed(tmp_path: Path) -
 
     with pytest.raises(InvalidInput):
         await check_webhook_url("ftp://example.com/x", allow_private=True)
+
+
+async def test_progress_silent_and_results_together(
+    stack: tuple[ServerProcess, ToolServer, str],
+) -> None:
+    """Scenarios 11, 8 and 4 through the real server."""
+    server, tools, tools_url = stack
+    tools.modes.update({"check_order": "ack", "check_refund": "ack"})
+    async with Client(server.url, api_key=server.api_key) as admin:
+        call = await admin.create_call(assistant=vapi_assistant(tools_url))
+    cid = call["id"]
+    async with (
+        Client(server.url, token=call["token"]) as backend,
+        connect(f"{call['clientUrl']}?token={call['clientToken']}") as ws,
+    ):
+        s = Session(ws)
+        # 11: progress, spoken by its message, then the final result; states in order.
+        await s.send({"type": "user-message", "content": "Check my order."})
+        order_id = tool_call_id(await s.until(tool_calls_named("check_order")), "check_order")
+        await s.until(said("I will tell you when it is ready."))
+        await backend.submit_result(cid, order_id, {"pct": 40}, will_continue=True)
+        await backend.submit_result(
+            cid, order_id, {"pct": 80}, will_continue=True, message="Almost there."
+        )
+        await s.until(said("Almost there."))
+        await backend.submit_result(cid, order_id, "delivered")
+        await s.until(said("Update: delivered"))
+        # 8: a silent result enters the history; nothing is said.
+        await s.send({"type": "user-message", "content": "And my refund?"})
+        refund_id = tool_call_id(await s.until(tool_calls_named("check_refund")), "check_refund")
+        await s.until(lambda e: e.get("type") == "model-output")
+        before = len(s.said())
+        await backend.submit_result(cid, refund_id, "approved", delivery="silent")
+        await asyncio.sleep(1.5)
+        assert len(s.said()) == before, s.said()[before:]
+        # 4: three results in the same second make one announcement.
+        await s.send({"type": "user-message", "content": "batch 3"})
+        batch = await s.until(
+            lambda e: e.get("type") == "tool-calls" and len(e["toolCallList"]) == 3
+        )
+        ids = [t["id"] for t in batch["toolCallList"]]
+        await s.until(said("I will tell you when it is ready."))
+        marker = len(s.said())
+        for i, tcid in enumerate(ids):
+            await backend.submit_result(cid, tcid, f"part {i}")
+            await asyncio.sleep(0.2)
+        await s.until(said("Update: part"))
+        await asyncio.sleep(1.5)
+        updates = [t for t in s.said()[marker:] if t.startswith("Update:")]
+        assert len(updates) == 1, updates
+        record = await backend.get_call(cid)
+    states = {t["toolCallId"]: t for t in record["toolCalls"]}
+    assert [p["result"] for p in states[order_id]["progress"]] == [{"pct": 40}, {"pct": 80}]
+    assert states[order_id]["state"] == "succeeded"
+    assert states[refund_id]["delivery"] == "silent" and states[refund_id]["spokenAt"] is None
+    assert states[refund_id]["deliveredAt"] is not None
+    assert all(states[i]["spokenAt"] is not None for i in ids)
