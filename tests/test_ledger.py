@@ -306,3 +306,14 @@ async def test_sqlite_ledger_survives_reopening(tmp_path: object) -> None:
     await second.resolve(cid, ToolResult("tc1", result="after restart"), ResultSource.API)
     assert (await second.get(cid, "tc1")).state is ToolCallState.SUCCEEDED
     await second.close()
+
+
+async def test_orphaned_calls_are_ended_and_their_results_become_late(ledger: Ledger) -> None:
+    running, orphan = await new_call(ledger), await new_call(ledger)
+    await ledger.record(orphan, "tc1", spec(), {})
+    ended = await ledger.end_orphaned_calls({running}, "server-restarted")
+    assert orphan in [c.call_id for c in ended]
+    assert running not in [c.call_id for c in ended]
+    assert (await ledger.get_call(orphan)).ended_reason == "server-restarted"
+    res = await ledger.resolve(orphan, ToolResult("tc1", result="x"), ResultSource.API)
+    assert res.outcome is Outcome.LATE

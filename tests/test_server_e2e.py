@@ -501,3 +501,48 @@ async def test_progress_silent_and_results_together(
     assert states[refund_id]["delivery"] == "silent" and states[refund_id]["spokenAt"] is None
     assert states[refund_id]["deliveredAt"] is not None
     assert all(states[i]["spokenAt"] is not None for i in ids)
+
+
+async def test_sigkill_then_restart_keeps_pending_calls_and_accepts_results(
+    tmp_path: Path,
+) -> None:
+    """Scenario 10: the server is killed with pending calls; after a restart the ledger
+    still has them, and results posted then are accepted, kept as late and reported."""
+    import signal
+
+    with (
+        tool_server() as (tools, tools_url),
+        serve_model(rule_model) as (_model, model_url),
+    ):
+        tools.modes["check_order"] = "ack"
+        with server_process(tmp_path, model_url) as first:
+            tools.secret = first.webhook_secret
+            async with Client(first.url, api_key=first.api_key) as admin:
+                call = await admin.create_call(assistant=vapi_assistant(tools_url))
+            async with connect(f"{call['clientUrl']}?token={call['clientToken']}") as ws:
+                s = Session(ws)
+                await s.send({"type": "user-message", "content": "Check my order."})
+                order_id = tool_call_id(
+                    await s.until(tool_calls_named("check_order")), "check_order"
+                )
+                await s.until(said("I will tell you when it is ready."))
+                first.process.send_signal(signal.SIGKILL)
+                first.process.wait()
+        with server_process(tmp_path, model_url) as second:
+            async with Client(second.url, token=call["token"]) as backend:
+                record = await backend.get_call(call["id"])
+                assert record["status"] == "ended" and record["endedReason"] == "server-restarted"
+                pending = {t["toolCallId"]: t["state"] for t in record["toolCalls"]}
+                assert list(pending) == [order_id]
+                assert pending[order_id] in ("pending", "running"), "kept, not resolved"
+                answer = await backend.submit_result(call["id"], order_id, {"status": "shipped"})
+                assert answer["outcome"] == "late" and answer["late"]
+                again = await backend.submit_result(call["id"], order_id, {"status": "shipped"})
+                assert again["duplicate"]
+            await wait_for(
+                lambda: any(
+                    e["type"] == "tool-result-after-call"
+                    and e["toolCall"]["toolCallId"] == order_id
+                    for e in tools.events
+                )
+            )

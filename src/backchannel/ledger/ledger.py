@@ -120,6 +120,19 @@ class Ledger:
                 return ended
         raise BackchannelError("could not end call under contention", code="ledger_contention")
 
+    async def end_orphaned_calls(self, live: set[str], reason: str) -> list[CallRecord]:
+        """End every call recorded in progress that no one is running (its process died).
+
+        Their tool calls stay as they are; results that arrive later are kept as late.
+        Only safe where this process is the only one running calls on this store.
+        """
+        orphans = [
+            c
+            for c in await self.store.calls_in_state(CallState.IN_PROGRESS)
+            if c.call_id not in live
+        ]
+        return [await self.end_call(c.call_id, reason) for c in orphans]
+
     # -- tool calls --------------------------------------------------------------------
 
     async def record(

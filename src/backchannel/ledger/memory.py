@@ -6,6 +6,7 @@ For tests that need exact interleavings and for throwaway text calls.
 from __future__ import annotations
 
 from ..errors import Conflict
+from ..lifecycle import CallState
 from .records import CallRecord, ToolCallRecord
 
 
@@ -34,6 +35,9 @@ class MemoryStore:
             return False
         self._calls[call.call_id] = call
         return True
+
+    async def calls_in_state(self, state: CallState) -> list[CallRecord]:
+        return [c for c in self._calls.values() if c.state is state]
 
     async def insert(self, record: ToolCallRecord) -> None:
         if record.key in self._records:

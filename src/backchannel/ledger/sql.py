@@ -225,6 +225,11 @@ class SqlStore:
         async with self.transaction() as conn:
             return (await conn.execute(stmt)).rowcount == 1
 
+    async def calls_in_state(self, state: CallState) -> list[CallRecord]:
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(calls.select().where(calls.c.state == state.value))).all()
+        return [_call(r) for r in rows]
+
     async def insert(self, record: ToolCallRecord) -> None:
         try:
             async with self.transaction() as conn:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from ..lifecycle import CallState
 from .records import CallRecord, ToolCallRecord
 
 
@@ -27,6 +28,10 @@ class LedgerStore(Protocol):
 
     async def swap_call(self, expected_version: int, call: CallRecord) -> bool:
         """Replace the call if its stored version is ``expected_version``."""
+        ...
+
+    async def calls_in_state(self, state: CallState) -> list[CallRecord]:
+        """Every call in ``state`` (e.g. the calls a crashed process left in progress)."""
         ...
 
     async def insert(self, record: ToolCallRecord) -> None:

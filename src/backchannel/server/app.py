@@ -111,6 +111,9 @@ def create_app(
             after_call_events=outbox,
         )
         await engine.open()
+        if settings.end_orphaned_calls:
+            for orphan in await engine.ledger.end_orphaned_calls(set(), "server-restarted"):
+                log.warning("call %s was left in progress by a previous run; ended", orphan.call_id)
         host = CallHost(engine, store, outbox, settings)
         host_ref.append(host)
         app.state.host = host

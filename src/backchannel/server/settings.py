@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     llm_base_url: str | None = None
     llm_api_key: str | None = None
     max_body_bytes: int = 1_000_000
+    #: At start-up, end calls a previous run of this server left in progress (it crashed),
+    #: so results that arrive for them are kept as late and reported. Right for one
+    #: server per database.
+    end_orphaned_calls: bool = True
     #: How long a tool server's reply is still awaited after the tool's own timeout,
     #: so a slow reply still lands (late) instead of being lost.
     tool_reply_limit_seconds: float = 300.0
