@@ -77,10 +77,9 @@ class ResultMessage(WireModel):
     content: str = ""
 
 
-class ToolResultPayload(WireModel):
-    """The wire shape of a result, as Vapi's ``ToolCallResult`` plus our fields."""
+class ResultFields(WireModel):
+    """Everything a result says besides which tool call it answers."""
 
-    tool_call_id: str = Field(min_length=1, max_length=256)
     name: str | None = None
     result: Any = None
     error: str | None = None
@@ -91,18 +90,19 @@ class ToolResultPayload(WireModel):
     will_continue: bool = False
 
     @model_validator(mode="after")
-    def _result_or_error(self) -> ToolResultPayload:
+    def _result_or_error(self) -> ResultFields:
         if self.error is not None and self.result is not None:
             raise ValueError("give either 'result' or 'error', not both")
         return self
 
-    def to_result(self) -> ToolResult:
+    def result_for(self, tool_call_id: str) -> ToolResult:
+        """The result as the engine's value, for ``tool_call_id``."""
         delivery = self.delivery
         if delivery is None and self.trigger_response_enabled is not None:
             delivery = Delivery.WHEN_IDLE if self.trigger_response_enabled else Delivery.SILENT
         message = self.message.content if isinstance(self.message, ResultMessage) else self.message
         return ToolResult(
-            tool_call_id=self.tool_call_id,
+            tool_call_id=tool_call_id,
             name=self.name,
             result=self.result,
             error=self.error,
@@ -111,6 +111,15 @@ class ToolResultPayload(WireModel):
             delivery=delivery,
             will_continue=self.will_continue,
         )
+
+
+class ToolResultPayload(ResultFields):
+    """The wire shape of a result, as Vapi's ``ToolCallResult`` plus our fields."""
+
+    tool_call_id: str = Field(min_length=1, max_length=256)
+
+    def to_result(self) -> ToolResult:
+        return self.result_for(self.tool_call_id)
 
 
 def parse_result(data: Any) -> ToolResult:

@@ -275,7 +275,7 @@ def _routes(app: FastAPI, secrets: Secrets) -> None:
                 "the body's toolCallId differs from the path's", code="tool_call_id_mismatch"
             )
         resolution = await _host(request).engine.submit_result(
-            call_id, body.to_result(tool_call_id), ResultSource.API
+            call_id, body.result_for(tool_call_id), ResultSource.API
         )
         return ResolutionOut.model_validate(resolution.to_dict())
 

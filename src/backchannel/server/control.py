@@ -20,7 +20,7 @@ async def apply_control(
     """Apply one control message; a result works on ended calls too (kept as late)."""
     if isinstance(message, ToolCallResultMessage):
         resolution = await engine.submit_result(
-            call_id, message.to_result(message.tool_call_id), source
+            call_id, message.result_for(message.tool_call_id), source
         )
         return resolution.to_dict()
     call = live_call(engine, call_id)

@@ -6,8 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from ..config import AssistantConfig, Delivery, WireModel
-from ..results import ResultMessage, ToolResult, ToolResultPayload
+from ..config import AssistantConfig, WireModel
+from ..results import ResultFields
 
 
 class ErrorDetail(WireModel):
@@ -77,23 +77,10 @@ class CallOut(WireModel):
     tool_calls: list[dict[str, Any]] = Field(default_factory=list)
 
 
-class ResultBody(WireModel):
+class ResultBody(ResultFields):
     """A result posted for one tool call; the path names the call, the body may repeat it."""
 
     tool_call_id: str | None = Field(default=None, max_length=256)
-    name: str | None = None
-    result: Any = None
-    error: str | None = None
-    message: ResultMessage | str | None = None
-    metadata: dict[str, Any] | None = None
-    delivery: Delivery | None = None
-    trigger_response_enabled: bool | None = None
-    will_continue: bool = False
-
-    def to_result(self, tool_call_id: str) -> ToolResult:
-        data = self.model_dump(by_alias=True, exclude_none=True)
-        data["toolCallId"] = tool_call_id
-        return ToolResultPayload.model_validate(data).to_result()
 
 
 class ResolutionOut(WireModel):
@@ -143,7 +130,7 @@ class Control(WireModel):
     control: Literal["mute-assistant", "unmute-assistant"]
 
 
-class ToolCallResultMessage(ResultBody):
+class ToolCallResultMessage(ResultFields):
     type: Literal["tool-call-result"]
     tool_call_id: str = Field(min_length=1, max_length=256)
 
