@@ -1,0 +1,1 @@
+"""Voice: audio in and out, voice activity, speech-to-text, text-to-speech."""

@@ -1,0 +1,121 @@
+"""Voice activity: a per-window speech probability, and turns built from it.
+
+:class:`VAD` implementations score fixed windows of 16 kHz audio. :class:`TurnDetector`
+turns scores into "started speaking" / "stopped speaking" with the usual hysteresis: speech
+must last ``start_secs`` to open a turn and silence ``stop_secs`` to close it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from .audio import RATE, Samples, rms_dbfs, to_float
+
+
+class VAD(Protocol):
+    #: Samples per window the model scores (at 16 kHz).
+    window: int
+
+    def score(self, window: Samples) -> float:
+        """Probability in [0, 1] that this window is speech."""
+        ...
+
+    def reset(self) -> None: ...
+
+
+def silero_model_path() -> Path:
+    """Silero VAD v6 as shipped in faster-whisper's assets (no download at run time)."""
+    import faster_whisper
+
+    return Path(os.path.dirname(faster_whisper.__file__)) / "assets" / "silero_vad_v6.onnx"
+
+
+class SileroVAD:
+    """Silero VAD v6 (ONNX) through onnxruntime, one thread, 512-sample windows."""
+
+    window = 512
+    _context = 64
+
+    def __init__(self, model_path: Path | None = None) -> None:
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        self.session = onnxruntime.InferenceSession(
+            str(model_path or silero_model_path()), options, providers=["CPUExecutionProvider"]
+        )
+        self.reset()
+
+    def reset(self) -> None:
+        self._h = np.zeros((1, 1, 128), dtype=np.float32)
+        self._c = np.zeros((1, 1, 128), dtype=np.float32)
+        self._last = np.zeros((1, self._context), dtype=np.float32)
+
+    def score(self, window: Samples) -> float:
+        """Score one 512-sample window, carrying the LSTM state and 64 samples of context
+        from the window before (the layout of the v6 export in faster-whisper)."""
+        audio = to_float(window).reshape(1, -1)
+        x = np.concatenate([self._last, audio], axis=1)
+        out, self._h, self._c = self.session.run(None, {"input": x, "h": self._h, "c": self._c})
+        self._last = audio[:, -self._context :]
+        return float(np.asarray(out).reshape(-1)[0])
+
+
+class EnergyVAD:
+    """Loudness against a threshold: nearly free, but it calls loud noise speech."""
+
+    window = 320
+
+    def __init__(self, threshold_dbfs: float = -40.0) -> None:
+        self.threshold = threshold_dbfs
+
+    def reset(self) -> None:
+        return None
+
+    def score(self, window: Samples) -> float:
+        return 1.0 if rms_dbfs(window) > self.threshold else 0.0
+
+
+class Activity(StrEnum):
+    STARTED = "started"
+    STOPPED = "stopped"
+
+
+@dataclass
+class TurnDetector:
+    """Hysteresis over VAD scores: ``start_secs`` of speech opens, ``stop_secs`` closes."""
+
+    vad: VAD
+    confidence: float = 0.7
+    start_secs: float = 0.2
+    stop_secs: float = 0.5
+
+    def __post_init__(self) -> None:
+        self.speaking = False
+        self._run = 0.0
+        self._pending = np.zeros(0, dtype=np.int16)
+
+    def feed(self, samples: Samples) -> list[Activity]:
+        """Score the new audio window by window; the changes it caused, in order."""
+        self._pending = np.concatenate([self._pending, samples])
+        changes: list[Activity] = []
+        step = self.vad.window
+        seconds = step / RATE
+        while self._pending.size >= step:
+            window, self._pending = self._pending[:step], self._pending[step:]
+            speech = self.vad.score(window) >= self.confidence
+            if speech != self.speaking:
+                self._run += seconds
+                if self._run >= (self.start_secs if speech else self.stop_secs):
+                    self.speaking, self._run = speech, 0.0
+                    changes.append(Activity.STARTED if speech else Activity.STOPPED)
+            else:
+                self._run = 0.0
+        return changes

@@ -1,0 +1,87 @@
+"""The offline models on real audio: Silero VAD, Whisper tiny.en, Piper, espeak-ng."""
+
+from __future__ import annotations
+
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from backchannel.voice.audio import Samples, resample, to_samples
+from backchannel.voice.stt import ScriptedSTT, WhisperSTT
+from backchannel.voice.tts import EspeakTTS, PiperTTS
+from backchannel.voice.vad import Activity, EnergyVAD, SileroVAD, TurnDetector
+
+pytestmark = pytest.mark.anyio
+SPEECH = Path(__file__).resolve().parents[2] / "shared" / "bench" / "speech_2s_16k.wav"
+
+
+@pytest.fixture(scope="module")
+def piper() -> PiperTTS:
+    return PiperTTS()
+
+
+@pytest.fixture(scope="module")
+def whisper() -> WhisperSTT:
+    return WhisperSTT()
+
+
+def speech_clip() -> Samples:
+    if SPEECH.exists():
+        with wave.open(str(SPEECH)) as w:
+            return to_samples(w.readframes(w.getnframes()))
+    pytest.skip("shared/bench speech clip not present")
+
+
+def turns(detector: TurnDetector, samples: Samples) -> list[tuple[str, float]]:
+    out = []
+    for i in range(0, samples.size, 320):
+        out += [
+            (a.value, round((i + 320) / 16_000, 2)) for a in detector.feed(samples[i : i + 320])
+        ]
+    return out
+
+
+def test_silero_opens_and_closes_a_turn_on_speech_and_ignores_noise() -> None:
+    clip = np.concatenate([np.zeros(8_000, np.int16), speech_clip(), np.zeros(16_000, np.int16)])
+    got = turns(TurnDetector(SileroVAD()), clip)
+    assert [a for a, _ in got] == [Activity.STARTED, Activity.STOPPED]
+    started, stopped = got[0][1], got[1][1]
+    assert 0.6 <= started <= 1.0, "speech starts at 0.5 s, plus 0.2 s to open the turn"
+    assert 2.8 <= stopped <= 3.3, "speech ends near 2.5 s, plus 0.5 s of silence"
+    noise = np.random.default_rng(0).normal(0, 300, 48_000).astype(np.int16)
+    assert turns(TurnDetector(SileroVAD()), noise) == []
+
+
+def test_energy_vad_sees_loud_speech() -> None:
+    clip = np.concatenate([np.zeros(8_000, np.int16), speech_clip(), np.zeros(16_000, np.int16)])
+    assert [a for a, _ in turns(TurnDetector(EnergyVAD()), clip)] == [
+        Activity.STARTED,
+        Activity.STOPPED,
+    ]
+
+
+async def test_piper_speech_is_transcribed_back_by_whisper(
+    piper: PiperTTS, whisper: WhisperSTT
+) -> None:
+    audio = await piper.synthesize("What is the status of my order?")
+    assert piper.sample_rate == 22_050
+    assert 1.0 < audio.size / piper.sample_rate < 3.5
+    text = await whisper.transcribe(resample(audio, piper.sample_rate, 16_000))
+    assert "status" in text.lower() and "order" in text.lower(), text
+    assert await whisper.transcribe(np.zeros(0, np.int16)) == ""
+
+
+async def test_espeak_fallback_speaks() -> None:
+    tts = EspeakTTS()
+    audio = await tts.synthesize("Hello there, this is a test.")
+    assert 0.8 < audio.size / tts.sample_rate < 4.0
+    assert np.abs(audio).max() > 1000
+
+
+async def test_scripted_stt_plays_back() -> None:
+    stt = ScriptedSTT(["hello"])
+    assert await stt.transcribe(np.zeros(160, np.int16)) == "hello"
+    assert await stt.transcribe(np.zeros(160, np.int16)) == ""
+    assert stt.heard == [160, 160]
