@@ -1,0 +1,105 @@
+"""Assistant speech as audio: TTS per utterance, paced 20 ms frames, instant stop.
+
+:class:`AudioOutput` is the :class:`~backchannel.speech.SpeechOutput` of voice calls. It
+synthesizes each queued sentence, resamples it to the rate the listener asked for, and
+sends it frame by frame on the clock, so what was *sent* is what was *heard* (up to the
+transport's buffer, which ``clear`` empties). ``stop`` takes effect before the next frame
+and reports the share of the sentence that was played.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+import numpy as np
+
+from ..clock import Clock, SystemClock
+from ..speech import Cut, SpeechListener, Utterance
+from .audio import FRAME_MS, Samples, resample
+from .tts import TTS
+
+SendFrame = Callable[[bytes], Awaitable[None]]
+
+
+class AudioOutput:
+    def __init__(
+        self,
+        tts: TTS,
+        send: SendFrame,
+        *,
+        rate: int = 16_000,
+        clock: Clock | None = None,
+        clear: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.tts = tts
+        self.send = send
+        self.rate = rate
+        self.clock = clock or SystemClock()
+        self.clear = clear
+        self.muted = False
+        self.frames_sent = 0
+        self._listener: SpeechListener | None = None
+        self._queue: deque[Utterance] = deque()
+        self._wake = asyncio.Event()
+        self._playing: Utterance | None = None
+        self._played = 0
+        self._total = 0
+        self._stopped = False
+
+    def attach(self, listener: SpeechListener) -> None:
+        self._listener = listener
+
+    def speak(self, utterance: Utterance) -> None:
+        self._queue.append(utterance)
+        self._wake.set()
+
+    def stop(self) -> Cut | None:
+        """Stop before the next frame; drop the queue; ask the transport to clear."""
+        self._queue.clear()
+        playing, self._playing = self._playing, None
+        self._stopped = True
+        if playing is None:
+            return None
+        share = self._played / self._total if self._total else 0.0
+        return Cut(playing.id, int(len(playing.text) * min(1.0, share)))
+
+    async def run(self) -> None:
+        frame = self.rate * FRAME_MS // 1000
+        while True:
+            while not self._queue:
+                self._wake.clear()
+                await self._wake.wait()
+            utterance = self._queue.popleft()
+            self._stopped = False
+            audio = await self._synthesize(utterance.text)
+            if self._stopped:  # cut while synthesizing: never started
+                continue
+            self._playing, self._played, self._total = utterance, 0, audio.size
+            if self._listener:
+                self._listener.speech_started(utterance.id)
+            started = self.clock.monotonic()
+            for i in range(0, audio.size, frame):
+                if self._playing is not utterance:
+                    break
+                chunk = audio[i : i + frame]
+                if chunk.size < frame:
+                    chunk = np.concatenate([chunk, np.zeros(frame - chunk.size, np.int16)])
+                await self.send((np.zeros_like(chunk) if self.muted else chunk).tobytes())
+                self.frames_sent += 1
+                self._played = min(audio.size, i + frame)
+                # Pace on the clock from the start, so frames never drift or burst.
+                due = started + (i // frame + 1) * FRAME_MS / 1000
+                await self.clock.sleep(due - self.clock.monotonic())
+            else:
+                self._playing = None
+                if self._listener:
+                    self._listener.speech_finished(utterance.id)
+                continue
+            if self.clear is not None:
+                await self.clear()
+
+    async def _synthesize(self, text: str) -> Samples:
+        audio = await self.tts.synthesize(text.strip())
+        return resample(audio, self.tts.sample_rate, self.rate)
