@@ -28,9 +28,10 @@ from ..errors import Conflict, NotFound
 from ..events import EventSink, FanOut
 from ..ledger.sql import SqlStore
 from ..lifecycle import CallState
-from ..speech import PacedSpeech
+from ..speech import PacedSpeech, SpeechOutput
 from ..tools.spec import Route as ToolRoute
 from ..tools.spec import resolve_tools
+from ..voice.stack import LazyVoice
 from .db import assistants, server_calls
 from .outbox import DEFAULT_SERVER_MESSAGES, Outbox, Route
 from .settings import Settings
@@ -72,6 +73,7 @@ class CallHost:
         self.settings = settings
         self._running: dict[str, Call] = {}
         self._tokens: dict[str, tuple[str, str]] = {}
+        self.voice = LazyVoice()
 
     async def create(self, body: CreateCall) -> tuple[HostedCall, str, str]:
         """A new call, its token and its client token. The assistant is checked first."""
@@ -169,7 +171,9 @@ class CallHost:
             return [r[0] for r in (await conn.execute(stmt)).all()]
 
     @asynccontextmanager
-    async def run(self, hosted: HostedCall, client: EventSink) -> AsyncIterator[Call]:
+    async def run(
+        self, hosted: HostedCall, client: EventSink, output: SpeechOutput | None = None
+    ) -> AsyncIterator[Call]:
         """Run the call while the block runs; keep its transcript once it has ended."""
         if hosted.id in self.engine.live or await self._has_run(hosted.id):
             raise Conflict(
@@ -179,7 +183,7 @@ class CallHost:
         call = self.engine.call(
             hosted.assistant,
             call_id=hosted.id,
-            output=PacedSpeech(self.engine.clock),
+            output=output or PacedSpeech(self.engine.clock),
             events=FanOut(client, self.outbox),
         )
         # Readable until its transcript is stored, so a read right after the end sees it.

@@ -1,7 +1,10 @@
 """The client WebSocket: one connection runs one call.
 
 In: JSON text frames — ``user-message``, ``tool-call-result``, and the control messages
-(``add-message``, ``say``, ``end-call``, ``control``). Out: the call's events as JSON, by
+(``add-message``, ``say``, ``end-call``, ``control``); on ``web`` calls, binary frames of
+PCM16 mono microphone audio at ``?sampleRate=`` (default 16000). Out: on ``web`` calls,
+binary frames of the assistant's audio at that rate, paced in real time, and ``clear``
+when the caller barges in; and the call's events as JSON, by
 Vapi's names, filtered by the assistant's ``clientMessages``, plus ``error`` for a frame
 that could not be used (the call goes on) and ``tool-call-result-ack``. The protocol is
 documented with examples in ``docs/client-protocol.md``.
@@ -13,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
@@ -22,6 +26,11 @@ from ..call import Call
 from ..errors import BackchannelError
 from ..events import Event
 from ..results import ResultSource
+from ..speech import SpeechOutput
+from ..voice.audio import RATE
+from ..voice.output import AudioOutput
+from ..voice.session import VoiceSession
+from ..voice.vad import TurnDetector
 from .calls import CallHost
 from .control import apply_control
 from .wire import ClientMessage, UserMessage
@@ -30,11 +39,14 @@ log = logging.getLogger("backchannel.socket")
 
 _messages: TypeAdapter[Any] = TypeAdapter(ClientMessage)
 
+#: What goes to the client, in order: JSON events, binary audio frames, then ``None``.
+Outbound = asyncio.Queue[dict[str, Any] | bytes | None]
+
 
 class ClientSink:
     """Queues the events the client asked for; the session's sender writes them out."""
 
-    def __init__(self, queue: asyncio.Queue[dict[str, Any] | None], types: frozenset[str] | None):
+    def __init__(self, queue: Outbound, types: frozenset[str] | None):
         self.queue = queue
         self.types = types
 
@@ -55,14 +67,16 @@ async def client_session(ws: WebSocket, host: CallHost, call_id: str) -> None:
     if not hosted.accepts(token, client=True):
         await ws.close(code=4401, reason="wrong or missing token")
         return
-    queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+    queue: Outbound = asyncio.Queue()
     types = hosted.assistant.client_messages
     sink = ClientSink(queue, frozenset(types) if types is not None else None)
     async with asyncio.TaskGroup() as tg:
         sender = tg.create_task(_send_out(ws, queue))
         try:
-            async with host.run(hosted, sink) as call:
-                await _receive_until_end(ws, call, queue)
+            output, make_session = await _voice(host, hosted, ws, queue)
+            async with host.run(hosted, sink, output) as call:
+                session = make_session(call) if make_session else None
+                await _receive_until_end(ws, call, queue, session)
         except BackchannelError as exc:
             queue.put_nowait({"type": "error", "error": exc.to_dict()})
         queue.put_nowait(None)
@@ -71,8 +85,35 @@ async def client_session(ws: WebSocket, host: CallHost, call_id: str) -> None:
         await ws.close()
 
 
+async def _voice(
+    host: CallHost, hosted: Any, ws: WebSocket, queue: Outbound
+) -> tuple[SpeechOutput | None, Callable[[Call], VoiceSession] | None]:
+    """For a web call: audio out at the client's rate, and the microphone's session."""
+    if hosted.type != "web":
+        return None, None
+    try:
+        rate = int(ws.query_params.get("sampleRate", RATE))
+    except ValueError:
+        rate = RATE
+    rate = rate if 8_000 <= rate <= 48_000 else RATE
+    voice = await host.voice.get()
+
+    async def send(frame: bytes) -> None:
+        queue.put_nowait(frame)
+
+    async def clear() -> None:
+        queue.put_nowait({"type": "clear"})  # drop what the client buffered
+
+    output = AudioOutput(voice.tts, send, rate=rate, clear=clear)
+
+    def session(call: Call) -> VoiceSession:
+        return VoiceSession(call, TurnDetector(voice.vad()), voice.stt, rate=rate)
+
+    return output, session
+
+
 async def _receive_until_end(
-    ws: WebSocket, call: Call, queue: asyncio.Queue[dict[str, Any] | None]
+    ws: WebSocket, call: Call, queue: Outbound, session: VoiceSession | None = None
 ) -> None:
     ended = asyncio.ensure_future(call.ended.wait())
     try:
@@ -87,15 +128,15 @@ async def _receive_until_end(
                 return
             if frame.get("text") is not None:
                 await _handle(call, frame["text"], queue)
+            elif session is not None:
+                session.feed(frame.get("bytes") or b"")
             else:
-                queue.put_nowait(
-                    _error("unsupported_frame", "binary audio needs a web call with audio")
-                )
+                queue.put_nowait(_error("unsupported_frame", "binary audio needs a web call"))
     finally:
         ended.cancel()
 
 
-async def _handle(call: Call, text: str, queue: asyncio.Queue[dict[str, Any] | None]) -> None:
+async def _handle(call: Call, text: str, queue: Outbound) -> None:
     try:
         message = _messages.validate_python(json.loads(text))
     except json.JSONDecodeError as exc:
@@ -121,10 +162,13 @@ async def _handle(call: Call, text: str, queue: asyncio.Queue[dict[str, Any] | N
         queue.put_nowait({"type": "error", "error": exc.to_dict()})
 
 
-async def _send_out(ws: WebSocket, queue: asyncio.Queue[dict[str, Any] | None]) -> None:
+async def _send_out(ws: WebSocket, queue: Outbound) -> None:
     while (item := await queue.get()) is not None:
         try:
-            await ws.send_text(json.dumps(item, default=str))
+            if isinstance(item, bytes):
+                await ws.send_bytes(item)
+            else:
+                await ws.send_text(json.dumps(item, default=str))
         except (WebSocketDisconnect, RuntimeError):
             log.debug("client went away; dropping the rest of its events")
             while await queue.get() is not None:

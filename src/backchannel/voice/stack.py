@@ -1,0 +1,50 @@
+"""The voice models a server shares between its calls, loaded once, on first use."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from .stt import STT, WhisperSTT
+from .tts import TTS, EspeakTTS
+from .vad import VAD, SileroVAD
+
+log = logging.getLogger("backchannel.voice")
+
+
+@dataclass
+class VoiceStack:
+    stt: STT
+    tts: TTS
+
+    @staticmethod
+    def vad() -> VAD:
+        """A fresh VAD per call: Silero keeps state between windows."""
+        return SileroVAD()
+
+
+def default_tts() -> TTS:
+    """Piper's en_US voice when the ``piper`` extra is installed, else espeak-ng."""
+    try:
+        from .tts import PiperTTS
+
+        return PiperTTS()
+    except ImportError:
+        log.warning("piper-tts is not installed; speaking with espeak-ng")
+        return EspeakTTS()
+
+
+class LazyVoice:
+    """Loads the models the first time a voice call needs them (a second or two)."""
+
+    def __init__(self) -> None:
+        self._stack: VoiceStack | None = None
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> VoiceStack:
+        async with self._lock:
+            if self._stack is None:
+                stt, tts = await asyncio.to_thread(lambda: (WhisperSTT(), default_tts()))
+                self._stack = VoiceStack(stt, tts)
+            return self._stack
