@@ -58,6 +58,7 @@ class Engine:
         tool_server: ToolServer | None = None,
         after_call_events: EventSink | None = None,
         gather_seconds: float = 1.0,
+        speak_chunks: bool = False,
     ) -> None:
         self.ledger = ledger
         self.clock = clock or ledger.clock or SystemClock()
@@ -69,6 +70,9 @@ class Engine:
         self._in_flight: set[asyncio.Task[Any]] = set()
         #: How long an announcement waits for other open background calls to finish too.
         self.gather_seconds = gather_seconds
+        #: Speak each streamed chunk as it comes instead of whole sentences: lower latency
+        #: with a TTS that streams well, choppier prosody with one that does not.
+        self.speak_chunks = speak_chunks
         if llm is None and llm_factory is None:
             raise ConfigError("an Engine needs an llm or an llm_factory", code="invalid_config")
         self._llm = llm

@@ -101,9 +101,13 @@ class Response:
             if isinstance(chunk, TextDelta):
                 step.text += chunk.text
                 buffer += chunk.text
-                *sentences, buffer = _split_sentences(buffer)
+                if self.call.engine.speak_chunks:
+                    sentences, buffer = [buffer], ""
+                else:
+                    *sentences, buffer = _split_sentences(buffer)
                 for sentence in sentences:
-                    self.tracker.speak(sentence, step.tag)
+                    if sentence.strip():
+                        self.tracker.speak(sentence, step.tag)
             else:
                 step.tool_calls.append(chunk)
         if buffer.strip():

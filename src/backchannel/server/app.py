@@ -31,6 +31,7 @@ from ..llm.base import LLM
 from ..llm.openai_compat import OpenAICompatibleLLM
 from ..results import ResultSource
 from ..tools.registry import ToolRegistry
+from ..voice.stack import VoiceStack
 from .auth import is_api_key, presented, require_api_key
 from .calls import CallHost, event_route
 from .control import apply_control
@@ -75,7 +76,11 @@ def create_app(
     *,
     llm_factory: Callable[[ModelConfig], LLM] | None = None,
     tools: ToolRegistry | None = None,
+    voice: VoiceStack | None = None,
+    speak_chunks: bool = False,
 ) -> FastAPI:
+    """The app. ``llm_factory``, ``tools`` and ``voice`` replace the configured providers
+    (used by benchmarks and embedding applications)."""
     settings = settings or Settings()
     secrets = load_secrets(settings)
 
@@ -109,12 +114,15 @@ def create_app(
                 call_info=lambda call_id: {"id": call_id},
             ),
             after_call_events=outbox,
+            speak_chunks=speak_chunks,
         )
         await engine.open()
         if settings.end_orphaned_calls:
             for orphan in await engine.ledger.end_orphaned_calls(set(), "server-restarted"):
                 log.warning("call %s was left in progress by a previous run; ended", orphan.call_id)
         host = CallHost(engine, store, outbox, settings)
+        if voice is not None:
+            host.voice.preload(voice)
         host_ref.append(host)
         app.state.host = host
         app.state.outbox = outbox

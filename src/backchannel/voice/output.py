@@ -47,6 +47,7 @@ class AudioOutput:
         self._played = 0
         self._total = 0
         self._stopped = False
+        self._carry: Samples = np.zeros(0, np.int16)
 
     def attach(self, listener: SpeechListener) -> None:
         self._listener = listener
@@ -58,6 +59,7 @@ class AudioOutput:
     def stop(self) -> Cut | None:
         """Stop before the next frame; drop the queue; ask the transport to clear."""
         self._queue.clear()
+        self._carry = np.zeros(0, np.int16)
         playing, self._playing = self._playing, None
         self._stopped = True
         if playing is None:
@@ -76,27 +78,39 @@ class AudioOutput:
             audio = await self._synthesize(utterance.text)
             if self._stopped:  # cut while synthesizing: never started
                 continue
-            self._playing, self._played, self._total = utterance, 0, audio.size
+            own = audio.size
+            if self._carry.size:  # the last partial frame of the sentence before
+                audio = np.concatenate([self._carry, audio])
+                self._carry = np.zeros(0, np.int16)
+            self._playing, self._played, self._total = utterance, 0, own
             if self._listener:
                 self._listener.speech_started(utterance.id)
             started = self.clock.monotonic()
+            offset = audio.size - own
             for i in range(0, audio.size, frame):
                 if self._playing is not utterance:
                     break
                 chunk = audio[i : i + frame]
                 if chunk.size < frame:
+                    if self._queue:
+                        # Another sentence follows: hand it the rest instead of padding,
+                        # so consecutive sentences play with no silence between them.
+                        self._carry = chunk
+                        self._played = own
+                        break
                     chunk = np.concatenate([chunk, np.zeros(frame - chunk.size, np.int16)])
                 await self.send((np.zeros_like(chunk) if self.muted else chunk).tobytes())
                 self.frames_sent += 1
-                self._played = min(audio.size, i + frame)
+                self._played = max(0, min(own, i + frame - offset))
                 # Pace on the clock from the start, so frames never drift or burst.
                 due = started + (i // frame + 1) * FRAME_MS / 1000
                 await self.clock.sleep(due - self.clock.monotonic())
-            else:
+            if self._playing is utterance:  # played to the end (or handed on its tail)
                 self._playing = None
                 if self._listener:
                     self._listener.speech_finished(utterance.id)
                 continue
+            self._carry = np.zeros(0, np.int16)
             if self.clear is not None:
                 await self.clear()
 

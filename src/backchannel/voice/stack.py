@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from .stt import STT, WhisperSTT
 from .tts import TTS, EspeakTTS
@@ -18,10 +19,13 @@ class VoiceStack:
     stt: STT
     tts: TTS
 
-    @staticmethod
-    def vad() -> VAD:
-        """A fresh VAD per call: Silero keeps state between windows."""
-        return SileroVAD()
+    def vad(self) -> VAD:
+        """A VAD per call (each keeps its own stream state) on one shared model session."""
+        if self._silero is None:
+            self._silero = SileroVAD.load()
+        return SileroVAD(session=self._silero)
+
+    _silero: Any = field(default=None, init=False, repr=False)
 
 
 def default_tts() -> TTS:
@@ -41,6 +45,10 @@ class LazyVoice:
     def __init__(self) -> None:
         self._stack: VoiceStack | None = None
         self._lock = asyncio.Lock()
+
+    def preload(self, stack: VoiceStack) -> None:
+        """Use these providers instead of loading the defaults."""
+        self._stack = stack
 
     async def get(self) -> VoiceStack:
         async with self._lock:

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -42,16 +42,23 @@ class SileroVAD:
     window = 512
     _context = 64
 
-    def __init__(self, model_path: Path | None = None) -> None:
+    def __init__(self, model_path: Path | None = None, *, session: Any = None) -> None:
+        self.session = session or self.load(model_path)
+        self.reset()
+
+    @staticmethod
+    def load(model_path: Path | None = None) -> Any:
+        """An onnxruntime session for the model. The session holds no per-stream state
+        (that travels in ``h``, ``c`` and the context), so one can serve every call."""
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
-        self.session = onnxruntime.InferenceSession(
+        options.enable_cpu_mem_arena = False
+        return onnxruntime.InferenceSession(
             str(model_path or silero_model_path()), options, providers=["CPUExecutionProvider"]
         )
-        self.reset()
 
     def reset(self) -> None:
         self._h = np.zeros((1, 1, 128), dtype=np.float32)
