@@ -20,6 +20,7 @@ import pytest
 
 from backchannel import (
     AssistantConfig,
+    Delivery,
     Engine,
     EventLog,
     Ledger,
@@ -186,3 +187,60 @@ async def test_2_result_while_the_caller_speaks_waits_and_one_reply_covers_both(
         assert "sunday" in str(user["content"]).lower()
         assert "c1" in str(reply_request.messages[-1]["content"])
         assert [a.tool_call_id for a in live.announced] == ["c1"]
+
+
+@pytest.mark.parametrize("policy", ["when-idle", "interrupt"])
+async def test_3_result_mid_sentence_with_real_audio(
+    piper: PiperTTS, whisper: WhisperSTT, policy: str
+) -> None:
+    def respond(request: LLMRequest) -> list[LLMChunk]:
+        if "background tool calls" in str(request.messages[-1].get("content")):
+            return say("Your order has shipped.")
+        return say(LONG)
+
+    llm = ScriptedLLM(
+        [[*say("Let me check."), call("check_order", {"id": "42"}, id="c1")], say("One moment.")],
+        respond=respond,
+    )
+    config = AssistantConfig.from_json(
+        {
+            "model": {
+                "model": "scripted",
+                "tools": [{"type": "function", "async": True, "function": {"name": "check_order"}}],
+            }
+        }
+    )
+    async with voice_call(llm, piper, whisper, config) as (live, session, _line, events, engine):
+        await speak(session, await voice(piper, "Where is my order?"))
+        await eventually(lambda: said(events, "One moment"))
+        await speak(session, await voice(piper, "When are you open?"))
+        await eventually(lambda: said_started(events, 3))  # the long answer is playing
+        await asyncio.sleep(1.0)
+        await engine.submit_result(
+            live.call_id,
+            ToolResult("c1", result="shipped", delivery=Delivery(policy)),
+            ResultSource.API,
+        )
+        await eventually(lambda: said(events, "Your order has shipped."))
+        lines = [
+            e.data["transcript"]
+            for e in events.of_type("transcript")
+            if e.data["role"] == "assistant"
+        ]
+        long_index = next(i for i, t in enumerate(lines) if LONG.startswith(t[:20]))
+        assert lines[long_index + 1] == "Your order has shipped.", lines
+        if policy == "when-idle":
+            assert lines[long_index] == LONG, "the sentence played whole, then the result"
+        else:
+            assert LONG.startswith(lines[long_index]) and len(lines[long_index]) < len(LONG) * 0.6
+        assert [a.tool_call_id for a in live.announced] == ["c1"]
+
+
+def said_started(events: EventLog, count: int) -> bool:
+    """Whether the assistant has started speaking at least ``count`` times."""
+    started = [
+        e
+        for e in events.of_type("speech-update")
+        if e.data == {"role": "assistant", "status": "started"}
+    ]
+    return len(started) >= count
