@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import pathlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -54,6 +55,7 @@ from .wire import (
 log = logging.getLogger("backchannel.server")
 
 Id = Annotated[str, Path(min_length=1, max_length=256)]
+_PAGE = pathlib.Path(__file__).parent / "static" / "index.html"
 
 
 def default_llm_factory(settings: Settings) -> Callable[[ModelConfig], LLM]:
@@ -174,6 +176,11 @@ def _routes(app: FastAPI, secrets: Secrets) -> None:
         require_api_key(request, secrets.api_key)
 
     management = [Depends(api_key)]
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> Response:
+        """The call page: talk to an assistant from a browser."""
+        return Response(_PAGE.read_bytes(), media_type="text/html")
 
     @app.get("/health", tags=["meta"])
     async def health() -> dict[str, str]:
