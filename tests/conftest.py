@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -58,3 +59,19 @@ async def store(request: pytest.FixtureRequest, tmp_path: object) -> AsyncIterat
 @pytest.fixture
 async def ledger(store: LedgerStore) -> Ledger:
     return Ledger(store)
+
+
+@pytest.fixture(scope="session")
+def piper() -> Any:
+    """Piper's en_US voice, loaded once for the whole run."""
+    from backchannel.voice.tts import PiperTTS
+
+    return PiperTTS()
+
+
+@pytest.fixture(scope="session")
+def whisper() -> Any:
+    """Whisper tiny.en, loaded once for the whole run."""
+    from backchannel.voice.stt import WhisperSTT
+
+    return WhisperSTT()

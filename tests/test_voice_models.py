@@ -17,16 +17,6 @@ pytestmark = pytest.mark.anyio
 SPEECH = Path(__file__).resolve().parents[2] / "shared" / "bench" / "speech_2s_16k.wav"
 
 
-@pytest.fixture(scope="module")
-def piper() -> PiperTTS:
-    return PiperTTS()
-
-
-@pytest.fixture(scope="module")
-def whisper() -> WhisperSTT:
-    return WhisperSTT()
-
-
 def speech_clip() -> Samples:
     if SPEECH.exists():
         with wave.open(str(SPEECH)) as w:

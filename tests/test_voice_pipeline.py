@@ -47,16 +47,6 @@ LONG = (
 )
 
 
-@pytest.fixture(scope="module")
-def piper() -> PiperTTS:
-    return PiperTTS()
-
-
-@pytest.fixture(scope="module")
-def whisper() -> WhisperSTT:
-    return WhisperSTT()
-
-
 @dataclass
 class Line:
     """What the caller hears: every frame with its send time."""
@@ -113,6 +103,25 @@ async def voice_call(
     await engine.close()
 
 
+def order_call(
+    respond: Callable[[LLMRequest], list[LLMChunk]],
+) -> tuple[ScriptedLLM, AssistantConfig]:
+    """A model that starts the async order lookup ("c1"), then answers by ``respond``."""
+    llm = ScriptedLLM(
+        [[*say("Let me check."), call("check_order", {"id": "42"}, id="c1")], say("One moment.")],
+        respond=respond,
+    )
+    config = AssistantConfig.from_json(
+        {
+            "model": {
+                "model": "scripted",
+                "tools": [{"type": "function", "async": True, "function": {"name": "check_order"}}],
+            }
+        }
+    )
+    return llm, config
+
+
 def plain() -> AssistantConfig:
     return AssistantConfig.from_json({"model": {"model": "scripted"}})
 
@@ -155,18 +164,7 @@ async def test_2_result_while_the_caller_speaks_waits_and_one_reply_covers_both(
             return say("The warehouse says it shipped, and yes, we deliver on Sundays.")
         return say("Okay.")
 
-    llm = ScriptedLLM(
-        [[*say("Let me check."), call("check_order", {"id": "42"}, id="c1")], say("One moment.")],
-        respond=respond,
-    )
-    config = AssistantConfig.from_json(
-        {
-            "model": {
-                "model": "scripted",
-                "tools": [{"type": "function", "async": True, "function": {"name": "check_order"}}],
-            }
-        }
-    )
+    llm, config = order_call(respond)
     async with voice_call(llm, piper, whisper, config) as (live, session, line, events, engine):
         await speak(session, await voice(piper, "Where is my order?"))
         await eventually(lambda: said(events, "One moment"))
@@ -186,6 +184,7 @@ async def test_2_result_while_the_caller_speaks_waits_and_one_reply_covers_both(
         user = [m for m in reply_request.messages if m["role"] == "user"][-1]
         assert "sunday" in str(user["content"]).lower()
         assert "c1" in str(reply_request.messages[-1]["content"])
+        await eventually(lambda: bool(live.announced))  # recorded as the response closes
         assert [a.tool_call_id for a in live.announced] == ["c1"]
 
 
@@ -198,18 +197,7 @@ async def test_3_result_mid_sentence_with_real_audio(
             return say("Your order has shipped.")
         return say(LONG)
 
-    llm = ScriptedLLM(
-        [[*say("Let me check."), call("check_order", {"id": "42"}, id="c1")], say("One moment.")],
-        respond=respond,
-    )
-    config = AssistantConfig.from_json(
-        {
-            "model": {
-                "model": "scripted",
-                "tools": [{"type": "function", "async": True, "function": {"name": "check_order"}}],
-            }
-        }
-    )
+    llm, config = order_call(respond)
     async with voice_call(llm, piper, whisper, config) as (live, session, _line, events, engine):
         await speak(session, await voice(piper, "Where is my order?"))
         await eventually(lambda: said(events, "One moment"))
@@ -233,6 +221,7 @@ async def test_3_result_mid_sentence_with_real_audio(
             assert lines[long_index] == LONG, "the sentence played whole, then the result"
         else:
             assert LONG.startswith(lines[long_index]) and len(lines[long_index]) < len(LONG) * 0.6
+        await eventually(lambda: bool(live.announced))  # recorded as the response closes
         assert [a.tool_call_id for a in live.announced] == ["c1"]
 
 
