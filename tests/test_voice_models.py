@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import wave
 from pathlib import Path
 
@@ -63,6 +64,7 @@ async def test_piper_speech_is_transcribed_back_by_whisper(
     assert await whisper.transcribe(np.zeros(0, np.int16)) == ""
 
 
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="Debian espeak-ng is not installed")
 async def test_espeak_fallback_speaks() -> None:
     tts = EspeakTTS()
     audio = await tts.synthesize("Hello there, this is a test.")
