@@ -34,6 +34,8 @@ class SpeechTracker:
         self._spoken: dict[int, _Spoken] = {}
         self._all_done = asyncio.Event()
         self._all_done.set()
+        #: Set whenever any utterance finishes or is cut; waiters re-check their own.
+        self._changed = asyncio.Event()
         self._done_callbacks: dict[int, Callable[[], None]] = {}
 
     def speak(
@@ -96,18 +98,10 @@ class SpeechTracker:
         return all(s.done and s.heard == len(s.utterance.text) for s in self._spoken.values())
 
     def _check(self) -> None:
-        self._changed_event().set()
+        self._changed.set()
         if all(s.done for s in self._spoken.values()):
             self._all_done.set()
 
-    _changed: asyncio.Event | None = None
-
-    def _changed_event(self) -> asyncio.Event:
-        if self._changed is None:
-            self._changed = asyncio.Event()
-        return self._changed
-
     async def _wait_change(self) -> None:
-        event = self._changed_event()
-        event.clear()
-        await event.wait()
+        self._changed.clear()
+        await self._changed.wait()
