@@ -93,10 +93,6 @@ class SpeechTracker:
         """The words spoken under ``tag`` that reached the listener, in order."""
         return "".join(s.utterance.text[: s.heard] for s in self._spoken.values() if s.tag == tag)
 
-    @property
-    def fully_heard(self) -> bool:
-        return all(s.done and s.heard == len(s.utterance.text) for s in self._spoken.values())
-
     def _check(self) -> None:
         self._changed.set()
         if all(s.done for s in self._spoken.values()):

@@ -16,7 +16,6 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import openai
-import sqlalchemy as sa
 from fastapi import Body, Depends, FastAPI, Path, Query, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -25,7 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..config import AssistantConfig, ModelConfig
 from ..engine import Engine
-from ..errors import BackchannelError, InvalidInput, NotFound, Unauthorized
+from ..errors import BackchannelError, InvalidInput, Unauthorized
 from ..ledger.ledger import Ledger
 from ..ledger.sql import SqlStore
 from ..llm.base import LLM
@@ -312,13 +311,7 @@ def _routes(app: FastAPI, secrets: Secrets) -> None:
 
 
 async def _assistant_row(request: Request, assistant_id: str) -> dict[str, Any]:
-    async with _host(request).db.engine.connect() as conn:
-        row = (
-            await conn.execute(sa.select(assistants).where(assistants.c.id == assistant_id))
-        ).first()
-    if row is None:
-        raise NotFound(f"no assistant {assistant_id!r}", code="unknown_assistant")
-    return dict(row._mapping)
+    return await _host(request).assistant_row(assistant_id)
 
 
 def _assistant_out(m: Any) -> AssistantOut:

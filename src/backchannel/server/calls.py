@@ -118,14 +118,18 @@ class CallHost:
         for url in sorted(urls):
             await check_webhook_url(url, allow_private=self.settings.allow_private_webhooks)
 
-    async def load_assistant(self, assistant_id: str) -> AssistantConfig:
+    async def assistant_row(self, assistant_id: str) -> dict[str, Any]:
+        """A stored assistant's row (id, config, times); ``unknown_assistant`` if none."""
         async with self.db.engine.connect() as conn:
             row = (
                 await conn.execute(assistants.select().where(assistants.c.id == assistant_id))
             ).first()
         if row is None:
             raise NotFound(f"no assistant {assistant_id!r}", code="unknown_assistant")
-        return AssistantConfig.from_json(row._mapping["config"])
+        return dict(row._mapping)
+
+    async def load_assistant(self, assistant_id: str) -> AssistantConfig:
+        return AssistantConfig.from_json((await self.assistant_row(assistant_id))["config"])
 
     async def get(self, call_id: str) -> HostedCall:
         async with self.db.engine.connect() as conn:
