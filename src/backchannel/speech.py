@@ -58,6 +58,30 @@ class SpeechOutput(Protocol):
         ...
 
 
+class UtteranceQueue:
+    """Sentences waiting to be played, in order; ``next`` waits for one to arrive."""
+
+    def __init__(self) -> None:
+        self._items: deque[Utterance] = deque()
+        self._wake = asyncio.Event()
+
+    def __bool__(self) -> bool:
+        return bool(self._items)
+
+    def push(self, utterance: Utterance) -> None:
+        self._items.append(utterance)
+        self._wake.set()
+
+    def clear(self) -> None:
+        self._items.clear()
+
+    async def next(self) -> Utterance:
+        while not self._items:
+            self._wake.clear()
+            await self._wake.wait()
+        return self._items.popleft()
+
+
 def words_duration(seconds_per_word: float) -> Callable[[str], float]:
     return lambda text: seconds_per_word * max(1, len(text.split()))
 
@@ -73,8 +97,7 @@ class PacedSpeech:
         self.clock = clock or SystemClock()
         self.duration = duration
         self._listener: SpeechListener | None = None
-        self._queue: deque[Utterance] = deque()
-        self._wake = asyncio.Event()
+        self._queue = UtteranceQueue()
         self._playing: Utterance | None = None
         self._started_at = 0.0
         self._player: asyncio.Task[None] | None = None
@@ -85,8 +108,7 @@ class PacedSpeech:
         self._listener = listener
 
     def speak(self, utterance: Utterance) -> None:
-        self._queue.append(utterance)
-        self._wake.set()
+        self._queue.push(utterance)
 
     def stop(self) -> Cut | None:
         self._queue.clear()
@@ -105,10 +127,7 @@ class PacedSpeech:
 
     async def run(self) -> None:
         while True:
-            while not self._queue:
-                self._wake.clear()
-                await self._wake.wait()
-            utterance = self._queue.popleft()
+            utterance = await self._queue.next()
             self._playing = utterance
             self._started_at = self.clock.monotonic()
             if self._listener:

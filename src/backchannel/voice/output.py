@@ -9,14 +9,12 @@ and reports the share of the sentence that was played.
 
 from __future__ import annotations
 
-import asyncio
-from collections import deque
 from collections.abc import Awaitable, Callable
 
 import numpy as np
 
 from ..clock import Clock, SystemClock
-from ..speech import Cut, SpeechListener, Utterance
+from ..speech import Cut, SpeechListener, Utterance, UtteranceQueue
 from .audio import FRAME_MS, Samples, resample
 from .tts import TTS
 
@@ -41,8 +39,7 @@ class AudioOutput:
         self.muted = False
         self.frames_sent = 0
         self._listener: SpeechListener | None = None
-        self._queue: deque[Utterance] = deque()
-        self._wake = asyncio.Event()
+        self._queue = UtteranceQueue()
         self._playing: Utterance | None = None
         self._played = 0
         self._total = 0
@@ -53,8 +50,7 @@ class AudioOutput:
         self._listener = listener
 
     def speak(self, utterance: Utterance) -> None:
-        self._queue.append(utterance)
-        self._wake.set()
+        self._queue.push(utterance)
 
     def stop(self) -> Cut | None:
         """Stop before the next frame; drop the queue; ask the transport to clear."""
@@ -70,10 +66,7 @@ class AudioOutput:
     async def run(self) -> None:
         frame = self.rate * FRAME_MS // 1000
         while True:
-            while not self._queue:
-                self._wake.clear()
-                await self._wake.wait()
-            utterance = self._queue.popleft()
+            utterance = await self._queue.next()
             self._stopped = False
             audio = await self._synthesize(utterance.text)
             if self._stopped:  # cut while synthesizing: never started
