@@ -19,7 +19,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,11 @@ class ScenarioLLM:
         self.scenario = scenario
         self.runs = 0
 
+    one_ask_per_response = False
+
+    async def prepare(self, request: LLMRequest) -> None:
+        return None
+
     async def stream(self, request: LLMRequest) -> AsyncIterator[LLMChunk]:
         self.runs += 1
         await asyncio.sleep(0.2)
@@ -81,7 +86,9 @@ class ScenarioLLM:
 
 
 class ScenarioSTT:
-    async def transcribe(self, samples: Samples) -> str:
+    async def transcribe(self, audio: AsyncIterable[Samples]) -> str:
+        async for _ in audio:  # the turn's audio, to its end
+            pass
         await asyncio.sleep(0.1)
         return "what is the status of my order"
 
@@ -91,11 +98,11 @@ class ToneTTS:
 
     sample_rate = 16_000
 
-    async def synthesize(self, text: str) -> Samples:
+    async def synthesize(self, text: str) -> AsyncIterator[Samples]:
         words = max(1, len(text.split()))
         hz = 880.0 if text.strip() in ANNOUNCED else 440.0
         t = np.arange(int(words * 0.25 * self.sample_rate)) / self.sample_rate
-        return (np.sin(2 * np.pi * hz * t) * 1000).astype(np.int16)
+        yield (np.sin(2 * np.pi * hz * t) * 1000).astype(np.int16)
 
 
 def main() -> None:

@@ -37,21 +37,14 @@ from websockets.asyncio.client import connect
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.fake_openai import serve as serve_model
-from tests.peers import rule_model, server_process, tool_server
+from tests.peers import order_tool, rule_model, server_process, tool_server
 
 
 def assistant(tools_url: str) -> dict[str, Any]:
     return {
         "model": {
             "model": "rule-model",
-            "tools": [
-                {
-                    "type": "function",
-                    "async": True,
-                    "function": {"name": "check_order", "parameters": {"type": "object"}},
-                    "server": {"url": f"{tools_url}/tools"},
-                }
-            ],
+            "tools": [order_tool(tools_url)],
         }
     }
 

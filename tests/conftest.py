@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -75,3 +75,17 @@ def whisper() -> Any:
     from backchannel.voice.stt import WhisperSTT
 
     return WhisperSTT()
+
+
+@pytest.fixture(scope="session")
+def local_llm() -> Iterator[Any]:
+    """Qwen2.5 1.5B through llama.cpp, loaded once for the whole run.
+
+    It must have been assembled with ``backchannel model fetch`` (the README's setup
+    command and CI do it); a missing model fails here with that instruction.
+    """
+    from backchannel.llm.local import LlamaCppLLM, resolve_model
+
+    llm = LlamaCppLLM(resolve_model("qwen2.5-1.5b"))
+    yield llm
+    llm.close()

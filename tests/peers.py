@@ -114,6 +114,16 @@ def tool_server() -> Iterator[tuple[ToolServer, str]]:
         server.server_close()
 
 
+def order_tool(tools_url: str) -> dict[str, Any]:
+    """The async ``check_order`` server tool the end-to-end tests give their assistants."""
+    return {
+        "type": "function",
+        "async": True,
+        "function": {"name": "check_order", "parameters": {"type": "object"}},
+        "server": {"url": f"{tools_url}/tools"},
+    }
+
+
 _ids = itertools.count(1)
 
 
@@ -143,6 +153,10 @@ def rule_model(body: dict[str, Any]) -> list[dict[str, Any]]:
     content = str(last.get("content") or "")
     if last["role"] == "user":
         lowered = content.lower()
+        if "transfer" in lowered:
+            return _tool_call("transferCall", {"destination": "+15550002222"})
+        if "bye" in lowered:
+            return _tool_call("endCall", {})
         if "order" in lowered:
             return [
                 chunk({"role": "assistant", "content": "Let me check your order. "}),
@@ -189,7 +203,7 @@ class ServerProcess:
 
 @contextmanager
 def server_process(
-    tmp: Path, llm_url: str, *, db_url: str | None = None
+    tmp: Path, llm_url: str, *, db_url: str | None = None, env: dict[str, str] | None = None
 ) -> Iterator[ServerProcess]:
     port = free_port()
     env = {
@@ -200,6 +214,7 @@ def server_process(
         "BACKCHANNEL_LLM_BASE_URL": llm_url,
         "BACKCHANNEL_TOOL_REPLY_LIMIT_SECONDS": "10",
         "BACKCHANNEL_PORT": str(port),
+        **(env or {}),
     }
     log = tmp / "server.log"
     with log.open("wb") as out:

@@ -45,6 +45,22 @@ def test_results_during_a_user_turn_join_the_reply() -> None:
     assert [x.key for x in plan.announcements] == ["r1", "r2"]
 
 
+def test_for_one_ask_models_generated_results_get_a_response_of_their_own() -> None:
+    a = Arbiter(separate_announcements=True)
+    a.user_started()
+    a.result(ann("generated"))
+    a.result(ann("fixed", text="Your order shipped."))
+    a.user_stopped()
+    assert a.user_transcript("what does shipping cost?") is Verdict.START
+    reply = a.next_plan()
+    assert reply is not None and reply.kind is PlanKind.REPLY
+    assert [x.key for x in reply.announcements] == ["fixed"], "fixed lines still ride along"
+    assert a.finished(reply) is Verdict.START
+    announce = a.next_plan()
+    assert announce is not None and announce.kind is PlanKind.ANNOUNCE
+    assert [x.key for x in announce.announcements] == ["generated"]
+
+
 def test_when_idle_waits_for_the_response_and_interrupt_cuts_it() -> None:
     a = Arbiter()
     a.user_transcript("hi")

@@ -16,7 +16,7 @@ import pytest
 
 from backchannel import Client
 from backchannel.voice.audio import resample
-from backchannel.voice.tts import PiperTTS
+from backchannel.voice.tts import PiperTTS, spoken
 
 from .fake_openai import serve as serve_model
 from .peers import rule_model, server_process, tool_server
@@ -42,7 +42,7 @@ FLAGS = [
 
 async def caller_wav(path: Path) -> Path:
     piper = PiperTTS()
-    speech = resample(await piper.synthesize("Where is my order?"), piper.sample_rate, 16_000)
+    speech = resample(await spoken(piper, "Where is my order?"), piper.sample_rate, 16_000)
     audio = np.concatenate([np.zeros(16_000, np.int16), speech, np.zeros(64_000, np.int16)])
     with wave.open(str(path), "wb") as w:
         w.setnchannels(1)

@@ -63,7 +63,7 @@ class Model:
     tool_ids: list[str] = field(default_factory=list)
 
 
-def make_llm(clock: ManualClock, picks: list[int]) -> ScriptedLLM:
+def make_llm(clock: ManualClock, picks: list[int], one_ask: bool = False) -> ScriptedLLM:
     counter = iter(range(10_000))
 
     def respond(request: LLMRequest) -> list[LLMChunk]:
@@ -79,12 +79,18 @@ def make_llm(clock: ManualClock, picks: list[int]) -> ScriptedLLM:
                 return [*say("Okay, starting that now."), call(name, id=f"t{k}")]
         return say("Sure. Anything else?")
 
-    return ScriptedLLM(respond=respond, clock=clock, first_chunk_delay=0.2, chunk_gap=0.05)
+    return ScriptedLLM(
+        respond=respond,
+        clock=clock,
+        first_chunk_delay=0.2,
+        chunk_gap=0.05,
+        one_ask_per_response=one_ask,
+    )
 
 
-async def play(ops: list[tuple[Any, ...]], picks: list[int]) -> None:
+async def play(ops: list[tuple[Any, ...]], picks: list[int], one_ask: bool = False) -> None:
     clock = ManualClock()
-    llm = make_llm(clock, picks)
+    llm = make_llm(clock, picks, one_ask)
     ops = [("user_text", 0), ("advance", 3.0), *ops]
     model = Model()
     async with running_call(assistant(*TOOLS), llm, clock=clock) as h:
@@ -234,8 +240,11 @@ async def assert_nothing_lost(h: Any) -> None:
 @given(
     ops=st.lists(op, min_size=1, max_size=30),
     picks=st.lists(st.integers(0, 2), min_size=1, max_size=8),
+    one_ask=st.booleans(),
 )
 def test_result_rules_hold_under_any_interleaving(
-    ops: list[tuple[Any, ...]], picks: list[int]
+    ops: list[tuple[Any, ...]], picks: list[int], one_ask: bool
 ) -> None:
-    asyncio.run(play(ops, picks))
+    """Also for models that do one thing per response, whose results never ride on a
+    reply and always get a response of their own."""
+    asyncio.run(play(ops, picks, one_ask))

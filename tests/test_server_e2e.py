@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +155,17 @@ def tool_call_id(event: dict[str, Any], name: str) -> str:
     return next(t["id"] for t in event["toolCallList"] if t["function"]["name"] == name)
 
 
+@asynccontextmanager
+async def new_call(
+    server: ServerProcess, tools_url: str
+) -> AsyncIterator[tuple[dict[str, Any], Session]]:
+    """A text call on the test assistant, with its client socket open for the block."""
+    async with Client(server.url, api_key=server.api_key) as admin:
+        call = await admin.create_call(assistant=vapi_assistant(tools_url))
+    async with connect(f"{call['clientUrl']}?token={call['clientToken']}") as ws:
+        yield call, Session(ws)
+
+
 async def wait_for(check: Callable[[], bool], within: float = 15) -> None:
     deadline = time.monotonic() + within
     while not check():
@@ -289,10 +301,7 @@ async def test_result_after_hang_up_is_late_and_reported(
 ) -> None:
     server, tools, tools_url = stack
     tools.modes["check_order"] = "ack"
-    async with Client(server.url, api_key=server.api_key) as admin:
-        call = await admin.create_call(assistant=vapi_assistant(tools_url))
-    async with connect(f"{call['clientUrl']}?token={call['clientToken']}") as ws:
-        s = Session(ws)
+    async with new_call(server, tools_url) as (call, s):
         await s.send({"type": "user-message", "content": "Check my order."})
         order_id = tool_call_id(await s.until(tool_calls_named("check_order")), "check_order")
         await s.until(said("I will tell you when it is ready."))
@@ -321,20 +330,14 @@ async def test_malformed_tool_replies_fail_clearly(
 ) -> None:
     server, tools, tools_url = stack
     tools.modes["broken"] = "garbage"
-    async with Client(server.url, api_key=server.api_key) as admin:
-        call = await admin.create_call(assistant=vapi_assistant(tools_url))
-    async with connect(f"{call['clientUrl']}?token={call['clientToken']}") as ws:
-        s = Session(ws)
+    async with new_call(server, tools_url) as (_call, s):
         await s.send({"type": "user-message", "content": "Use the broken tool."})
         result = await s.until(lambda e: e.get("type") == "tool-calls-result")
         assert result["toolCallResult"]["state"] == "failed"
         assert "invalid_tool_reply" in result["toolCallResult"]["error"]
         await s.until(said("The tool said:"))
     tools.modes["broken"] = "object"
-    async with Client(server.url, api_key=server.api_key) as admin:
-        call = await admin.create_call(assistant=vapi_assistant(tools_url))
-    async with connect(f"{call['clientUrl']}?token={call['clientToken']}") as ws:
-        s = Session(ws)
+    async with new_call(server, tools_url) as (_call, s):
         await s.send({"type": "user-message", "content": "Use the broken tool."})
         result = await s.until(lambda e: e.get("type") == "tool-calls-result")
         assert result["toolCallResult"]["state"] == "succeeded", (

@@ -16,17 +16,17 @@ from websockets.asyncio.client import connect
 
 from backchannel import Client
 from backchannel.voice.audio import resample
-from backchannel.voice.tts import PiperTTS
+from backchannel.voice.tts import PiperTTS, spoken
 
 from .fake_openai import serve as serve_model
-from .peers import rule_model, server_process, tool_server
+from .peers import order_tool, rule_model, server_process, tool_server
 
 pytestmark = pytest.mark.anyio
 
 
 async def test_a_web_call_with_audio_both_ways(tmp_path: Path) -> None:
     piper = PiperTTS()
-    caller = resample(await piper.synthesize("Where is my order?"), piper.sample_rate, 16_000)
+    caller = resample(await spoken(piper, "Where is my order?"), piper.sample_rate, 16_000)
     audio = np.concatenate([np.zeros(8_000, np.int16), caller, np.zeros(24_000, np.int16)])
     with (
         tool_server() as (tools, tools_url),
@@ -38,14 +38,7 @@ async def test_a_web_call_with_audio_both_ways(tmp_path: Path) -> None:
         assistant = {
             "model": {
                 "model": "rule-model",
-                "tools": [
-                    {
-                        "type": "function",
-                        "async": True,
-                        "function": {"name": "check_order", "parameters": {"type": "object"}},
-                        "server": {"url": f"{tools_url}/tools"},
-                    }
-                ],
+                "tools": [order_tool(tools_url)],
             }
         }
         async with Client(server.url, api_key=server.api_key) as admin:

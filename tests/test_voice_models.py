@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from backchannel.voice.audio import Samples, resample, to_samples
-from backchannel.voice.stt import ScriptedSTT, WhisperSTT
-from backchannel.voice.tts import EspeakTTS, PiperTTS
+from backchannel.voice.stt import ScriptedSTT, WhisperSTT, clip
+from backchannel.voice.tts import EspeakTTS, PiperTTS, spoken
 from backchannel.voice.vad import Activity, EnergyVAD, SileroVAD, TurnDetector
 
 pytestmark = pytest.mark.anyio
@@ -35,8 +35,8 @@ def turns(detector: TurnDetector, samples: Samples) -> list[tuple[str, float]]:
 
 
 def test_silero_opens_and_closes_a_turn_on_speech_and_ignores_noise() -> None:
-    clip = np.concatenate([np.zeros(8_000, np.int16), speech_clip(), np.zeros(16_000, np.int16)])
-    got = turns(TurnDetector(SileroVAD()), clip)
+    audio = np.concatenate([np.zeros(8_000, np.int16), speech_clip(), np.zeros(16_000, np.int16)])
+    got = turns(TurnDetector(SileroVAD()), audio)
     assert [a for a, _ in got] == [Activity.STARTED, Activity.STOPPED]
     started, stopped = got[0][1], got[1][1]
     assert 0.6 <= started <= 1.0, "speech starts at 0.5 s, plus 0.2 s to open the turn"
@@ -46,8 +46,8 @@ def test_silero_opens_and_closes_a_turn_on_speech_and_ignores_noise() -> None:
 
 
 def test_energy_vad_sees_loud_speech() -> None:
-    clip = np.concatenate([np.zeros(8_000, np.int16), speech_clip(), np.zeros(16_000, np.int16)])
-    assert [a for a, _ in turns(TurnDetector(EnergyVAD()), clip)] == [
+    audio = np.concatenate([np.zeros(8_000, np.int16), speech_clip(), np.zeros(16_000, np.int16)])
+    assert [a for a, _ in turns(TurnDetector(EnergyVAD()), audio)] == [
         Activity.STARTED,
         Activity.STOPPED,
     ]
@@ -56,24 +56,30 @@ def test_energy_vad_sees_loud_speech() -> None:
 async def test_piper_speech_is_transcribed_back_by_whisper(
     piper: PiperTTS, whisper: WhisperSTT
 ) -> None:
-    audio = await piper.synthesize("What is the status of my order?")
+    audio = await spoken(piper, "What is the status of my order?")
     assert piper.sample_rate == 22_050
     assert 1.0 < audio.size / piper.sample_rate < 3.5
-    text = await whisper.transcribe(resample(audio, piper.sample_rate, 16_000))
+    text = await whisper.transcribe(clip(resample(audio, piper.sample_rate, 16_000)))
     assert "status" in text.lower() and "order" in text.lower(), text
-    assert await whisper.transcribe(np.zeros(0, np.int16)) == ""
+    assert await whisper.transcribe(clip()) == ""
 
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="Debian espeak-ng is not installed")
 async def test_espeak_fallback_speaks() -> None:
     tts = EspeakTTS()
-    audio = await tts.synthesize("Hello there, this is a test.")
+    audio = await spoken(tts, "Hello there, this is a test.")
     assert 0.8 < audio.size / tts.sample_rate < 4.0
     assert np.abs(audio).max() > 1000
 
 
 async def test_scripted_stt_plays_back() -> None:
     stt = ScriptedSTT(["hello"])
-    assert await stt.transcribe(np.zeros(160, np.int16)) == "hello"
-    assert await stt.transcribe(np.zeros(160, np.int16)) == ""
+    assert await stt.transcribe(clip(np.zeros(160, np.int16))) == "hello"
+    assert await stt.transcribe(clip(np.zeros(160, np.int16))) == ""
     assert stt.heard == [160, 160]
+
+
+def test_telephone_audio_gets_a_lower_speech_threshold() -> None:
+    vad = EnergyVAD()
+    assert TurnDetector.for_rate(vad, 8_000).confidence == 0.5
+    assert TurnDetector.for_rate(vad, 16_000).confidence == 0.7

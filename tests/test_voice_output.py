@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest
@@ -19,9 +20,9 @@ class ToneTTS:
 
     sample_rate = 16_000
 
-    async def synthesize(self, text: str) -> Samples:
+    async def synthesize(self, text: str) -> AsyncIterator[Samples]:
         n = int(len(text.split()) * 0.25 * self.sample_rate)
-        return np.where(np.arange(n) % 16 < 8, 8000, -8000).astype(np.int16)
+        yield np.where(np.arange(n) % 16 < 8, 8000, -8000).astype(np.int16)
 
 
 class Listener:

@@ -36,7 +36,7 @@ from backchannel.voice.audio import Samples, resample
 from backchannel.voice.output import AudioOutput
 from backchannel.voice.session import VoiceSession
 from backchannel.voice.stt import WhisperSTT
-from backchannel.voice.tts import PiperTTS
+from backchannel.voice.tts import PiperTTS, spoken
 from backchannel.voice.vad import SileroVAD, TurnDetector
 
 pytestmark = pytest.mark.anyio
@@ -77,7 +77,7 @@ def said(events: EventLog, text: str) -> bool:
 
 
 async def voice(piper: PiperTTS, text: str) -> Samples:
-    return resample(await piper.synthesize(text), piper.sample_rate, 16_000)
+    return resample(await spoken(piper, text), piper.sample_rate, 16_000)
 
 
 async def speak(session: VoiceSession, audio: Samples, *, then_silence: float = 1.0) -> None:

@@ -29,6 +29,7 @@ from .errors import (
     NotFound,
     ProviderError,
     Unauthorized,
+    Unavailable,
 )
 from .events import Event, EventLog, EventSink, FanOut
 from .ledger.ledger import Ledger, Outcome, Resolution
@@ -38,6 +39,7 @@ from .ledger.sql import SqlStore
 from .ledger.store import LedgerStore
 from .lifecycle import CallState, ToolCallState, TurnState, transition
 from .llm.base import LLM, LLMRequest, TextDelta, ToolCallRequest
+from .llm.local import LlamaCppLLM
 from .llm.openai_compat import OpenAICompatibleLLM
 from .llm.scripted import ScriptedLLM
 from .results import ResultSource, ToolResult, ToolResultPayload, parse_result
@@ -77,6 +79,7 @@ __all__ = [
     "LLMRequest",
     "Ledger",
     "LedgerStore",
+    "LlamaCppLLM",
     "ManualClock",
     "MemoryStore",
     "Message",
@@ -113,6 +116,7 @@ __all__ = [
     "ToolSpec",
     "TurnState",
     "Unauthorized",
+    "Unavailable",
     "Utterance",
     "Verdict",
     "parse_result",

@@ -53,6 +53,9 @@ class Announcement:
     text: str | None
     failed: bool = False
     interrupt: bool = False
+    #: What the result says, as the model sees it; named in the instruction to speak
+    #: about it, so a small model need not find it further up the history.
+    content: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +74,10 @@ class Plan:
 
 
 class Arbiter:
-    def __init__(self) -> None:
+    def __init__(self, *, separate_announcements: bool = False) -> None:
+        #: Generated announcements wait for a response of their own instead of riding
+        #: on the user's reply (for models that do one thing per response).
+        self.separate_announcements = separate_announcements
         self.state = TurnState.IDLE
         self.user_speaking = False
         self.current: Plan | None = None
@@ -177,7 +183,8 @@ class Arbiter:
         if self._user_text:
             text = " ".join(self._user_text)
             self._user_text.clear()
-            plan = Plan(next(self._ids), PlanKind.REPLY, user_text=text, announcements=self._take())
+            riders = self._take(fixed_only=self.separate_announcements)
+            plan = Plan(next(self._ids), PlanKind.REPLY, user_text=text, announcements=riders)
             self._triggered = False
         elif self._says:
             plan = Plan(next(self._ids), PlanKind.SAY, say=self._says.popleft())
@@ -194,9 +201,10 @@ class Arbiter:
 
     # -- internals ---------------------------------------------------------------------
 
-    def _take(self) -> tuple[Announcement, ...]:
-        taken = tuple(self._pending.values())
-        self._pending.clear()
+    def _take(self, *, fixed_only: bool = False) -> tuple[Announcement, ...]:
+        taken = tuple(a for a in self._pending.values() if a.text is not None or not fixed_only)
+        for a in taken:
+            del self._pending[a.key]
         return taken
 
     def _wants_floor(self, interrupt: bool) -> Verdict:

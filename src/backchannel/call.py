@@ -25,7 +25,7 @@ from .events import Event, EventSink
 from .ledger.ledger import Outcome, Resolution, stored_result
 from .ledger.records import ToolCallRecord
 from .lifecycle import CallState, ToolCallState, transition
-from .llm.base import LLM
+from .llm.base import LLM, LLMRequest
 from .response import Response
 from .results import ResultSource, ToolResult
 from .speech import SpeechOutput
@@ -60,7 +60,7 @@ class Call:
         self.specs = resolve_tools(assistant, engine.tools.specs())
         self._schemas = [spec.openai_schema() for spec in self.specs.values()]
         self.conversation = Conversation(assistant.model.messages)
-        self.arbiter = Arbiter()
+        self.arbiter = Arbiter(separate_announcements=llm.one_ask_per_response)
         self.state = CallState.QUEUED
         self.ended = asyncio.Event()
         self.ended_reason: str | None = None
@@ -73,6 +73,15 @@ class Call:
         self.tools = ToolRuns(self)
         self._closing = False
         self._gathering: asyncio.Task[Any] | None = None
+        #: Set by a transport that can transfer calls (phone). ``transferCall`` then ends
+        #: the call after its line is said, and the transport moves the caller to
+        #: ``transfer_to``.
+        self.can_transfer = False
+        #: What the transport knows of the call (a phone call's numbers), for the
+        #: ``call`` object of every event and webhook.
+        self.details: dict[str, Any] = {}
+        self.transfer_to: str | None = None
+        self._greeted = asyncio.Event()  # the assistant has finished a sentence once
         output.attach(self)
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -85,9 +94,20 @@ class Call:
         self.spawn(self.output.run(), guard=False)
         self.emit("status-update", status=self.state.value)
         first = self.assistant.first_message
-        if first and self.assistant.first_message_mode == "assistant-speaks-first":
+        greets = bool(first) and self.assistant.first_message_mode == "assistant-speaks-first"
+        if first and greets:
             self._apply(self.arbiter.say(SayRequest(first)))
+        self.spawn(self._prepare_llm(after_greeting=greets))
         return self
+
+    async def _prepare_llm(self, *, after_greeting: bool) -> None:
+        """Let the model get ready while the call opens: after the greeting, so a local
+        model's prompt evaluation (seconds of CPU) overlaps the caller's first words
+        rather than slowing the greeting's speech synthesis."""
+        if after_greeting:
+            await self._greeted.wait()
+        # Guarded: a failure here is logged, not fatal.
+        await self.llm.prepare(self.llm_request(self.conversation.to_openai()))
 
     async def __aexit__(
         self,
@@ -189,6 +209,7 @@ class Call:
         self.emit("speech-update", role="assistant", status="started")
 
     def speech_finished(self, utterance_id: int) -> None:
+        self._greeted.set()
         text = None
         if self._response is not None and self._response.tracker.owns(utterance_id):
             text = self._response.tracker.text(utterance_id)
@@ -254,8 +275,16 @@ class Call:
 
     # -- the turn loop's helpers -------------------------------------------------------
 
-    def tool_schemas(self) -> list[dict[str, Any]]:
-        return self._schemas
+    def llm_request(self, messages: list[dict[str, Any]]) -> LLMRequest:
+        """A request for this call's model: the messages, its tools and sampling."""
+        model = self.assistant.model
+        return LLMRequest(
+            messages=messages,
+            tools=self._schemas,
+            model=model.model,
+            temperature=model.temperature,
+            max_tokens=model.max_tokens,
+        )
 
     # -- internals: responses ----------------------------------------------------------
 
@@ -304,7 +333,8 @@ class Call:
                 if a.key == a.tool_call_id:
                     await self.ledger.mark_spoken(self.call_id, a.tool_call_id)
         if response.end_call_after and not response.cut:
-            self.request_end("assistant-ended-call")
+            forwarded = self.transfer_to is not None
+            self.request_end("assistant-forwarded-call" if forwarded else "assistant-ended-call")
         elif not failed:
             self._apply(verdict)
 
@@ -357,10 +387,17 @@ class Call:
         fixed = spec.spoken.complete if spec and record.error is None else None
         if spec and record.error is not None:
             fixed = spec.spoken.failed
-        self.announce(record, record.message or fixed, failed=record.error is not None)
+        failed = record.error is not None
+        self.announce(record, record.message or fixed, failed=failed, content=content)
 
     def announce(
-        self, record: ToolCallRecord, text: str | None, *, failed: bool, key_suffix: str = ""
+        self,
+        record: ToolCallRecord,
+        text: str | None,
+        *,
+        failed: bool,
+        key_suffix: str = "",
+        content: str = "",
     ) -> None:
         announcement = Announcement(
             key=record.tool_call_id + key_suffix,
@@ -369,6 +406,7 @@ class Call:
             text=text,
             failed=failed,
             interrupt=record.delivery is Delivery.INTERRUPT,
+            content=content,
         )
         self._apply_announcement(self.arbiter.result(announcement))
 
@@ -395,7 +433,9 @@ class Call:
     # -- out ---------------------------------------------------------------------------
 
     def emit(self, type_: str, **data: Any) -> None:
-        self.events.emit(Event(type_, self.call_id, self.clock.wall(), data))
+        self.events.emit(
+            Event(type_, self.call_id, self.clock.wall(), data, call=self.details or None)
+        )
 
     def _ensure_live(self) -> None:
         if self._closing:

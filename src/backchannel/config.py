@@ -86,6 +86,9 @@ class ToolConfig(WireModel):
     server: ServerConfig | None = None
     messages: list[ToolMessage] = Field(default_factory=list)
     backchannel: BackchannelToolSettings = Field(default_factory=BackchannelToolSettings)
+    #: ``transferCall``: where the caller may be transferred, Vapi's
+    #: ``[{"type": "number", "number": "+1…"}]``.
+    destinations: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class ModelConfig(WireModel):
@@ -101,8 +104,9 @@ class ModelConfig(WireModel):
 
 
 class VoiceConfig(WireModel):
-    provider: str = "espeak"
+    provider: str = "piper"
     voice_id: str | None = None
+    model: str | None = None
 
 
 class TranscriberConfig(WireModel):

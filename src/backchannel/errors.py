@@ -92,3 +92,20 @@ class CallEnded(BackchannelError):
 
     code = "call_ended"
     status = 409
+
+
+class Unavailable(BackchannelError):
+    """Something the request needs is not reachable now; retrying later may work."""
+
+    code = "unavailable"
+    status = 503
+
+
+def rebuilt(body: dict[str, Any], status: int) -> BackchannelError:
+    """An error another instance answered with (``to_dict`` and its status), raised here
+    the same way, so a routed request fails exactly as a local one would."""
+    error = BackchannelError(
+        str(body.get("message", "")), code=str(body.get("code")), **body.get("details", {})
+    )
+    error.status = status
+    return error

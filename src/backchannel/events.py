@@ -37,6 +37,8 @@ class Event:
     call_id: str
     at: float
     data: Mapping[str, Any] = field(default_factory=dict)
+    #: More about the call for the ``call`` object, e.g. a phone call's numbers.
+    call: Mapping[str, Any] | None = None
 
     def to_message(self) -> dict[str, Any]:
         """The event as Vapi's ``{"message": {"type", "timestamp", "call", ...}}`` body."""
@@ -44,7 +46,7 @@ class Event:
             "message": {
                 "type": self.type,
                 "timestamp": int(self.at * 1000),
-                "call": {"id": self.call_id},
+                "call": {"id": self.call_id, **(self.call or {})},
                 **self.data,
             }
         }

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from .arbiter import Announcement, Plan, PlanKind
 from .conversation import Message
-from .llm.base import LLMRequest, TextDelta, ToolCallRequest
+from .llm.base import TextDelta, ToolCallRequest
 from .speech import Utterance
 from .tracker import SpeechTracker
 
@@ -90,13 +90,7 @@ class Response:
         """Stream one model step; each sentence goes to speech as soon as it is complete."""
         step = Step(tag=next(self._tags))
         buffer = ""
-        request = LLMRequest(
-            messages=self.call.conversation.to_openai(self._instructions()),
-            tools=self.call.tool_schemas(),
-            model=self.call.assistant.model.model,
-            temperature=self.call.assistant.model.temperature,
-            max_tokens=self.call.assistant.model.max_tokens,
-        )
+        request = self.call.llm_request(self.call.conversation.to_openai(self._instructions()))
         async for chunk in self.call.llm.stream(request):
             if isinstance(chunk, TextDelta):
                 step.text += chunk.text
@@ -138,7 +132,11 @@ class Response:
         generated = [a for a in self.plan.announcements if a.text is None]
         if not generated:
             return []
-        items = ", ".join(f"{a.name} (toolCallId {a.tool_call_id})" for a in generated)
+        items = "; ".join(
+            f"{a.name} (toolCallId {a.tool_call_id})"
+            + (f" returned {a.content}" if a.content else "")
+            for a in generated
+        )
         lead = "Also briefly tell" if self.plan.kind is PlanKind.REPLY else "Briefly tell"
         return [
             {

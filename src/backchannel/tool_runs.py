@@ -99,7 +99,8 @@ class ToolRuns:
             self._tool_error(req.id, "duplicate_tool_call_id", "This tool call id was used before.")
             return None
         self.open[req.id] = spec
-        return Invocation(self.call.call_id, req.id, spec, dict(req.arguments))
+        call = {"id": self.call.call_id, **self.call.details}
+        return Invocation(self.call.call_id, req.id, spec, dict(req.arguments), call)
 
     def _tool_error(self, tool_call_id: str, code: str, message: str) -> None:
         content = json.dumps({"error": {"code": code, "message": message}})
@@ -116,19 +117,29 @@ class ToolRuns:
 
     async def _run_builtin(self, response: Response, inv: Invocation) -> None:
         if inv.spec.name == "endCall":
-            await self.call.submit_result(
-                ToolResult(inv.tool_call_id, result="Ending the call."), ResultSource.ENGINE
-            )
-            self.call.conversation.append(
-                Message("tool", "Ending the call.", tool_call_id=inv.tool_call_id)
-            )
-            response.end_call_after = True
+            await self._end_after(response, inv, "Ending the call.")
             return
+        if inv.spec.name == "transferCall" and self.call.can_transfer:
+            number = str(inv.arguments.get("destination") or "") or next(
+                iter(inv.spec.destinations), ""
+            )
+            if number in inv.spec.destinations:
+                self.call.transfer_to = number
+                await self._end_after(response, inv, f"Transferring the call to {number}.")
+                return
         error = f"{inv.spec.name} is not available on this call"
         await self.call.submit_result(
             ToolResult(inv.tool_call_id, error=error), ResultSource.ENGINE
         )
         self._tool_error(inv.tool_call_id, "builtin_unavailable", error)
+
+    async def _end_after(self, response: Response, inv: Invocation, line: str) -> None:
+        """A built-in that ends the call once this response has been spoken."""
+        await self.call.submit_result(
+            ToolResult(inv.tool_call_id, result=line), ResultSource.ENGINE
+        )
+        self.call.conversation.append(Message("tool", line, tool_call_id=inv.tool_call_id))
+        response.end_call_after = True
 
     async def _await_sync(self, response: Response, inv: Invocation) -> None:
         """Wait for a sync tool's result, saying the delayed line; give up at the timeout."""

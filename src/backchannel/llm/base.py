@@ -38,11 +38,22 @@ class LLMRequest:
 
 
 class LLM(Protocol):
+    #: True for models that reliably do one thing per response (small local models):
+    #: the engine then gives background results a response of their own after the
+    #: user's reply, instead of asking one reply to answer the user *and* announce.
+    one_ask_per_response: bool
+
     def stream(self, request: LLMRequest) -> AsyncIterator[LLMChunk]:
         """Yield text as it is generated, then each tool call once it is complete.
 
         Cancelling the iteration (barge-in) must stop generation promptly.
         """
+        ...
+
+    async def prepare(self, request: LLMRequest) -> None:
+        """Get ready for requests that start like this one (system prompt and tools), while
+        the call opens; a local model evaluates the shared prompt once, so the first turn
+        does not pay for it. Remote models have nothing to do."""
         ...
 
 

@@ -26,6 +26,8 @@ class _Partial:
 
 
 class OpenAICompatibleLLM:
+    one_ask_per_response = False
+
     def __init__(
         self,
         *,
@@ -44,6 +46,9 @@ class OpenAICompatibleLLM:
             timeout=timeout,
             max_retries=max_retries,
         )
+
+    async def prepare(self, request: LLMRequest) -> None:
+        return None
 
     async def stream(self, request: LLMRequest) -> AsyncIterator[LLMChunk]:
         kwargs: dict[str, Any] = {

@@ -51,7 +51,9 @@ class ScriptedLLM:
         clock: Clock | None = None,
         first_chunk_delay: float = 0.0,
         chunk_gap: float = 0.0,
+        one_ask_per_response: bool = False,
     ) -> None:
+        self.one_ask_per_response = one_ask_per_response
         self.script: list[Reply] = list(script)
         self.respond = respond
         self.clock = clock or SystemClock()
@@ -71,6 +73,9 @@ class ScriptedLLM:
         if self.respond is not None:
             return self.respond(request)
         return [TextDelta("Okay.")]
+
+    async def prepare(self, request: LLMRequest) -> None:
+        return None
 
     async def stream(self, request: LLMRequest) -> AsyncIterator[LLMChunk]:
         self.requests.append(request)

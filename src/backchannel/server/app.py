@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-import openai
 from fastapi import Body, Depends, FastAPI, Path, Query, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -28,7 +27,6 @@ from ..errors import BackchannelError, InvalidInput, Unauthorized
 from ..ledger.ledger import Ledger
 from ..ledger.sql import SqlStore
 from ..llm.base import LLM
-from ..llm.openai_compat import OpenAICompatibleLLM
 from ..results import ResultSource
 from ..tools.registry import ToolRegistry
 from ..voice.stack import VoiceStack
@@ -37,6 +35,8 @@ from .calls import CallHost, event_route
 from .control import apply_control
 from .db import assistants, metadata
 from .outbox import Outbox
+from .phone import phone_routes, place_call
+from .providers import Providers
 from .settings import Secrets, Settings, load_secrets
 from .socket import client_session
 from .webhooks import WebhookSender, WebhookToolServer
@@ -55,21 +55,6 @@ log = logging.getLogger("backchannel.server")
 
 Id = Annotated[str, Path(min_length=1, max_length=256)]
 _PAGE = pathlib.Path(__file__).parent / "static" / "index.html"
-
-
-def default_llm_factory(settings: Settings) -> Callable[[ModelConfig], LLM]:
-    """One OpenAI-compatible model per call, sharing one HTTP client per server URL."""
-    clients: dict[str | None, openai.AsyncOpenAI] = {}
-
-    def make(model: ModelConfig) -> LLM:
-        base_url = model.url or settings.llm_base_url
-        if base_url not in clients:
-            clients[base_url] = OpenAICompatibleLLM(
-                model=model.model, base_url=base_url, api_key=settings.llm_api_key
-            ).client
-        return OpenAICompatibleLLM(model=model.model, client=clients[base_url])
-
-    return make
 
 
 def create_app(
@@ -105,14 +90,16 @@ def create_app(
             max_backoff=settings.outbox_max_backoff_seconds,
             route_loader=load_route,
         )
+        providers = Providers(settings)
+        if voice is not None:
+            providers.voice.preload(voice)
         engine = Engine(
             Ledger(store),
-            llm_factory=llm_factory or default_llm_factory(settings),
+            llm_factory=llm_factory or providers.llm,
             tools=tools,
             tool_server=WebhookToolServer(
                 sender,
                 reply_limit=settings.tool_reply_limit_seconds,
-                call_info=lambda call_id: {"id": call_id},
             ),
             after_call_events=outbox,
             speak_chunks=speak_chunks,
@@ -121,9 +108,7 @@ def create_app(
         if settings.end_orphaned_calls:
             for orphan in await engine.ledger.end_orphaned_calls(set(), "server-restarted"):
                 log.warning("call %s was left in progress by a previous run; ended", orphan.call_id)
-        host = CallHost(engine, store, outbox, settings)
-        if voice is not None:
-            host.voice.preload(voice)
+        host = CallHost(engine, store, outbox, settings, providers)
         host_ref.append(host)
         app.state.host = host
         app.state.outbox = outbox
@@ -137,6 +122,7 @@ def create_app(
         await outbox.flush()
         await engine.close()
         await sender.close()
+        await providers.aclose()
 
     app = FastAPI(
         title="backchannel",
@@ -175,6 +161,7 @@ def _routes(app: FastAPI, secrets: Secrets) -> None:
         require_api_key(request, secrets.api_key)
 
     management = [Depends(api_key)]
+    app.include_router(phone_routes(management))
 
     @app.get("/", include_in_schema=False)
     async def page() -> Response:
@@ -251,7 +238,10 @@ def _routes(app: FastAPI, secrets: Secrets) -> None:
     @app.post("/calls", status_code=201, dependencies=management, tags=["calls"])
     async def create_call(request: Request, body: CreateCall) -> CallOut:
         host = _host(request)
-        hosted, token, client_token = await host.create(body)
+        if body.type == "phone":
+            hosted, token, client_token = await place_call(host, body)
+        else:
+            hosted, token, client_token = await host.create(body)
         out = await host.describe(hosted, token=token)
         return out.model_copy(update={"client_token": client_token})
 

@@ -31,12 +31,12 @@ from ..lifecycle import CallState
 from ..speech import PacedSpeech, SpeechOutput
 from ..tools.spec import Route as ToolRoute
 from ..tools.spec import resolve_tools
-from ..voice.stack import LazyVoice
-from .db import assistants, server_calls
+from .db import assistants, phone_calls, server_calls
 from .outbox import DEFAULT_SERVER_MESSAGES, Outbox, Route
+from .providers import LOCAL_LLM, Providers
 from .settings import Settings
 from .urls import check_webhook_url
-from .wire import CallOut, CreateCall, Monitor
+from .wire import CallOut, CreateCall, Customer, Monitor
 
 
 def _hash(token: str) -> str:
@@ -66,17 +66,27 @@ class HostedCall:
 
 
 class CallHost:
-    def __init__(self, engine: Engine, db: SqlStore, outbox: Outbox, settings: Settings):
+    def __init__(
+        self,
+        engine: Engine,
+        db: SqlStore,
+        outbox: Outbox,
+        settings: Settings,
+        providers: Providers | None = None,
+    ):
         self.engine = engine
         self.db = db
         self.outbox = outbox
         self.settings = settings
+        self.providers = providers or Providers(settings)
         self._running: dict[str, Call] = {}
         self._tokens: dict[str, tuple[str, str]] = {}
-        self.voice = LazyVoice()
 
-    async def create(self, body: CreateCall) -> tuple[HostedCall, str, str]:
-        """A new call, its token and its client token. The assistant is checked first."""
+    async def create(
+        self, body: CreateCall, *, kind: str | None = None
+    ) -> tuple[HostedCall, str, str]:
+        """A new call, its token and its client token. The assistant is checked first.
+        ``kind`` overrides the body's type for calls the server creates itself (phone)."""
         assistant_id = body.assistant_id
         if assistant_id is not None:
             assistant = await self.load_assistant(assistant_id)
@@ -87,7 +97,7 @@ class CallHost:
         token, client_token = f"ct_{secrets.token_urlsafe(24)}", f"cc_{secrets.token_urlsafe(24)}"
         hosted = HostedCall(
             id=str(uuid.uuid4()),
-            type=body.type,
+            type=kind or body.type,
             assistant_id=assistant_id,
             assistant=assistant,
             token_hash=_hash(token),
@@ -111,6 +121,8 @@ class CallHost:
 
     async def check_assistant(self, assistant: AssistantConfig) -> None:
         """Refuse an assistant whose tools do not resolve or whose webhooks may not be sent."""
+        if assistant.model.provider in LOCAL_LLM:
+            self.providers.llm(assistant.model)  # the model must be installed
         specs = resolve_tools(assistant, self.engine.tools.specs())
         urls = {s.server.url for s in specs.values() if s.route is ToolRoute.SERVER and s.server}
         if assistant.server and assistant.server.url:
@@ -176,7 +188,11 @@ class CallHost:
 
     @asynccontextmanager
     async def run(
-        self, hosted: HostedCall, client: EventSink, output: SpeechOutput | None = None
+        self,
+        hosted: HostedCall,
+        client: EventSink,
+        output: SpeechOutput | None = None,
+        details: dict[str, Any] | None = None,
     ) -> AsyncIterator[Call]:
         """Run the call while the block runs; keep its transcript once it has ended."""
         if hosted.id in self.engine.live or await self._has_run(hosted.id):
@@ -190,6 +206,7 @@ class CallHost:
             output=output or PacedSpeech(self.engine.clock),
             events=FanOut(client, self.outbox),
         )
+        call.details = details or {}
         # Readable until its transcript is stored, so a read right after the end sees it.
         self._running[hosted.id] = call
         try:
@@ -210,6 +227,19 @@ class CallHost:
     async def _has_run(self, call_id: str) -> bool:
         return await self.engine.ledger.store.get_call(call_id) is not None
 
+    async def phone_numbers(self, hosted: HostedCall) -> tuple[Customer | None, Customer | None]:
+        """A phone call's customer number and ours; ``None`` for other calls."""
+        if hosted.type != "phone":
+            return None, None
+        async with self.db.engine.connect() as conn:
+            side = (
+                await conn.execute(phone_calls.select().where(phone_calls.c.call_id == hosted.id))
+            ).first()
+        if side is None:
+            return None, None
+        customer = Customer(number=side.customer_number) if side.customer_number else None
+        return customer, Customer(number=side.our_number) if side.our_number else None
+
     async def describe(self, hosted: HostedCall, *, token: str | None = None) -> CallOut:
         """The call's public record: status, transcript, every tool call with its states."""
         live = self._running.get(hosted.id)
@@ -228,6 +258,7 @@ class CallHost:
         else:
             transcript, messages = hosted.transcript or [], hosted.messages or []
         tool_calls = await self.engine.ledger.list_for_call(hosted.id)
+        customer, number = await self.phone_numbers(hosted)
         base = self.settings.base_url
         ws_base = base.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
         return CallOut(
@@ -244,6 +275,8 @@ class CallHost:
             transcript=transcript,
             messages=messages,
             tool_calls=[r.to_dict() for r in tool_calls],
+            customer=customer,
+            phone_number=number,
         )
 
 

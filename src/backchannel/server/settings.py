@@ -35,6 +35,19 @@ class Settings(BaseSettings):
     #: OpenAI-compatible model server used when an assistant names no ``model.url``.
     llm_base_url: str | None = None
     llm_api_key: str | None = None
+    #: Vendor keys: an assistant whose transcriber is Deepgram, or whose voice is
+    #: ElevenLabs, uses them when set (else the offline stack). The URLs override the
+    #: vendors' own (a proxy, a self-hosted Deepgram).
+    deepgram_api_key: str | None = None
+    deepgram_url: str | None = None
+    elevenlabs_api_key: str | None = None
+    elevenlabs_url: str | None = None
+    #: Twilio: the auth token checks ``X-Twilio-Signature`` on ``/twilio/voice``;
+    #: with the account SID it also lets the server call Twilio's REST API.
+    twilio_account_sid: str | None = None
+    twilio_auth_token: str | None = None
+    #: Twilio's REST API base URL (a proxy, or a stand-in in tests).
+    twilio_api_url: str | None = None
     max_body_bytes: int = 1_000_000
     #: At start-up, end calls a previous run of this server left in progress (it crashed),
     #: so results that arrive for them are kept as late and reported. Right for one

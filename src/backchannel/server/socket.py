@@ -28,9 +28,7 @@ from ..events import Event
 from ..results import ResultSource
 from ..speech import SpeechOutput
 from ..voice.audio import RATE
-from ..voice.output import AudioOutput
 from ..voice.session import VoiceSession
-from ..voice.vad import TurnDetector
 from .calls import CallHost
 from .control import apply_control
 from .wire import ClientMessage, UserMessage
@@ -96,7 +94,6 @@ async def _voice(
     except ValueError:
         rate = RATE
     rate = rate if 8_000 <= rate <= 48_000 else RATE
-    voice = await host.voice.get()
 
     async def send(frame: bytes) -> None:
         queue.put_nowait(frame)
@@ -104,12 +101,7 @@ async def _voice(
     async def clear() -> None:
         queue.put_nowait({"type": "clear"})  # drop what the client buffered
 
-    output = AudioOutput(voice.tts, send, rate=rate, clear=clear)
-
-    def session(call: Call) -> VoiceSession:
-        return VoiceSession(call, TurnDetector(voice.vad()), voice.stt, rate=rate)
-
-    return output, session
+    return await host.providers.audio(hosted.assistant, send, clear, rate=rate)
 
 
 async def _receive_until_end(

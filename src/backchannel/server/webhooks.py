@@ -155,16 +155,16 @@ def parse_tool_reply(invocation: Invocation, status: int, raw: bytes) -> list[To
 class WebhookToolServer:
     """The :class:`~backchannel.tools.executors.ToolServer` that really POSTs."""
 
-    def __init__(self, sender: WebhookSender, *, reply_limit: float, call_info: Any = None) -> None:
+    def __init__(self, sender: WebhookSender, *, reply_limit: float) -> None:
         self.sender = sender
         self.reply_limit = reply_limit
-        self.call_info = call_info or (lambda call_id: {"id": call_id})
 
     async def call(self, invocation: Invocation) -> Sequence[ToolResult]:
         server = invocation.spec.server
         if server is None:
             raise ProviderError("the tool has no server URL", code="tool_server_unavailable")
-        body = json.dumps(tool_calls_message(invocation, self.call_info(invocation.call_id)))
+        call = invocation.call or {"id": invocation.call_id}
+        body = json.dumps(tool_calls_message(invocation, call))
         headers = dict(server.headers)
         if server.secret:
             headers.setdefault("X-Vapi-Secret", server.secret)

@@ -40,17 +40,29 @@ class AssistantOut(AssistantConfig):
     updated_at: float
 
 
-class CreateCall(WireModel):
-    """Start a call from a stored assistant (``assistantId``) or an inline ``assistant``."""
+class Customer(WireModel):
+    number: str = Field(pattern=r"^\+[1-9][0-9]{6,14}$", description="E.164, e.g. +15551234567")
 
-    type: Literal["web", "text"] = "text"
+
+class CreateCall(WireModel):
+    """Start a call from a stored assistant (``assistantId``) or an inline ``assistant``.
+
+    A ``phone`` call is placed through Twilio to ``customer.number``, from the number
+    ``phoneNumberId`` names (see ``/phone-numbers``).
+    """
+
+    type: Literal["web", "text", "phone"] = "text"
     assistant_id: str | None = Field(default=None, max_length=64)
     assistant: AssistantConfig | None = None
+    customer: Customer | None = None
+    phone_number_id: str | None = Field(default=None, max_length=64)
 
     @model_validator(mode="after")
     def _one_assistant(self) -> CreateCall:
         if (self.assistant_id is None) == (self.assistant is None):
             raise ValueError("give exactly one of 'assistantId' and 'assistant'")
+        if self.type == "phone" and (self.customer is None or self.phone_number_id is None):
+            raise ValueError("a phone call needs 'customer.number' and 'phoneNumberId'")
         return self
 
 
@@ -72,6 +84,9 @@ class CallOut(WireModel):
     #: this call) and the client token (its WebSocket only; hand this one to the app).
     token: str | None = None
     client_token: str | None = None
+    #: Phone calls: who was called or called in, and our number.
+    customer: Customer | None = None
+    phone_number: Customer | None = None
     transcript: list[dict[str, Any]] = Field(default_factory=list)
     messages: list[dict[str, Any]] = Field(default_factory=list)
     tool_calls: list[dict[str, Any]] = Field(default_factory=list)

@@ -9,7 +9,7 @@ connected client through the call's ``tool-calls`` event; in-process tools run a
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..errors import BackchannelError
@@ -24,6 +24,8 @@ class Invocation:
     tool_call_id: str
     spec: ToolSpec
     arguments: Mapping[str, Any]
+    #: The call as a webhook's ``call`` object shows it (its id, and e.g. phone numbers).
+    call: Mapping[str, Any] = field(default_factory=dict)
 
 
 class SourcedDeliver(Protocol):

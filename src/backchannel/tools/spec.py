@@ -55,6 +55,8 @@ class ToolSpec:
     cancel_on_interruption: bool
     spoken: Spoken
     server: ServerTarget | None = None
+    #: ``transferCall``: the numbers the caller may be transferred to.
+    destinations: tuple[str, ...] = ()
 
     def openai_schema(self) -> dict[str, Any]:
         """The tool as the OpenAI chat-completions ``tools`` entry."""
@@ -98,10 +100,16 @@ def resolve_tool(
     """
     if tool.type in BUILTIN_TYPES:
         name = tool.function.name if tool.function else BUILTIN_TYPES[tool.type]
+        numbers = tuple(str(d["number"]) for d in tool.destinations if d.get("number"))
+        params = _EMPTY_PARAMS
+        if numbers:
+            where = {"type": "string", "enum": list(numbers), "description": "phone number"}
+            params = {"type": "object", "properties": {"destination": where}}
         return ToolSpec(
             name=name,
             description=tool.function.description if tool.function else _BUILTIN_DOCS[tool.type],
-            parameters=tool.function.parameters if tool.function else _EMPTY_PARAMS,
+            parameters=tool.function.parameters if tool.function else params,
+            destinations=numbers,
             route=Route.BUILTIN,
             is_async=False,
             delivery=Delivery.SILENT,

@@ -9,16 +9,21 @@ and reports the share of the sentence that was played.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import numpy as np
 
 from ..clock import Clock, SystemClock
+from ..errors import BackchannelError
 from ..speech import Cut, SpeechListener, Utterance, UtteranceQueue
-from .audio import FRAME_MS, Samples, resample
+from .audio import FRAME_MS, Samples, StreamResampler
 from .tts import TTS
 
 SendFrame = Callable[[bytes], Awaitable[None]]
+CHARS_PER_SECOND = 14.0
+log = logging.getLogger("backchannel.voice")
 
 
 class AudioOutput:
@@ -43,6 +48,7 @@ class AudioOutput:
         self._playing: Utterance | None = None
         self._played = 0
         self._total = 0
+        self._complete = False
         self._stopped = False
         self._carry: Samples = np.zeros(0, np.int16)
 
@@ -60,53 +66,103 @@ class AudioOutput:
         self._stopped = True
         if playing is None:
             return None
-        share = self._played / self._total if self._total else 0.0
-        return Cut(playing.id, int(len(playing.text) * min(1.0, share)))
+        return Cut(playing.id, int(len(playing.text) * self._heard_share(playing.text)))
+
+    def _heard_share(self, text: str) -> float:
+        """How much of the sentence was played. While the TTS is still streaming, the
+        sentence's length is estimated from its text (about 14 characters a second)."""
+        total = self._total
+        if not self._complete:
+            total = max(total, int(len(text) / CHARS_PER_SECOND * self.rate))
+        return min(1.0, self._played / total) if total else 0.0
 
     async def run(self) -> None:
-        frame = self.rate * FRAME_MS // 1000
         while True:
             utterance = await self._queue.next()
             self._stopped = False
-            audio = await self._synthesize(utterance.text)
-            if self._stopped:  # cut while synthesizing: never started
-                continue
-            own = audio.size
-            if self._carry.size:  # the last partial frame of the sentence before
-                audio = np.concatenate([self._carry, audio])
+            cut = await self._play(utterance)
+            if cut:
                 self._carry = np.zeros(0, np.int16)
-            self._playing, self._played, self._total = utterance, 0, own
+                if self.clear is not None:
+                    await self.clear()
+
+    async def _play(self, utterance: Utterance) -> bool:
+        """Play one sentence while its audio is still streaming in; True if it was cut
+        while playing. The TTS is read by a task of its own, so the sentence's length is
+        known as soon as the TTS has finished, not when playback reaches the end."""
+        self._played, self._total, self._complete = 0, 0, False
+        audio: asyncio.Queue[Samples | None] = asyncio.Queue()
+        async with asyncio.TaskGroup() as group:
+            fetch = group.create_task(self._fetch(utterance.text, audio))
+            try:
+                return await self._pace(utterance, audio)
+            finally:
+                fetch.cancel()
+
+    async def _fetch(self, text: str, audio: asyncio.Queue[Samples | None]) -> None:
+        try:
+            async for chunk in self._audio(text):
+                self._total += chunk.size
+                audio.put_nowait(chunk)
+        except BackchannelError as exc:
+            # A failed sentence is skipped, not fatal: the call goes on.
+            log.error("TTS failed for %r: %s", text[:60], exc)
+        finally:
+            self._complete = True
+            audio.put_nowait(None)
+
+    async def _pace(self, utterance: Utterance, audio: asyncio.Queue[Samples | None]) -> bool:
+        frame = self.rate * FRAME_MS // 1000
+        pending, self._carry = self._carry, np.zeros(0, np.int16)
+        offset = pending.size  # the head of ``pending`` is the sentence before's tail
+        began, sent, started = False, 0, 0.0
+        while (chunk := await audio.get()) is not None:
+            if self._stopped:
+                return began
+            pending = np.concatenate([pending, chunk])
+            if not began:
+                began, self._playing, started = True, utterance, self.clock.monotonic()
+                if self._listener:
+                    self._listener.speech_started(utterance.id)
+            elif self.clock.monotonic() > started + (sent + 1) * FRAME_MS / 1000:
+                # The TTS fell behind real time: pace on from now instead of bursting.
+                started = self.clock.monotonic() - sent * FRAME_MS / 1000
+            while pending.size >= frame:
+                if self._stopped:
+                    return True
+                await self._send(pending[:frame])
+                pending, sent = pending[frame:], sent + 1
+                self._played = max(0, sent * frame - offset)
+                # Pace on the clock from the start, so frames never drift or burst.
+                await self.clock.sleep(started + sent * FRAME_MS / 1000 - self.clock.monotonic())
+        if self._stopped:
+            return began
+        if not began:  # no audio at all: the sentence is over at once
+            self._playing = utterance
             if self._listener:
                 self._listener.speech_started(utterance.id)
-            started = self.clock.monotonic()
-            offset = audio.size - own
-            for i in range(0, audio.size, frame):
-                if self._playing is not utterance:
-                    break
-                chunk = audio[i : i + frame]
-                if chunk.size < frame:
-                    if self._queue:
-                        # Another sentence follows: hand it the rest instead of padding,
-                        # so consecutive sentences play with no silence between them.
-                        self._carry = chunk
-                        self._played = own
-                        break
-                    chunk = np.concatenate([chunk, np.zeros(frame - chunk.size, np.int16)])
-                await self.send((np.zeros_like(chunk) if self.muted else chunk).tobytes())
-                self.frames_sent += 1
-                self._played = max(0, min(own, i + frame - offset))
-                # Pace on the clock from the start, so frames never drift or burst.
-                due = started + (i // frame + 1) * FRAME_MS / 1000
-                await self.clock.sleep(due - self.clock.monotonic())
-            if self._playing is utterance:  # played to the end (or handed on its tail)
-                self._playing = None
-                if self._listener:
-                    self._listener.speech_finished(utterance.id)
-                continue
-            self._carry = np.zeros(0, np.int16)
-            if self.clear is not None:
-                await self.clear()
+        if pending.size and self._queue:
+            # Another sentence follows: hand it the rest instead of padding, so
+            # consecutive sentences play with no silence between them.
+            self._carry = pending
+        elif pending.size:
+            await self._send(np.concatenate([pending, np.zeros(frame - pending.size, np.int16)]))
+        self._played, self._playing = self._total, None
+        if self._listener:
+            self._listener.speech_finished(utterance.id)
+        return False
 
-    async def _synthesize(self, text: str) -> Samples:
-        audio = await self.tts.synthesize(text.strip())
-        return resample(audio, self.tts.sample_rate, self.rate)
+    async def _send(self, chunk: Samples) -> None:
+        await self.send((np.zeros_like(chunk) if self.muted else chunk).tobytes())
+        self.frames_sent += 1
+
+    async def _audio(self, text: str) -> AsyncIterator[Samples]:
+        """The sentence's audio at the listener's rate, chunk by chunk."""
+        resampler: StreamResampler | None = None
+        async for chunk in self.tts.synthesize(text.strip()):
+            if resampler is None:  # the voice's rate is known once audio comes
+                resampler = StreamResampler(self.tts.sample_rate, self.rate)
+            if (out := resampler(chunk)).size:
+                yield out
+        if resampler is not None and (tail := resampler(np.zeros(0, np.int16), last=True)).size:
+            yield tail

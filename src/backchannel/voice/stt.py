@@ -1,19 +1,38 @@
-"""Speech-to-text: a finished utterance (16 kHz PCM16) in, its text out."""
+"""Speech-to-text: one user turn's audio (16 kHz PCM16), streamed in as it is spoken;
+its text out once the turn has ended.
+
+A streaming service (Deepgram) transcribes while the user is still talking, so its text
+is ready almost as soon as they stop; a local model (Whisper) gathers the turn and
+transcribes it at the end. Both take the same stream, so the session does not care.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any, Protocol
+
+import numpy as np
 
 from .audio import Samples, to_float
 
 
 class STT(Protocol):
-    async def transcribe(self, samples: Samples) -> str:
-        """The words in one utterance; empty for noise."""
+    async def transcribe(self, audio: AsyncIterable[Samples]) -> str:
+        """The words in one turn, whose audio ends when the iterable does; empty for noise."""
         ...
+
+
+async def clip(*chunks: Samples) -> AsyncIterator[Samples]:
+    """Audio already in hand, as the stream :meth:`STT.transcribe` takes."""
+    for chunk in chunks:
+        yield chunk
+
+
+async def gather(audio: AsyncIterable[Samples]) -> Samples:
+    chunks = [chunk async for chunk in audio]
+    return np.concatenate(chunks) if chunks else np.zeros(0, np.int16)
 
 
 def whisper_model_path() -> Path:
@@ -46,7 +65,8 @@ class WhisperSTT:
         )
         return " ".join(s.text.strip() for s in segments).strip()
 
-    async def transcribe(self, samples: Samples) -> str:
+    async def transcribe(self, audio: AsyncIterable[Samples]) -> str:
+        samples = await gather(audio)
         if samples.size == 0:
             return ""
         async with self._lock:  # one utterance at a time per model
@@ -60,6 +80,6 @@ class ScriptedSTT:
         self.transcripts = list(transcripts)
         self.heard: list[int] = []
 
-    async def transcribe(self, samples: Samples) -> str:
-        self.heard.append(int(samples.size))
+    async def transcribe(self, audio: AsyncIterable[Samples]) -> str:
+        self.heard.append(int((await gather(audio)).size))
         return self.transcripts.pop(0) if self.transcripts else ""

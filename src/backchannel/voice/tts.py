@@ -1,10 +1,12 @@
-"""Text-to-speech: a sentence in, PCM16 mono audio out at the voice's own rate."""
+"""Text-to-speech: a sentence in, PCM16 mono audio out at the voice's own rate, chunk by
+chunk as it is made, so playback can start before the sentence is done."""
 
 from __future__ import annotations
 
 import asyncio
 import io
 import wave
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Protocol
 
@@ -17,9 +19,15 @@ from .audio import Samples
 class TTS(Protocol):
     sample_rate: int
 
-    async def synthesize(self, text: str) -> Samples:
-        """The sentence spoken, at ``sample_rate``."""
+    def synthesize(self, text: str) -> AsyncIterator[Samples]:
+        """The sentence spoken, at ``sample_rate`` (known once the first chunk is out)."""
         ...
+
+
+async def spoken(tts: TTS, text: str) -> Samples:
+    """A whole sentence's audio, for callers that need it all at once."""
+    chunks = [chunk async for chunk in tts.synthesize(text)]
+    return np.concatenate(chunks) if chunks else np.zeros(0, np.int16)
 
 
 def piper_voice_path() -> Path:
@@ -39,15 +47,15 @@ class PiperTTS:
         self.sample_rate = int(self.voice.config.sample_rate)
         self._lock = asyncio.Lock()
 
-    def _run(self, text: str) -> Samples:
-        chunks = [c.audio_int16_array for c in self.voice.synthesize(text)]
-        if not chunks:
-            return np.zeros(0, dtype=np.int16)
-        return np.concatenate(chunks).astype(np.int16)
+    def _run(self, text: str) -> list[Samples]:
+        return [c.audio_int16_array.astype(np.int16) for c in self.voice.synthesize(text)]
 
-    async def synthesize(self, text: str) -> Samples:
+    async def synthesize(self, text: str) -> AsyncIterator[Samples]:
+        # Piper makes a sentence at a time; our text is one sentence already.
         async with self._lock:
-            return await asyncio.to_thread(self._run, text)
+            chunks = await asyncio.to_thread(self._run, text)
+        for chunk in chunks:
+            yield chunk
 
 
 class EspeakTTS:
@@ -58,7 +66,7 @@ class EspeakTTS:
         self.wpm = words_per_minute
         self.sample_rate = 22_050
 
-    async def synthesize(self, text: str) -> Samples:
+    async def synthesize(self, text: str) -> AsyncIterator[Samples]:
         try:
             proc = await asyncio.create_subprocess_exec(
                 "espeak-ng",
@@ -78,4 +86,4 @@ class EspeakTTS:
             raise ProviderError(f"espeak-ng failed: {err.decode()[:200]}", code="tts_error")
         with wave.open(io.BytesIO(out)) as wav:
             self.sample_rate = wav.getframerate()
-            return np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2").astype(np.int16)
+            yield np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2").astype(np.int16)

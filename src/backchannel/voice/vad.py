@@ -90,6 +90,9 @@ class EnergyVAD:
         return 1.0 if rms_dbfs(window) > self.threshold else 0.0
 
 
+NARROWBAND_CONFIDENCE = 0.5
+
+
 class Activity(StrEnum):
     STARTED = "started"
     STOPPED = "stopped"
@@ -103,6 +106,14 @@ class TurnDetector:
     confidence: float = 0.7
     start_secs: float = 0.2
     stop_secs: float = 0.5
+
+    @classmethod
+    def for_rate(cls, vad: VAD, rate: int) -> TurnDetector:
+        """A detector tuned to the caller's audio band. Silero scores telephone audio
+        (8 kHz, µ-law) lower: synthesized phrases peaked at 0.79 to 0.92 and often never
+        stayed above 0.7 for 0.2 s, so a whole turn went unheard; 0.5 (Silero's own
+        default) opened every one of them."""
+        return cls(vad, confidence=NARROWBAND_CONFIDENCE if rate <= 8_000 else 0.7)
 
     def __post_init__(self) -> None:
         self.speaking = False

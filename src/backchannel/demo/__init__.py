@@ -1,0 +1,1 @@
+"""``backchannel demo``: a whole voice call on the offline stack, caller included."""

@@ -1,0 +1,1 @@
+"""Phone calls: Twilio Media Streams in and out of a call."""

@@ -1,0 +1,136 @@
+"""The llama.cpp provider with the real Qwen2.5 1.5B model: its own chat template, tool
+calls read from its text, no repeated calls after a placeholder, prompt cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+from backchannel import LLMRequest, TextDelta, ToolCallRequest
+from backchannel.errors import ConfigError
+from backchannel.llm.local import LazyLlamaCpp, LlamaCppLLM, resolve_model
+from backchannel.tool_runs import PLACEHOLDER
+
+pytestmark = pytest.mark.anyio
+
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "check_order",
+            "description": "Look up an order's delivery status.",
+            "parameters": {
+                "type": "object",
+                "properties": {"order_id": {"type": "string"}},
+                "required": ["order_id"],
+            },
+        },
+    }
+]
+SYSTEM = {"role": "system", "content": "You are an order desk's voice assistant. Be brief."}
+ASKED = [SYSTEM, {"role": "user", "content": "Can you check on my order 4417?"}]
+CALLED = [
+    *ASKED,
+    {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": "call_1",
+                "type": "function",
+                "function": {"name": "check_order", "arguments": '{"order_id": "4417"}'},
+            }
+        ],
+    },
+    {"role": "tool", "tool_call_id": "call_1", "content": PLACEHOLDER},
+]
+
+
+async def collect(llm: Any, messages: list[dict[str, Any]]) -> list[Any]:
+    return [c async for c in llm.stream(LLMRequest(messages=messages, tools=TOOLS))]
+
+
+def text_of(chunks: list[Any]) -> str:
+    return "".join(c.text for c in chunks if isinstance(c, TextDelta))
+
+
+def test_the_prompt_is_the_models_own_template_with_tools_and_calls(
+    local_llm: LlamaCppLLM,
+) -> None:
+    prompt, stop = local_llm.render(LLMRequest(messages=CALLED, tools=TOOLS))
+    assert prompt.startswith("<|im_start|>system\n")
+    assert "<tools>" in prompt and '"name": "check_order"' in prompt
+    # Arguments are an object in the call, not a JSON string inside a string.
+    assert '"arguments": {"order_id": "4417"}' in prompt
+    assert "<tool_response>" in prompt and "runs in the background" in prompt
+    assert prompt.endswith("<|im_start|>assistant\n")
+    assert "<|im_end|>" in stop
+
+
+async def test_a_request_for_a_lookup_becomes_a_tool_call(local_llm: LlamaCppLLM) -> None:
+    chunks = await collect(local_llm, ASKED)
+    calls = [c for c in chunks if isinstance(c, ToolCallRequest)]
+    assert [(c.name, dict(c.arguments)) for c in calls] == [("check_order", {"order_id": "4417"})]
+    assert "{" not in text_of(chunks), "no JSON is spoken"
+
+
+async def test_after_the_placeholder_it_speaks_instead_of_calling_again(
+    local_llm: LlamaCppLLM,
+) -> None:
+    chunks = await collect(local_llm, CALLED)
+    assert not any(isinstance(c, ToolCallRequest) for c in chunks)
+    assert text_of(chunks).strip()
+
+
+async def test_it_announces_a_background_result_from_the_history(
+    local_llm: LlamaCppLLM,
+) -> None:
+    result = {"orderId": "4417", "status": "out for delivery", "eta": "this afternoon"}
+    messages = [
+        *CALLED,
+        {"role": "assistant", "content": "I'm on it."},
+        {
+            "role": "system",
+            "content": "Background tool result for check_order (toolCallId call_1): "
+            + json.dumps(result),
+        },
+        {
+            "role": "system",
+            "content": "Briefly tell the user what came back from these background tool "
+            "calls: check_order (toolCallId call_1). Use the results in the conversation; "
+            "do not invent anything.",
+        },
+    ]
+    said = text_of(await collect(local_llm, messages)).lower()
+    assert "out for delivery" in said
+
+
+async def test_cancelling_the_stream_stops_generation_and_frees_the_model(
+    local_llm: LlamaCppLLM,
+) -> None:
+    story = [SYSTEM, {"role": "user", "content": "Tell me a long story about a parcel."}]
+    stream = local_llm.stream(LLMRequest(messages=story, max_tokens=400))
+    first = await anext(stream)
+    assert isinstance(first, TextDelta)
+    await stream.aclose()  # what a barge-in does
+    # The model is free at once: the next request runs and completes.
+    again = await asyncio.wait_for(collect(local_llm, ASKED), timeout=60)
+    assert any(isinstance(c, ToolCallRequest) for c in again)
+
+
+async def test_the_lazy_provider_loads_once_and_refuses_unknown_models() -> None:
+    lazy = LazyLlamaCpp("qwen2.5-1.5b")
+    assert lazy.path == resolve_model("qwen2.5-1.5b")
+    with pytest.raises(ConfigError, match="neither one of"):
+        LazyLlamaCpp("no-such-model")
+
+
+async def test_prepare_leaves_the_shared_prompt_in_the_cache(local_llm: LlamaCppLLM) -> None:
+    request = LLMRequest(messages=[SYSTEM], tools=TOOLS)
+    await local_llm.prepare(request)
+    prompt, _stop = local_llm.render(request)
+    tokens = local_llm.model.tokenize(prompt.encode(), special=True)
+    assert list(local_llm.model._input_ids[: len(tokens)]) == tokens
