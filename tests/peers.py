@@ -7,6 +7,7 @@ Standard Webhooks signature with :func:`backchannel.verify_webhook` and records 
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import os
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,11 +24,23 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
+import pytest
+from sqlalchemy.engine import make_url
 
 from backchannel import parse_tool_calls, results, verify_webhook
 
 from .fake_openai import chunk
+
+POSTGRES_URL = os.environ.get("BACKCHANNEL_TEST_POSTGRES_URL")
+REDIS_URL = os.environ.get("BACKCHANNEL_TEST_REDIS_URL")
+needs_postgres_and_redis = pytest.mark.skipif(
+    not (POSTGRES_URL and REDIS_URL),
+    reason="BACKCHANNEL_TEST_POSTGRES_URL and BACKCHANNEL_TEST_REDIS_URL are not set",
+)
+#: What a server process runs on: the embedded defaults, or shared PostgreSQL and Redis.
+BACKENDS = ["embedded", pytest.param("postgres+redis", marks=needs_postgres_and_redis)]
 
 
 def free_port() -> int:
@@ -201,10 +215,61 @@ class ServerProcess:
         return httpx.AsyncClient(base_url=self.url, timeout=30, **kw)
 
 
+async def _admin(sql: str) -> None:
+    assert POSTGRES_URL is not None
+    url = make_url(POSTGRES_URL).set(drivername="postgresql")
+    conn = await asyncpg.connect(url.render_as_string(hide_password=False))
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@contextmanager
+def fresh_postgres() -> Iterator[str]:
+    """A new, empty PostgreSQL database for the block (dropped after), at its newest
+    schema through ``backchannel db upgrade``. Call outside a running event loop."""
+    assert POSTGRES_URL is not None
+    name = f"bc_test_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    url = make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    try:
+        subprocess.run(
+            [sys.executable, "-m", "backchannel.cli", "db", "upgrade", "--db", url],
+            check=True,
+            capture_output=True,
+        )
+        yield url
+    finally:
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@contextmanager
+def backend(kind: str) -> Iterator[dict[str, str]]:
+    """The environment that puts a server process on ``kind`` (one of ``BACKENDS``)."""
+    if kind == "embedded":
+        yield {}
+        return
+    assert REDIS_URL is not None
+    with fresh_postgres() as url:
+        yield {
+            "BACKCHANNEL_DATABASE_URL": url,
+            "BACKCHANNEL_REDIS_URL": REDIS_URL,
+            "BACKCHANNEL_HEARTBEAT_SECONDS": "0.5",
+            "BACKCHANNEL_HEARTBEAT_TIMEOUT_SECONDS": "3",
+        }
+
+
 @contextmanager
 def server_process(
-    tmp: Path, llm_url: str, *, db_url: str | None = None, env: dict[str, str] | None = None
+    tmp: Path,
+    llm_url: str,
+    *,
+    db_url: str | None = None,
+    env: dict[str, str] | None = None,
+    name: str = "server",
 ) -> Iterator[ServerProcess]:
+    """``backchannel serve`` on a free port; processes sharing ``tmp`` share secrets."""
     port = free_port()
     env = {
         **os.environ,
@@ -216,7 +281,7 @@ def server_process(
         "BACKCHANNEL_PORT": str(port),
         **(env or {}),
     }
-    log = tmp / "server.log"
+    log = tmp / f"{name}.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "backchannel.cli", "serve"],

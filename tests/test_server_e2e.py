@@ -5,173 +5,53 @@ HTTP API, control URL) and land once; the call's record shows every state."""
 from __future__ import annotations
 
 import asyncio
-import json
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from backchannel import Client, Conflict, Forbidden, Unauthorized
 
+from .e2e_calls import (
+    Session,
+    new_call,
+    said,
+    tool_call_id,
+    tool_calls_named,
+    vapi_assistant,
+    wait_for,
+)
 from .fake_openai import serve as serve_model
-from .peers import ServerProcess, ToolServer, rule_model, server_process, tool_server
+from .peers import (
+    BACKENDS,
+    ServerProcess,
+    ToolServer,
+    backend,
+    rule_model,
+    server_process,
+    tool_server,
+)
 
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=BACKENDS)
 def stack(
-    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[ServerProcess, ToolServer, str]]:
+    """The server on each backend: embedded (SQLite, one process) and, when configured,
+    shared PostgreSQL + Redis; every test that uses it runs on both."""
     tmp = tmp_path_factory.mktemp("e2e")
     with (
         tool_server() as (tools, tools_url),
         serve_model(rule_model) as (_model, model_url),
-        server_process(tmp, model_url) as server,
+        backend(request.param) as env,
+        server_process(tmp, model_url, env=env) as server,
     ):
         tools.secret = server.webhook_secret
         yield server, tools, tools_url
-
-
-def tool(name: str, url: str, *, is_async: bool = False, **extra: Any) -> dict[str, Any]:
-    return {
-        "type": "function",
-        "async": is_async,
-        "function": {
-            "name": name,
-            "description": name,
-            "parameters": {"type": "object", "properties": {}},
-        },
-        "server": {
-            "url": f"{url}/tools",
-            "timeoutSeconds": extra.pop("timeout", 20),
-            "headers": {"X-Vapi-Secret": "s3cret"},
-        },
-        **extra,
-    }
-
-
-def vapi_assistant(tools_url: str) -> dict[str, Any]:
-    """An assistant written to Vapi's schema, with fields backchannel does not use."""
-    return {
-        "name": "Order desk",
-        "firstMessage": "Hello, order desk.",
-        "voicemailMessage": "Call back later.",
-        "backgroundSound": "office",
-        "model": {
-            "provider": "openai",
-            "model": "rule-model",
-            "emotionRecognitionEnabled": True,
-            "messages": [{"role": "system", "content": "You help with orders."}],
-            "tools": [
-                tool("check_order", tools_url, is_async=True),
-                tool("check_refund", tools_url, is_async=True),
-                tool(
-                    "lookup",
-                    tools_url,
-                    messages=[{"type": "request-start", "content": "Looking that up."}],
-                ),
-                tool(
-                    "slow_lookup",
-                    tools_url,
-                    timeout=1,
-                    messages=[{"type": "request-failed", "content": "That is taking too long."}],
-                ),
-                tool("broken", tools_url),
-                {
-                    "type": "function",
-                    "function": {"name": "get_style", "parameters": {"type": "object"}},
-                    "backchannel": {"runsOn": "client"},
-                },
-            ],
-        },
-        "voice": {"provider": "11labs", "voiceId": "burt"},
-        "server": {"url": f"{tools_url}/events", "headers": {"X-Vapi-Secret": "s3cret"}},
-        "serverMessages": [
-            "end-of-call-report",
-            "tool-result-after-call",
-            "status-update",
-            "tool-calls-cancelled",
-        ],
-    }
-
-
-class Session:
-    """A WebSocket client that keeps every event it receives."""
-
-    def __init__(self, ws: ClientConnection) -> None:
-        self.ws = ws
-        self.events: list[dict[str, Any]] = []
-
-    async def send(self, message: dict[str, Any] | str) -> None:
-        await self.ws.send(message if isinstance(message, str) else json.dumps(message))
-
-    async def until(
-        self, predicate: Callable[[dict[str, Any]], bool], within: float = 15
-    ) -> dict[str, Any]:
-        for event in self.events:
-            if predicate(event):
-                return event
-        try:
-            async with asyncio.timeout(within):
-                while True:
-                    event = json.loads(await self.ws.recv())
-                    self.events.append(event)
-                    if predicate(event):
-                        return event
-        except TimeoutError:
-            seen = [
-                (e.get("type"), e.get("transcript") or e.get("error")) for e in self.events[-12:]
-            ]
-            raise AssertionError(f"no matching event in {within} s; last events: {seen}") from None
-
-    def said(self) -> list[str]:
-        return [
-            e["transcript"]
-            for e in self.events
-            if e.get("type") == "transcript" and e.get("role") == "assistant"
-        ]
-
-
-def said(text: str) -> Callable[[dict[str, Any]], bool]:
-    return lambda e: (
-        e.get("type") == "transcript" and e.get("role") == "assistant" and text in e["transcript"]
-    )
-
-
-def tool_calls_named(name: str) -> Callable[[dict[str, Any]], bool]:
-    return lambda e: (
-        e.get("type") == "tool-calls"
-        and any(t["function"]["name"] == name for t in e["toolCallList"])
-    )
-
-
-def tool_call_id(event: dict[str, Any], name: str) -> str:
-    return next(t["id"] for t in event["toolCallList"] if t["function"]["name"] == name)
-
-
-@asynccontextmanager
-async def new_call(
-    server: ServerProcess, tools_url: str
-) -> AsyncIterator[tuple[dict[str, Any], Session]]:
-    """A text call on the test assistant, with its client socket open for the block."""
-    async with Client(server.url, api_key=server.api_key) as admin:
-        call = await admin.create_call(assistant=vapi_assistant(tools_url))
-    async with connect(f"{call['clientUrl']}?token={call['clientToken']}") as ws:
-        yield call, Session(ws)
-
-
-async def wait_for(check: Callable[[], bool], within: float = 15) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
 
 
 async def test_a_call_through_the_real_server(stack: tuple[ServerProcess, ToolServer, str]) -> None:
@@ -506,19 +386,28 @@ async def test_progress_silent_and_results_together(
     assert all(states[i]["spokenAt"] is not None for i in ids)
 
 
+@pytest.fixture(params=BACKENDS)
+def backend_env(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    with backend(request.param) as env:
+        yield env
+
+
 async def test_sigkill_then_restart_keeps_pending_calls_and_accepts_results(
-    tmp_path: Path,
+    tmp_path: Path, backend_env: dict[str, str]
 ) -> None:
     """Scenario 10: the server is killed with pending calls; after a restart the ledger
-    still has them, and results posted then are accepted, kept as late and reported."""
+    still has them, and results posted then are accepted, kept as late and reported.
+    (Restarted under the same instance id, it knows at once that the calls it owned
+    died with its previous run.)"""
     import signal
 
+    env = {**backend_env, "BACKCHANNEL_INSTANCE_ID": "restarting"}
     with (
         tool_server() as (tools, tools_url),
         serve_model(rule_model) as (_model, model_url),
     ):
         tools.modes["check_order"] = "ack"
-        with server_process(tmp_path, model_url) as first:
+        with server_process(tmp_path, model_url, env=env) as first:
             tools.secret = first.webhook_secret
             async with Client(first.url, api_key=first.api_key) as admin:
                 call = await admin.create_call(assistant=vapi_assistant(tools_url))
@@ -531,7 +420,7 @@ async def test_sigkill_then_restart_keeps_pending_calls_and_accepts_results(
                 await s.until(said("I will tell you when it is ready."))
                 first.process.send_signal(signal.SIGKILL)
                 first.process.wait()
-        with server_process(tmp_path, model_url) as second:
+        with server_process(tmp_path, model_url, env=env, name="restarted") as second:
             async with Client(second.url, token=call["token"]) as backend:
                 record = await backend.get_call(call["id"])
                 assert record["status"] == "ended" and record["endedReason"] == "server-restarted"

@@ -73,6 +73,10 @@ class Call:
         self.tools = ToolRuns(self)
         self._closing = False
         self._gathering: asyncio.Task[Any] | None = None
+        #: Tool calls whose result is in the conversation, and how many progress updates
+        #: each has had: a result recorded elsewhere is brought in once.
+        self._taken: set[str] = set()
+        self._progress_taken: dict[str, int] = {}
         #: Set by a transport that can transfer calls (phone). ``transferCall`` then ends
         #: the call after its line is said, and the transport moves the caller to
         #: ``transfer_to``.
@@ -251,10 +255,32 @@ class Call:
         resolution = await self.ledger.resolve(
             self.call_id, result, source, call_live=live, delivering=live
         )
-        if resolution.duplicate:
-            return resolution
-        record = resolution.record
-        if resolution.outcome is Outcome.PROGRESS:
+        if not resolution.duplicate:
+            await self._take(resolution.record, resolution.outcome, result)
+        return resolution
+
+    async def take_recorded(self, tool_call_id: str) -> None:
+        """Bring in a result or progress update that was recorded in the ledger
+        elsewhere (another instance took it): once, however often this is called."""
+        record = await self.ledger.get(self.call_id, tool_call_id)
+        if record.has_result and tool_call_id not in self._taken:
+            outcome = Outcome.LATE if record.late else Outcome.ACCEPTED
+            await self._take(record, outcome, stored_result(record))
+        elif not record.has_result and len(record.progress) > self._progress_taken.get(
+            tool_call_id, 0
+        ):
+            last = record.progress[-1]
+            update = ToolResult(
+                tool_call_id, result=last.result, message=last.message, will_continue=True
+            )
+            await self._take(record, Outcome.PROGRESS, update)
+
+    async def _take(self, record: ToolCallRecord, outcome: Outcome, result: ToolResult) -> None:
+        if outcome is Outcome.PROGRESS:
+            self._progress_taken[record.tool_call_id] = len(record.progress)
+        else:
+            self._taken.add(record.tool_call_id)
+        if outcome is Outcome.PROGRESS:
             self.emit(
                 "tool-call-progress",
                 toolCallId=record.tool_call_id,
@@ -263,15 +289,14 @@ class Call:
                 message=result.message,
             )
             self._on_progress(record, result)
-            return resolution
+            return
         self.emit("tool-calls-result", toolCallResult=result_event(record))
         self.tools.settled(record.tool_call_id)
         waiter = self.tools.waiter(record.tool_call_id)
-        if waiter is not None and not waiter.done() and resolution.outcome is Outcome.ACCEPTED:
+        if waiter is not None and not waiter.done() and outcome is Outcome.ACCEPTED:
             waiter.set_result(stored_result(record))
         elif record.state is not ToolCallState.CANCELLED:
             await self._deliver_in_background(record)
-        return resolution
 
     # -- the turn loop's helpers -------------------------------------------------------
 

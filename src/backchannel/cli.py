@@ -1,4 +1,4 @@
-"""``backchannel`` command line: ``demo``, ``serve`` and ``model``.
+"""``backchannel`` command line: ``demo``, ``serve``, ``db`` and ``model``.
 
 ``backchannel demo`` plays one whole voice call on the offline stack: the server, an
 example tool server with a slow order lookup, and a caller speaking synthesized audio
@@ -50,6 +50,9 @@ def _serve(args: argparse.Namespace) -> int:
         "host": args.host,
         "port": args.port,
         "database_url": args.db,
+        "redis_url": args.redis,
+        "instance_id": args.instance_id,
+        "public_url": args.public_url,
         "llm_base_url": args.llm_url,
         "allow_private_webhooks": args.allow_private_webhooks,
     }
@@ -67,6 +70,30 @@ def _serve(args: argparse.Namespace) -> int:
         log_level="warning",
         ws_per_message_deflate=False,
     )
+    return 0
+
+
+def _db(args: argparse.Namespace) -> int:
+    """Migrate the database named by ``--db`` or ``BACKCHANNEL_DATABASE_URL``."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from .server import schema
+    from .server.settings import Settings
+
+    url = args.db or Settings().database_url
+
+    async def run() -> str:
+        engine = create_async_engine(url)
+        try:
+            if args.action == "upgrade":
+                before, after = await schema.upgrade(engine)
+                return f"{before or 'empty'} -> {after}" if before != after else f"at {after}"
+            found = await schema.current(engine)
+            return f"{found or 'empty'} (newest: {schema.head()})"
+        finally:
+            await engine.dispose()
+
+    print(f"backchannel: database schema {asyncio.run(run())}")
     return 0
 
 
@@ -110,6 +137,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--host", default=None, help="listen address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=None, help="port (default 8000)")
     serve.add_argument("--db", default=None, help="database URL (default SQLite ./backchannel.db)")
+    serve.add_argument("--redis", default=None, help="Redis URL: run as one of several instances")
+    serve.add_argument("--instance-id", default=None, help="this instance's name (default random)")
+    serve.add_argument("--public-url", default=None, help="the URL clients reach the server at")
     serve.add_argument("--llm-url", default=None, help="OpenAI-compatible base URL")
     serve.add_argument(
         "--allow-private-webhooks",
@@ -117,6 +147,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="allow webhook URLs on private/loopback addresses (local development)",
     )
+    db = sub.add_parser("db", help="the database schema: upgrade it, or show its revision")
+    db.add_argument("action", choices=["upgrade", "current"])
+    db.add_argument("--db", default=None, help="database URL (default: the server's setting)")
     model = sub.add_parser("model", help="assemble and verify the local LLM (llama.cpp)")
     model.add_argument("action", choices=["fetch", "path"])
     model.add_argument("--model", default="qwen2.5-1.5b", help="qwen2.5-1.5b or qwen2.5-0.5b")
@@ -131,6 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
     if args.command == "serve":
         return _serve(args)
+    if args.command == "db":
+        return _db(args)
     if args.command == "demo":
         return _demo(args)
     return 2

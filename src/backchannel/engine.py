@@ -9,7 +9,9 @@
     await engine.submit_result(call.call_id, ToolResult("call_abc", result={...}), ResultSource.API)
 
 A result for a call that has ended is still accepted: it is recorded as late and a
-``tool-result-after-call`` event goes to the engine's post-call sink.
+``tool-result-after-call`` event goes to the engine's post-call sink. A result for a
+call in progress in another process (several servers on one database) is recorded here
+and handed to ``elsewhere``, which tells the process running the call.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, Protocol
 
 from .call import Call
 from .clock import Clock, SystemClock
@@ -26,6 +28,7 @@ from .config import AssistantConfig, ModelConfig
 from .errors import BackchannelError, ConfigError
 from .events import Event, EventLog, EventSink
 from .ledger.ledger import Ledger, Resolution
+from .lifecycle import CallState
 from .llm.base import LLM
 from .results import ResultSource, ToolResult
 from .speech import PacedSpeech, SpeechOutput
@@ -33,6 +36,22 @@ from .tools.executors import ToolServer, UnavailableToolServer
 from .tools.registry import ToolRegistry
 
 LLMFactory = Callable[[ModelConfig], LLM]
+
+
+class Elsewhere(Protocol):
+    """The processes running the calls this one does not."""
+
+    async def result_recorded(self, call_id: str, resolution: Resolution) -> None:
+        """A result for a call in progress elsewhere is in the ledger: get it there."""
+
+
+class NowhereElse:
+    """One process: a call in progress that is not live here is one about to start
+    (its result waits in the ledger) or one a crash left behind (ended at start-up)."""
+
+    async def result_recorded(self, call_id: str, resolution: Resolution) -> None:
+        log.info("result for %s recorded; the call is not live here", call_id)
+
 
 log = logging.getLogger("backchannel.engine")
 
@@ -57,6 +76,7 @@ class Engine:
         tools: ToolRegistry | None = None,
         tool_server: ToolServer | None = None,
         after_call_events: EventSink | None = None,
+        elsewhere: Elsewhere | None = None,
         gather_seconds: float = 1.0,
         speak_chunks: bool = False,
     ) -> None:
@@ -65,6 +85,7 @@ class Engine:
         self.tools = tools or ToolRegistry()
         self.tool_server: ToolServer = tool_server or UnavailableToolServer()
         self.after_call_events: EventSink = after_call_events or EventLog()
+        self.elsewhere: Elsewhere = elsewhere or NowhereElse()
         self.live: dict[str, Call] = {}
         self._requests = asyncio.TaskGroup()
         self._in_flight: set[asyncio.Task[Any]] = set()
@@ -125,17 +146,36 @@ class Engine:
         call = self.live.get(call_id)
         if call is not None and not call.ended.is_set():
             return await call.submit_result(result, source)
-        resolution = await self.ledger.resolve(call_id, result, source)
-        if not resolution.duplicate:
-            self.after_call_events.emit(
-                Event(
-                    "tool-result-after-call",
-                    call_id,
-                    self.clock.wall(),
-                    {"toolCall": resolution.record.to_dict()},
-                )
-            )
+        record = await self.ledger.store.get_call(call_id)
+        running = record is not None and record.state is CallState.IN_PROGRESS
+        resolution = await self.ledger.resolve(call_id, result, source, call_live=running)
+        if running:
+            # Duplicates too: a sender that retries after a lost hand-off repairs it.
+            await self.elsewhere.result_recorded(call_id, resolution)
+        elif not resolution.duplicate:
+            self.report_after_call(resolution.record.to_dict())
         return resolution
+
+    async def take_recorded(self, call_id: str, tool_call_id: str) -> None:
+        """A result another process recorded for a call: into the call if it is live
+        here, else reported as after the call."""
+        call = self.live.get(call_id)
+        if call is not None and not call.ended.is_set():
+            await call.take_recorded(tool_call_id)
+            return
+        record = await self.ledger.get(call_id, tool_call_id)
+        if record.has_result:
+            self.report_after_call(record.to_dict())
+
+    def report_after_call(self, tool_call: dict[str, Any]) -> None:
+        self.after_call_events.emit(
+            Event(
+                "tool-result-after-call",
+                tool_call["callId"],
+                self.clock.wall(),
+                {"toolCall": tool_call},
+            )
+        )
 
     def _make_llm(self, model: ModelConfig) -> LLM:
         """The assistant's model: built per call by the factory, else the shared one."""

@@ -173,8 +173,13 @@ def _call_row(call: CallRecord) -> dict[str, Any]:
 class SqlStore:
     """A :class:`~backchannel.ledger.store.LedgerStore` on any SQLAlchemy async URL."""
 
-    def __init__(self, url: str = DEFAULT_URL, *, engine: AsyncEngine | None = None) -> None:
+    def __init__(
+        self, url: str = DEFAULT_URL, *, engine: AsyncEngine | None = None, create: bool = True
+    ) -> None:
+        """``create``: make missing tables on open (for the library on its own; the
+        server's schema comes from its migrations instead)."""
         self.url = url
+        self.create = create
         self.engine = engine or create_async_engine(url, **_engine_options(url))
         self._writer: asyncio.Lock | None = None
         if self.engine.dialect.name == "sqlite":
@@ -198,8 +203,9 @@ class SqlStore:
                 yield conn
 
     async def open(self) -> None:
-        async with self.transaction() as conn:
-            await conn.run_sync(metadata.create_all)
+        if self.create:
+            async with self.transaction() as conn:
+                await conn.run_sync(metadata.create_all)
 
     async def close(self) -> None:
         await self.engine.dispose()

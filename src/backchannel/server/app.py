@@ -7,6 +7,7 @@ routes need the API key; a call's routes take its token (or the API key).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import pathlib
 import time
@@ -18,25 +19,29 @@ from typing import Annotated, Any
 from fastapi import Body, Depends, FastAPI, Path, Query, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..config import AssistantConfig, ModelConfig
 from ..engine import Engine
-from ..errors import BackchannelError, InvalidInput, Unauthorized
+from ..errors import BackchannelError, CallEnded, ConfigError, InvalidInput, Unauthorized
 from ..ledger.ledger import Ledger
 from ..ledger.sql import SqlStore
 from ..llm.base import LLM
 from ..results import ResultSource
 from ..tools.registry import ToolRegistry
 from ..voice.stack import VoiceStack
+from . import schema
 from .auth import is_api_key, presented, require_api_key
 from .calls import CallHost, event_route
-from .control import apply_control
-from .db import assistants, metadata
+from .cluster import Cluster
+from .db import assistants
+from .instances import Instances
 from .outbox import Outbox
 from .phone import phone_routes, place_call
 from .providers import Providers
+from .router import RedisRouter
 from .settings import Secrets, Settings, load_secrets
 from .socket import client_session
 from .webhooks import WebhookSender, WebhookToolServer
@@ -72,9 +77,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = SqlStore(settings.database_url)
-        async with store.engine.begin() as conn:
-            await conn.run_sync(metadata.create_all)
+        store = SqlStore(settings.database_url, create=False)
+        await schema.ensure(store.engine, migrate=settings.migrates)
         sender = WebhookSender(
             secrets.webhook_secret, allow_private=settings.allow_private_webhooks
         )
@@ -104,25 +108,56 @@ def create_app(
             after_call_events=outbox,
             speak_chunks=speak_chunks,
         )
+        router = await _router(settings)
+        instances = Instances(
+            store,
+            settings.instance_id or uuid.uuid4().hex,
+            settings.base_url,
+            interval=settings.heartbeat_seconds,
+            timeout=settings.heartbeat_timeout_seconds,
+        )
+        cluster = Cluster(
+            engine,
+            instances,
+            router,
+            outbox,
+            answer_timeout=settings.routed_answer_timeout_seconds,
+        )
+        engine.elsewhere = cluster
         await engine.open()
-        if settings.end_orphaned_calls:
+        await instances.register(alone=not settings.clustered)
+        if settings.ends_orphans:
             for orphan in await engine.ledger.end_orphaned_calls(set(), "server-restarted"):
                 log.warning("call %s was left in progress by a previous run; ended", orphan.call_id)
-        host = CallHost(engine, store, outbox, settings, providers)
+        # Calls this instance id owned died with its previous run.
+        await cluster.end_calls_of(instances.id, "server-restarted")
+        await cluster.reap_now()
+        host = CallHost(engine, store, outbox, settings, providers, instances)
         host_ref.append(host)
         app.state.host = host
+        app.state.cluster = cluster
         app.state.outbox = outbox
         app.state.secrets = secrets
+        log.info("instance %s serving on %s", instances.id, settings.base_url)
         async with asyncio.TaskGroup() as tg:
-            worker = tg.create_task(outbox.run())
+            workers = [
+                tg.create_task(outbox.run()),
+                tg.create_task(instances.run(cluster.end_calls_of, cluster.hang_up_all)),
+            ]
+            if router is not None:
+                workers.append(tg.create_task(router.serve(instances.id, cluster.handle)))
             try:
                 yield
             finally:
-                worker.cancel()
+                for worker in workers:
+                    worker.cancel()
         await outbox.flush()
+        await instances.stop()
         await engine.close()
         await sender.close()
         await providers.aclose()
+        if router is not None:
+            await router.aclose()
 
     app = FastAPI(
         title="backchannel",
@@ -138,9 +173,28 @@ def create_app(
     return app
 
 
+async def _router(settings: Settings) -> RedisRouter | None:
+    if settings.redis_url is None:
+        return None
+    router = RedisRouter(settings.redis_url)
+    try:
+        await router.ping()
+    except (RedisError, OSError) as exc:
+        await router.aclose()
+        raise ConfigError(
+            f"Redis at {settings.redis_url} is not reachable: {exc}", code="redis_unreachable"
+        ) from exc
+    return router
+
+
 def _host(request: Request) -> CallHost:
     host: CallHost = request.app.state.host
     return host
+
+
+def _cluster(request: Request) -> Cluster:
+    cluster: Cluster = request.app.state.cluster
+    return cluster
 
 
 async def _call_access(request: Request, call_id: str) -> None:
@@ -263,9 +317,10 @@ def _routes(app: FastAPI, secrets: Secrets) -> None:
         await _call_access(request, call_id)
         host = _host(request)
         hosted = await host.get(call_id)
-        call = host.engine.live.get(call_id)
-        if call is not None and not call.ended.is_set():
-            await call.hang_up("ended-by-api")
+        with contextlib.suppress(CallEnded):  # ending an ended call is a no-op
+            await _cluster(request).control(
+                call_id, None, ResultSource.API, end_reason="ended-by-api"
+            )
         return await host.describe(hosted)
 
     @app.post("/calls/{call_id}/tool-calls/{tool_call_id}/result", tags=["results"])
@@ -292,7 +347,7 @@ def _routes(app: FastAPI, secrets: Secrets) -> None:
         """The control URL: ``add-message``, ``say``, ``end-call``, ``control``, and
         ``tool-call-result``."""
         await _call_access(request, call_id)
-        answer = await apply_control(_host(request).engine, call_id, message, ResultSource.API)
+        answer = await _cluster(request).control(call_id, message, ResultSource.API)
         return answer if "toolCallId" in answer else Accepted().model_dump()
 
     @app.websocket("/calls/{call_id}/ws")

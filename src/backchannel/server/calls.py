@@ -1,7 +1,8 @@
 """Calls as the server hosts them: creation, tokens, running, and their public record.
 
 A call is created by the API and runs while its client is connected to its WebSocket;
-the session owns the call (and so the call's task group). Each call has two bearer
+the session owns the call (and so the call's task group), and the instance running it
+is recorded as its owner. Each call has two bearer
 tokens: ``token`` opens every route of that call (for backends), ``clientToken`` opens
 only its WebSocket (for the browser or phone app), so everything the client resolves is
 known to come from the client.
@@ -32,6 +33,7 @@ from ..speech import PacedSpeech, SpeechOutput
 from ..tools.spec import Route as ToolRoute
 from ..tools.spec import resolve_tools
 from .db import assistants, phone_calls, server_calls
+from .instances import Instances
 from .outbox import DEFAULT_SERVER_MESSAGES, Outbox, Route
 from .providers import LOCAL_LLM, Providers
 from .settings import Settings
@@ -72,13 +74,15 @@ class CallHost:
         db: SqlStore,
         outbox: Outbox,
         settings: Settings,
-        providers: Providers | None = None,
+        providers: Providers,
+        instances: Instances,
     ):
         self.engine = engine
         self.db = db
         self.outbox = outbox
         self.settings = settings
-        self.providers = providers or Providers(settings)
+        self.providers = providers
+        self.instances = instances
         self._running: dict[str, Call] = {}
         self._tokens: dict[str, tuple[str, str]] = {}
 
@@ -200,6 +204,7 @@ class CallHost:
                 f"call {hosted.id!r} has already been connected", code="call_already_connected"
             )
         self.outbox.route(hosted.id, event_route(hosted.assistant))
+        await self.instances.own(hosted.id)
         call = self.engine.call(
             hosted.assistant,
             call_id=hosted.id,

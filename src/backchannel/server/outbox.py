@@ -6,6 +6,12 @@ assistants' server URLs. ``emit`` never blocks the conversation: it filters by t
 delivery task POSTs due rows, signed, and retries failures with exponential backoff
 (capped) until the event is delivered or too old. A receiver that is down for an hour
 therefore gets every event afterwards, in order of creation.
+
+Several instances may share the table; any of them delivers any event. A delivery task
+claims due rows with ``SELECT … FOR UPDATE SKIP LOCKED`` (rows another instance is
+claiming are skipped, not waited for) and moves their ``next_at`` past a lease in the
+same transaction, so no other instance takes them while they are being sent. An
+instance that dies mid-send leaves its rows to be retried when the lease runs out.
 """
 
 from __future__ import annotations
@@ -27,6 +33,9 @@ from .db import outbox
 from .webhooks import WebhookSender
 
 log = logging.getLogger("backchannel.outbox")
+
+#: How long one POST of an event may take.
+SEND_LIMIT_SECONDS = 10.0
 
 DEFAULT_SERVER_MESSAGES = frozenset(
     {
@@ -140,25 +149,43 @@ class Outbox:
 
     async def deliver_due(self) -> bool:
         """Try every due row once; whether there was anything to try."""
+        rows = await self._claim()
+        for row in rows:
+            await self._attempt(row)
+        return bool(rows)
+
+    async def _claim(self) -> list[sa.RowMapping]:
+        """Due rows for this instance alone, oldest first."""
         now = self.clock.wall()
-        async with self.store.engine.connect() as conn:
-            rows = (
+        lease = now + self.batch * SEND_LIMIT_SECONDS + 30.0
+        due = (outbox.c.status == "pending", outbox.c.next_at <= now)
+        async with self.store.transaction() as conn:
+            ids = (
                 await conn.execute(
-                    outbox.select()
-                    .where(outbox.c.status == "pending", outbox.c.next_at <= now)
+                    sa.select(outbox.c.id)
+                    .where(*due)
                     .order_by(outbox.c.created_at)
                     .limit(self.batch)
+                    .with_for_update(skip_locked=True)
                 )
-            ).all()
-        for row in rows:
-            await self._attempt(row._mapping)
-        return bool(rows)
+            ).scalars()
+            # Conditional too: SQLite has no row locks, and two processes may share a file.
+            claimed = await conn.execute(
+                outbox.update()
+                .where(outbox.c.id.in_(list(ids)), *due)
+                .values(next_at=lease)
+                .returning(*outbox.c)
+            )
+            rows = [r._mapping for r in claimed.all()]
+        return sorted(rows, key=lambda r: float(r["created_at"]))
 
     async def _attempt(self, row: sa.RowMapping) -> None:
         attempts = int(row["attempts"]) + 1
         error: str | None = None
         try:
-            response = await self.sender.post(row["url"], row["body"], row["headers"], limit=10.0)
+            response = await self.sender.post(
+                row["url"], row["body"], row["headers"], limit=SEND_LIMIT_SECONDS
+            )
             if not 200 <= response.status_code < 300:
                 error = f"HTTP {response.status_code}"
         except Exception as exc:

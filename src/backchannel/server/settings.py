@@ -49,16 +49,47 @@ class Settings(BaseSettings):
     #: Twilio's REST API base URL (a proxy, or a stand-in in tests).
     twilio_api_url: str | None = None
     max_body_bytes: int = 1_000_000
-    #: At start-up, end calls a previous run of this server left in progress (it crashed),
-    #: so results that arrive for them are kept as late and reported. Right for one
-    #: server per database.
-    end_orphaned_calls: bool = True
+    #: Several instances on one PostgreSQL database: Redis carries results and control
+    #: messages to the instance running their call. Unset: one instance, nothing routed.
+    redis_url: str | None = None
+    #: This instance's name among those sharing the database (random when unset).
+    instance_id: str | None = None
+    #: Instances beat this often; one silent for ``heartbeat_timeout_seconds`` is lost,
+    #: and another instance ends its calls.
+    heartbeat_seconds: float = 2.0
+    heartbeat_timeout_seconds: float = 10.0
+    #: How long a control message routed to another instance waits for its answer.
+    routed_answer_timeout_seconds: float = 5.0
+    #: Upgrade the database schema at start-up. Unset: yes on SQLite (one server per
+    #: file), no on a shared database, where `backchannel db upgrade` does it once.
+    migrate: bool | None = None
+    #: At start-up, end calls a previous run left in progress (it crashed), so results
+    #: that arrive for them are kept as late and reported. Unset: yes when this is the
+    #: only instance (no Redis); with several, lost instances' calls are ended by
+    #: heartbeat instead.
+    end_orphaned_calls: bool | None = None
     #: How long a tool server's reply is still awaited after the tool's own timeout,
     #: so a slow reply still lands (late) instead of being lost.
     tool_reply_limit_seconds: float = 300.0
     #: Event webhooks are retried with backoff until delivered or this old.
     outbox_max_age_seconds: float = 24 * 3600.0
     outbox_max_backoff_seconds: float = 300.0
+
+    @property
+    def clustered(self) -> bool:
+        return self.redis_url is not None
+
+    @property
+    def migrates(self) -> bool:
+        if self.migrate is not None:
+            return self.migrate
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def ends_orphans(self) -> bool:
+        if self.end_orphaned_calls is not None:
+            return self.end_orphaned_calls
+        return not self.clustered
 
     @property
     def base_url(self) -> str:
