@@ -77,6 +77,7 @@ class Call:
         #: each has had: a result recorded elsewhere is brought in once.
         self._taken: set[str] = set()
         self._progress_taken: dict[str, int] = {}
+        self._recorded: asyncio.Queue[str] | None = None
         #: Set by a transport that can transfer calls (phone). ``transferCall`` then ends
         #: the call after its line is said, and the transport moves the caller to
         #: ``transfer_to``.
@@ -258,6 +259,23 @@ class Call:
         if not resolution.duplicate:
             await self._take(resolution.record, resolution.outcome, result)
         return resolution
+
+    def take_recorded_soon(self, tool_call_id: str) -> None:
+        """Queue :meth:`take_recorded`: this call's hand-offs are taken in the order they
+        came, without making other calls' hand-offs wait behind them."""
+        if self._recorded is None:
+            self._recorded = asyncio.Queue()
+            self.spawn(self._take_recorded_forever())
+        self._recorded.put_nowait(tool_call_id)
+
+    async def _take_recorded_forever(self) -> None:
+        assert self._recorded is not None
+        while True:
+            tool_call_id = await self._recorded.get()
+            try:
+                await self.take_recorded(tool_call_id)
+            except BackchannelError as exc:
+                log.warning("call %s: %s (%s)", self.call_id, exc.message, exc.code)
 
     async def take_recorded(self, tool_call_id: str) -> None:
         """Bring in a result or progress update that was recorded in the ledger

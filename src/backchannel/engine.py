@@ -161,7 +161,7 @@ class Engine:
         here, else reported as after the call."""
         call = self.live.get(call_id)
         if call is not None and not call.ended.is_set():
-            await call.take_recorded(tool_call_id)
+            call.take_recorded_soon(tool_call_id)
             return
         record = await self.ledger.get(call_id, tool_call_id)
         if record.has_result:

@@ -60,21 +60,22 @@ def _current(connection: sa.Connection) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
 
 
-def _upgrade(connection: sa.Connection) -> tuple[str | None, str]:
+def _upgrade(connection: sa.Connection, revision: str) -> tuple[str | None, str | None]:
     config = _config(connection)
     before = _current(connection)
     if before is None and sa.inspect(connection).has_table(_BASELINE_MARK):
         log.info("database made before migrations; stamping it at %s", _BASELINE)
         command.stamp(config, _BASELINE)
         before = _BASELINE
-    command.upgrade(config, "head")
-    return before, head()
+    command.upgrade(config, revision)
+    return before, _current(connection)
 
 
-async def upgrade(engine: AsyncEngine) -> tuple[str | None, str]:
-    """Bring the database to the newest revision; the revisions before and after."""
+async def upgrade(engine: AsyncEngine, revision: str = "head") -> tuple[str | None, str | None]:
+    """Bring the database to ``revision`` (the newest by default); the revisions before
+    and after."""
     async with engine.begin() as conn:
-        return await conn.run_sync(_upgrade)
+        return await conn.run_sync(_upgrade, revision)
 
 
 async def current(engine: AsyncEngine) -> str | None:
