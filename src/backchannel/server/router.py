@@ -64,6 +64,14 @@ async def _handled(handle: Handler, message: Message) -> None:
         log.exception("routed message %s failed", message.get("kind"))
 
 
+def _still_cancelled(exc: BaseException) -> None:
+    """Re-raise a cancellation that the client turned into a connection error (a blocking
+    read cut by ``cancel()``), so the reader stops instead of retrying forever."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError from exc
+
+
 class RedisRouter:
     def __init__(self, url: str, *, prefix: str = "backchannel") -> None:
         self.redis: Redis = Redis.from_url(url, decode_responses=True)
@@ -94,6 +102,7 @@ class RedisRouter:
             try:
                 batches: Any = await self.redis.xread({inbox: last}, count=256, block=5_000)
             except (RedisError, OSError) as exc:
+                _still_cancelled(exc)
                 log.error("reading the inbox failed (%s); retrying in 1 s", exc)
                 await asyncio.sleep(1.0)
                 continue
@@ -107,6 +116,7 @@ class RedisRouter:
                 try:
                     await self.redis.xdel(inbox, *handled)
                 except (RedisError, OSError) as exc:
+                    _still_cancelled(exc)
                     log.warning("could not trim the inbox: %s", exc)
 
     async def answer(self, reply_id: str, answer: Message) -> None:
