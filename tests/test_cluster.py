@@ -155,6 +155,15 @@ async def test_b_ends_the_calls_of_a_killed_a_and_keeps_later_results(
 
     async with httpx.AsyncClient(base_url=b.url, timeout=30) as http:
         auth = {"Authorization": f"Bearer {b.api_key}"}
+        # Posted before B knows A is gone: accepted, and (never having reached the
+        # conversation) reported when A's calls are ended.
+        early_call, _session, early_ids = calls[0]
+        early = await http.post(
+            f"/calls/{early_call['id']}/tool-calls/{early_ids[0]}/result",
+            json={"result": {"n": 0}},
+            headers=auth,
+        )
+        assert early.json()["outcome"] == "accepted", early.text
 
         async def status(call_id: str) -> dict[str, Any]:
             result: dict[str, Any] = (await http.get(f"/calls/{call_id}", headers=auth)).json()
@@ -165,13 +174,15 @@ async def test_b_ends_the_calls_of_a_killed_a_and_keeps_later_results(
                 assert time.monotonic() - killed < HEARTBEAT_TIMEOUT + 3, record
                 await asyncio.sleep(0.1)
             assert record["endedReason"] == "server-lost"
-            states = [t["state"] for t in record["toolCalls"]]
-            assert len(states) == RESULTS_PER_CALL
+            states = [t["state"] for t in record["toolCalls"] if t["toolCallId"] != early_ids[0]]
+            assert len(states) == RESULTS_PER_CALL - (call is early_call)
             assert set(states) <= {"pending", "running"}, "kept as they were, not resolved"
         ended_after = time.monotonic() - killed
 
         for call, _session, ids in calls:
             for n, tool_call_id in enumerate(ids):
+                if tool_call_id == early_ids[0]:
+                    continue
                 answer = await http.post(
                     f"/calls/{call['id']}/tool-calls/{tool_call_id}/result",
                     json={"result": {"n": n}},
@@ -180,7 +191,10 @@ async def test_b_ends_the_calls_of_a_killed_a_and_keeps_later_results(
                 assert answer.status_code == 200, answer.text
                 assert (answer.json()["outcome"], answer.json()["late"]) == ("late", True)
             record = await status(call["id"])
-            assert all(t["late"] and t["state"] == "succeeded" for t in record["toolCalls"])
+            assert all(
+                t["state"] == "succeeded" and (t["late"] or t["toolCallId"] == early_ids[0])
+                for t in record["toolCalls"]
+            )
 
     reported = {(c["id"], i) for c, _s, ids in calls for i in ids}
 

@@ -313,6 +313,8 @@ class Call:
         waiter = self.tools.waiter(record.tool_call_id)
         if waiter is not None and not waiter.done() and outcome is Outcome.ACCEPTED:
             waiter.set_result(stored_result(record))
+            if record.delivered_at is None:  # recorded elsewhere; the model gets it now
+                await self.ledger.mark_delivered(self.call_id, record.tool_call_id)
         elif record.state is not ToolCallState.CANCELLED:
             await self._deliver_in_background(record)
 

@@ -142,7 +142,9 @@ def create_app(
         async with asyncio.TaskGroup() as tg:
             workers = [
                 tg.create_task(outbox.run()),
-                tg.create_task(instances.run(cluster.end_calls_of, cluster.hang_up_all)),
+                tg.create_task(
+                    instances.run(cluster.end_calls_of, cluster.hang_up_all, cluster.sweep)
+                ),
             ]
             if router is not None:
                 workers.append(tg.create_task(router.serve(instances.id, cluster.handle)))

@@ -23,6 +23,8 @@ from ..engine import Engine
 from ..errors import BackchannelError, Unavailable, rebuilt
 from ..events import Event, EventSink
 from ..ledger.ledger import Resolution
+from ..ledger.sql import tool_calls
+from ..lifecycle import ToolCallState
 from ..results import ResultSource
 from .control import apply_control, live_call
 from .db import routed_controls
@@ -207,6 +209,11 @@ class Cluster:
             ended = await self.engine.ledger.end_call(call_id, reason)
             records = await self.engine.ledger.list_for_call(call_id)
             log.warning("call %s ended (%s): instance %s is gone", call_id, reason, instance_id)
+            for record in records:
+                if record.has_result and record.delivered_at is None:
+                    # Accepted while the owner was already gone: it never reached the
+                    # conversation, so it is reported like a result after the call.
+                    self.engine.report_after_call(record.to_dict())
             now = self.engine.clock.wall()
             for type_, data in (
                 ("status-update", {"status": ended.state.value, "endedReason": reason}),
@@ -216,6 +223,30 @@ class Cluster:
                 ),
             ):
                 self.events.emit(Event(type_, call_id, now, data))
+
+    async def sweep(self) -> None:
+        """Take results that were recorded for calls live here but whose hand-off never
+        came (Redis restarted, a sender died between its ledger write and its message).
+        Only results older than two heartbeats, so the normal path is not raced."""
+        live = [c for c, call in self.engine.live.items() if not call.ended.is_set()]
+        if not live or self.router is None:
+            return
+        cutoff = self.engine.clock.wall() - 2 * self.instances.interval
+        stmt = (
+            sa.select(tool_calls.c.call_id, tool_calls.c.tool_call_id)
+            .where(
+                tool_calls.c.call_id.in_(live),
+                tool_calls.c.delivered_at.is_(None),
+                tool_calls.c.result_at < cutoff,
+                tool_calls.c.state != ToolCallState.CANCELLED.value,
+            )
+            .order_by(tool_calls.c.seq)
+        )
+        async with self.instances.db.engine.connect() as conn:
+            missed = (await conn.execute(stmt)).all()
+        for call_id, tool_call_id in missed:
+            log.warning("result %s for call %s had no hand-off; taking it", tool_call_id, call_id)
+            await self.engine.take_recorded(call_id, tool_call_id)
 
     async def hang_up_all(self) -> None:
         """This instance was declared lost: its calls are ended in the ledger already,

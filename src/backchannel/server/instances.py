@@ -98,9 +98,10 @@ class Instances:
         self,
         on_lost: Callable[[str], Awaitable[None]],
         on_self_lost: Callable[[], Awaitable[None]],
+        every_beat: Callable[[], Awaitable[None]],
     ) -> None:
-        """Beat and reap until cancelled. A failed round (the database briefly away) is
-        logged and retried at the next beat."""
+        """Beat and reap until cancelled, running ``every_beat`` after each beat. A failed
+        round (the database briefly away) is logged and retried at the next beat."""
         while True:
             try:
                 if not await self.beat():
@@ -110,6 +111,7 @@ class Instances:
                 for lost in await self.reap():
                     log.warning("instance %s stopped heartbeating; ending its calls", lost)
                     await on_lost(lost)
+                await every_beat()
             except Exception:
                 log.exception("heartbeat round failed")
             await self.clock.sleep(self.interval)
