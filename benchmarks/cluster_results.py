@@ -133,6 +133,7 @@ async def run(args: argparse.Namespace, a: Any, b: Any, tools_url: str) -> None:
             queue = list(zip(batch, targets, strict=False))
             pids = {"A": a.process.pid, "B": b.process.pid}
             cpu = {n: cpu_seconds(p) for n, p in pids.items()}
+            client_cpu = time.process_time()
             started = time.perf_counter()
 
             async def worker(queue: list[Any] = queue) -> None:
@@ -146,6 +147,7 @@ async def run(args: argparse.Namespace, a: Any, b: Any, tools_url: str) -> None:
             await applied.wait([tcid for _c, tcid in batch])
             elapsed = time.perf_counter() - started
             used = {n: cpu_seconds(p) - cpu[n] for n, p in pids.items()}
+            used["load client"] = time.process_time() - client_cpu
             print(
                 f"  {name:16} {len(batch)} results in {elapsed:.2f} s: "
                 f"{len(batch) / elapsed:.0f}/s; CPU ms per result: "

@@ -53,6 +53,11 @@ class Cluster:
         self.router = router
         self.events = events
         self.answer_timeout = answer_timeout
+        #: A call's owner never changes (a call is connected once), so it is read once.
+        self._owners: dict[str, str] = {}
+        #: When each instance was last seen alive (monotonic), so a burst of results
+        #: for one owner costs one liveness read per heartbeat interval.
+        self._seen_alive: dict[str, float] = {}
 
     @property
     def id(self) -> str:
@@ -65,7 +70,7 @@ class Cluster:
         owner = await self._owner(call_id)
         if owner is None:
             return
-        if not await self.instances.alive(owner):
+        if not await self._alive(owner):
             await self.reap_now()
             self.engine.report_after_call(resolution.record.to_dict())
             return
@@ -90,7 +95,7 @@ class Cluster:
             # A result is recorded here and handed on by the engine if need be.
             return await self._apply_here(call_id, message, source, end_reason)
         owner = await self._owner(call_id)
-        if owner is not None and not await self.instances.alive(owner):
+        if owner is not None and not await self._alive(owner):
             await self.reap_now()
             owner = None
         if owner is None:
@@ -258,5 +263,19 @@ class Cluster:
         """The instance running the call, if it is not this one and routing is on."""
         if self.router is None:
             return None
-        owner = await self.instances.owner(call_id)
+        owner = self._owners.get(call_id)
+        if owner is None:
+            owner = await self.instances.owner(call_id)
+            if owner is not None:
+                self._owners[call_id] = owner
         return owner if owner is not None and owner != self.id else None
+
+    async def _alive(self, instance_id: str) -> bool:
+        now = self.engine.clock.monotonic()
+        if now - self._seen_alive.get(instance_id, -1e9) < self.instances.interval:
+            return True
+        if await self.instances.alive(instance_id):
+            self._seen_alive[instance_id] = now
+            return True
+        self._seen_alive.pop(instance_id, None)
+        return False
