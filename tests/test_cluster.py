@@ -122,7 +122,14 @@ async def test_results_and_control_posted_to_b_reach_calls_on_a_once_in_order(
             )
             assert say.status_code == 200, say.text
             await session.until(said("Routed through B."))
-            record = (await http.get(f"/calls/{call['id']}", headers=auth)).json()
+            # The live transcript, read through B while the call runs on A.
+            for _ in range(50):
+                record = (await http.get(f"/calls/{call['id']}", headers=auth)).json()
+                if any("Routed through B." in t["content"] for t in record["transcript"]):
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError(f"B never showed the live transcript: {record}")
             assert record["status"] == "in-progress"
             assert all(t["deliveredAt"] is not None for t in record["toolCalls"])
             assert {t["resolvedBy"] for t in record["toolCalls"]} == {"api"}

@@ -391,8 +391,12 @@ async def test_an_outbound_call_dials_through_twilio_and_transfers(
                     twilio = FakeTwilio(ws)
                     await twilio.start("CA00000000000000000000000000000000", params)
                     async with twilio.on_the_line():
-                        # The greeting's first frames: the server's audio pipeline is up.
-                        await until(lambda: twilio.heard, what="the greeting")
+                        # The greeting played through (no frame for 0.4 s): the server's
+                        # audio pipeline is up, and the caller does not talk over it.
+                        await until(
+                            lambda: twilio.heard and time.time() - twilio.heard[-1][0] > 0.4,
+                            what="the greeting",
+                        )
                         await twilio.say(request)
                         try:
                             await asyncio.wait_for(twilio.closed.wait(), timeout=30)

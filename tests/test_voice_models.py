@@ -81,5 +81,64 @@ async def test_scripted_stt_plays_back() -> None:
 
 def test_telephone_audio_gets_a_lower_speech_threshold() -> None:
     vad = EnergyVAD()
-    assert TurnDetector.for_rate(vad, 8_000).confidence == 0.5
+    assert TurnDetector.for_rate(vad, 8_000).confidence == 0.3
     assert TurnDetector.for_rate(vad, 16_000).confidence == 0.7
+
+
+class ScoresVAD:
+    """A VAD that plays back fixed scores, one per window."""
+
+    window = 512
+
+    def __init__(self, scores: list[float]) -> None:
+        self.scores = list(scores)
+
+    def score(self, window: Samples) -> float:
+        return self.scores.pop(0) if self.scores else 0.0
+
+    def reset(self) -> None:
+        return None
+
+
+def test_a_soft_window_inside_a_word_neither_counts_nor_breaks_the_run() -> None:
+    # 7 windows of 32 ms make the 0.2 s that opens a turn; 0.6 is "maybe speech".
+    def opened(scores: list[float]) -> bool:
+        detector = TurnDetector(ScoresVAD(scores), confidence=0.7)
+        return Activity.STARTED in detector.feed(np.zeros(512 * len(scores), np.int16))
+
+    assert opened([0.9, 0.9, 0.9, 0.6, 0.9, 0.9, 0.9, 0.9])
+    assert not opened([0.9, 0.9, 0.9, 0.2, 0.9, 0.9, 0.9, 0.6])
+    assert not opened([0.6] * 20)
+
+
+async def test_a_telephone_phrase_opens_its_turn_at_once_wherever_the_frames_fall(
+    piper: PiperTTS,
+) -> None:
+    """Piper's phrase through µ-law at 8 kHz, as a phone caller sounds. Piper samples
+    each rendition afresh, and the phrase's onset may fall anywhere in the 20 ms
+    frames: every rendition, at every alignment, opens one turn within 0.6 s of its
+    first sound (later, and the transcript loses its first words)."""
+    from backchannel.phone import mulaw
+    from backchannel.voice.audio import StreamResampler
+
+    for _ in range(3):
+        phrase = resample(
+            await spoken(piper, "Please transfer me to a person."), piper.sample_rate, 8_000
+        )
+        onset = int(np.argmax(np.abs(phrase) > 500))
+        # Frames are 320 samples at 16 kHz, VAD windows 512: eight ways to line up.
+        for frames in range(100, 108):
+            audio = np.concatenate(
+                [np.zeros(frames * 160, np.int16), phrase, np.zeros(8_000, np.int16)]
+            )
+            phone = mulaw.decode(mulaw.encode(audio))
+            detector = TurnDetector.for_rate(SileroVAD(), 8_000)
+            up = StreamResampler(8_000, 16_000)
+            changes = []
+            for i in range(0, phone.size, 160):
+                changes += [
+                    (c, (i + 160 - frames * 160 - onset) / 8_000)
+                    for c in detector.feed(up(phone[i : i + 160]))
+                ]
+            assert [c for c, _ in changes] == [Activity.STARTED, Activity.STOPPED], frames
+            assert changes[0][1] <= 0.6, (frames, changes)

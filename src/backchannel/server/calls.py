@@ -10,6 +10,7 @@ known to come from the client.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
@@ -26,7 +27,7 @@ from ..call import Call
 from ..config import AssistantConfig
 from ..engine import Engine
 from ..errors import Conflict, NotFound
-from ..events import EventSink, FanOut
+from ..events import Event, EventSink, FanOut
 from ..ledger.sql import SqlStore
 from ..lifecycle import CallState
 from ..speech import PacedSpeech, SpeechOutput
@@ -205,29 +206,44 @@ class CallHost:
             )
         self.outbox.route(hosted.id, event_route(hosted.assistant))
         await self.instances.own(hosted.id)
+        said = TranscriptChanged()
         call = self.engine.call(
             hosted.assistant,
             call_id=hosted.id,
             output=output or PacedSpeech(self.engine.clock),
-            events=FanOut(client, self.outbox),
+            events=FanOut(client, self.outbox, said),
         )
         call.details = details or {}
         # Readable until its transcript is stored, so a read right after the end sees it.
         self._running[hosted.id] = call
         try:
             async with call:
+                if self.settings.clustered:
+                    call.spawn(self._keep_transcript(call, said))
                 yield call
-            async with self.db.transaction() as conn:
-                await conn.execute(
-                    server_calls.update()
-                    .where(server_calls.c.id == hosted.id)
-                    .values(
-                        transcript=call.conversation.transcript(),
-                        messages=call.conversation.to_openai(),
-                    )
-                )
+            await self._store_transcript(call)
         finally:
             self._running.pop(hosted.id, None)
+
+    async def _keep_transcript(self, call: Call, said: TranscriptChanged) -> None:
+        """Store the live transcript as it grows (at most twice a second), so a read on
+        another instance sees it while the call runs here."""
+        while True:
+            await said.changed.wait()
+            said.changed.clear()
+            await self._store_transcript(call)
+            await self.engine.clock.sleep(0.5)
+
+    async def _store_transcript(self, call: Call) -> None:
+        async with self.db.transaction() as conn:
+            await conn.execute(
+                server_calls.update()
+                .where(server_calls.c.id == call.call_id)
+                .values(
+                    transcript=call.conversation.transcript(),
+                    messages=call.conversation.to_openai(),
+                )
+            )
 
     async def _has_run(self, call_id: str) -> bool:
         return await self.engine.ledger.store.get_call(call_id) is not None
@@ -283,6 +299,17 @@ class CallHost:
             customer=customer,
             phone_number=number,
         )
+
+
+class TranscriptChanged:
+    """An event sink that notes when the call's transcript grew."""
+
+    def __init__(self) -> None:
+        self.changed = asyncio.Event()
+
+    def emit(self, event: Event) -> None:
+        if event.type == "transcript":
+            self.changed.set()
 
 
 def event_route(assistant: AssistantConfig) -> Route | None:
