@@ -10,7 +10,8 @@ declared lost.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,10 +110,20 @@ async def pair(
             reader.cancel()
 
 
-async def settle(h: Harness) -> None:
+async def settle(h: Harness, until: Callable[[], bool] | None = None) -> None:
+    """Let the router's queue, the ledger's thread and the manual clock move on: until
+    ``until`` holds (within 10 s of real time), then a little more."""
+    deadline = time.monotonic() + 10
+    while until is not None and not until() and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+        await h.advance(1)
     for _ in range(5):
-        await asyncio.sleep(0.05)  # the router's queue and the ledger's thread
+        await asyncio.sleep(0.05)
         await h.advance(5)
+
+
+def said(h: Harness, line: str) -> Callable[[], bool]:
+    return lambda: line in h.spoken()
 
 
 async def test_a_result_recorded_on_b_is_said_once_on_a(tmp_path: Path, clock: ManualClock) -> None:
@@ -121,7 +132,7 @@ async def test_a_result_recorded_on_b_is_said_once_on_a(tmp_path: Path, clock: M
         assert answer.outcome.value == "accepted"
         again = await p.b.engine.submit_result(p.h.call.call_id, SHIPPED, ResultSource.API)
         assert again.duplicate
-        await settle(p.h)
+        await settle(p.h, said(p.h, "Your order shipped."))
         assert p.h.spoken().count("Your order shipped.") == 1
         record = await p.h.record("call_1")
         assert record.delivered_at is not None and record.spoken_at is not None
@@ -136,7 +147,7 @@ async def test_a_lost_hand_off_is_taken_by_the_owners_sweep(
         await settle(p.h)
         assert "Your order shipped." not in p.h.spoken()
         await p.a.sweep()
-        await settle(p.h)
+        await settle(p.h, said(p.h, "Your order shipped."))
         assert p.h.spoken().count("Your order shipped.") == 1
         await p.a.sweep()  # delivered now: nothing left to take
         await settle(p.h)
