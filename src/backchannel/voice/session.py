@@ -19,7 +19,10 @@ from .audio import RATE, Samples, StreamResampler, to_samples
 from .stt import STT
 from .vad import Activity, TurnDetector
 
-PRE_ROLL_SECONDS = 0.5
+#: Audio kept from before a turn opens and sent to STT with it. Telephone audio can
+#: open a turn up to ~0.65 s after the first sound (µ-law softens onsets); with the
+#: 0.2 s the detector needs, 0.8 s reaches back past that with room to spare.
+PRE_ROLL_SECONDS = 0.8
 log = logging.getLogger("backchannel.voice")
 
 
