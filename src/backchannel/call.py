@@ -12,10 +12,11 @@ Use it as an async context manager from :meth:`backchannel.engine.Engine.call`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .arbiter import Announcement, Arbiter, SayRequest, Verdict
 from .config import AssistantConfig, Delivery
@@ -24,8 +25,10 @@ from .errors import BackchannelError, CallEnded
 from .events import Event, EventSink
 from .ledger.ledger import Outcome, Resolution, stored_result
 from .ledger.records import ToolCallRecord
+from .ledger.retry import is_store_error, persistently
 from .lifecycle import CallState, ToolCallState, transition
 from .llm.base import LLM, LLMRequest
+from .reports import ended_events
 from .response import Response
 from .results import ResultSource, ToolResult
 from .speech import SpeechOutput
@@ -36,6 +39,8 @@ if TYPE_CHECKING:
     from .engine import Engine
 
 log = logging.getLogger("backchannel.call")
+
+T = TypeVar("T")
 
 
 class Call:
@@ -161,17 +166,49 @@ class Call:
         self.tools.stop_all()
         self.state = transition(self.state, CallState.ENDED)
         self.ended_reason = reason
-        await self.ledger.end_call(self.call_id, reason)
-        records = await self.ledger.list_for_call(self.call_id)
-        self.emit("status-update", status=self.state.value, endedReason=reason)
-        self.emit(
-            "end-of-call-report",
-            endedReason=reason,
+        try:
+            await self.persist(lambda: self.ledger.end_call(self.call_id, reason), "end the call")
+            records = await self.persist(
+                lambda: self.ledger.list_for_call(self.call_id), "read its tool calls"
+            )
+        except Exception:
+            # The store stayed away: the call still ends here. The ledger keeps it in
+            # progress, so the next start-up (or the instance that finds this one lost)
+            # ends it and sends its report then.
+            log.exception("call %s: could not record its end; left for recovery", self.call_id)
+            self.ended.set()
+            return
+        for event in ended_events(
+            self.call_id,
+            reason,
+            records,
+            at=self.clock.wall(),
             transcript=self.conversation.transcript(),
             messages=self.conversation.to_openai(),
-            toolCalls=[r.to_dict() for r in records],
-        )
+            call=self.details or None,
+        ):
+            self.events.emit(event)
         self.ended.set()
+
+    async def persist(
+        self, write: Callable[[], Awaitable[T]], what: str, *, limit: float = 30.0
+    ) -> T:
+        """A ledger write the call needs before it goes on: retried through a store
+        failure for up to ``limit`` seconds."""
+        return await persistently(
+            write, f"call {self.call_id}: {what}", clock=self.clock, limit=limit
+        )
+
+    async def note(self, write: Callable[[], Awaitable[Any]], what: str) -> None:
+        """Bookkeeping the call does not wait for (when a result was delivered or
+        spoken): tried now and, if the store fails, retried in the engine's background
+        until it lands, while the conversation goes on."""
+        try:
+            await write()
+        except Exception as exc:
+            if not is_store_error(exc):
+                raise
+            self.engine.spawn(persistently(write, f"call {self.call_id}: {what}", clock=self.clock))
 
     def request_end(self, reason: str) -> None:
         if not self._closing:
@@ -256,8 +293,12 @@ class Call:
         resolution = await self.ledger.resolve(
             self.call_id, result, source, call_live=live, delivering=live
         )
+        record = resolution.record
         if not resolution.duplicate:
-            await self._take(resolution.record, resolution.outcome, result)
+            await self._take(record, resolution.outcome, result)
+        elif record.has_result and record.tool_call_id not in self._taken and live:
+            # Recorded before, never brought in (its hand-off was lost): a retry repairs it.
+            await self._take(record, Outcome.LATE if record.late else Outcome.ACCEPTED, result)
         return resolution
 
     def take_recorded_soon(self, tool_call_id: str) -> None:
@@ -314,7 +355,10 @@ class Call:
         if waiter is not None and not waiter.done() and outcome is Outcome.ACCEPTED:
             waiter.set_result(stored_result(record))
             if record.delivered_at is None:  # recorded elsewhere; the model gets it now
-                await self.ledger.mark_delivered(self.call_id, record.tool_call_id)
+                await self.note(
+                    lambda: self.ledger.mark_delivered(self.call_id, record.tool_call_id),
+                    "note a delivery",
+                )
         elif record.state is not ToolCallState.CANCELLED:
             await self._deliver_in_background(record)
 
@@ -376,7 +420,10 @@ class Call:
             if response.spoke(a):
                 self.announced.append(a)
                 if a.key == a.tool_call_id:
-                    await self.ledger.mark_spoken(self.call_id, a.tool_call_id)
+                    await self.note(
+                        functools.partial(self.ledger.mark_spoken, self.call_id, a.tool_call_id),
+                        "note an announcement",
+                    )
         if response.end_call_after and not response.cut:
             forwarded = self.transfer_to is not None
             self.request_end("assistant-forwarded-call" if forwarded else "assistant-ended-call")
@@ -425,7 +472,10 @@ class Call:
             )
         )
         if record.delivered_at is None:
-            await self.ledger.mark_delivered(self.call_id, record.tool_call_id)
+            await self.note(
+                lambda: self.ledger.mark_delivered(self.call_id, record.tool_call_id),
+                "note a delivery",
+            )
         if record.delivery is Delivery.SILENT:
             return
         spec = self.specs.get(record.name)

@@ -69,6 +69,8 @@ def _serve(args: argparse.Namespace) -> int:
         port=settings.port,
         log_level="warning",
         ws_per_message_deflate=False,
+        ws_ping_interval=settings.ws_ping_interval_seconds,
+        ws_ping_timeout=settings.ws_ping_timeout_seconds,
     )
     return 0
 

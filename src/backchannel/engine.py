@@ -26,8 +26,9 @@ from .call import Call
 from .clock import Clock, SystemClock
 from .config import AssistantConfig, ModelConfig
 from .errors import BackchannelError, ConfigError
-from .events import Event, EventLog, EventSink
-from .ledger.ledger import Ledger, Resolution
+from .events import Event, EventLog, EventSink, event_id
+from .ledger.ledger import Ledger, Resolution, unspoken
+from .ledger.retry import is_store_error, store_unavailable
 from .lifecycle import CallState
 from .llm.base import LLM
 from .results import ResultSource, ToolResult
@@ -143,6 +144,14 @@ class Engine:
         self, call_id: str, result: ToolResult, source: ResultSource
     ) -> Resolution:
         """Deliver a result to its call; after hang-up, record it as late and report it."""
+        try:
+            return await self._submit(call_id, result, source)
+        except Exception as exc:
+            if is_store_error(exc):
+                raise store_unavailable(exc) from exc
+            raise
+
+    async def _submit(self, call_id: str, result: ToolResult, source: ResultSource) -> Resolution:
         call = self.live.get(call_id)
         if call is not None and not call.ended.is_set():
             return await call.submit_result(result, source)
@@ -150,9 +159,23 @@ class Engine:
         running = record is not None and record.state is CallState.IN_PROGRESS
         resolution = await self.ledger.resolve(call_id, result, source, call_live=running)
         if running:
-            # Duplicates too: a sender that retries after a lost hand-off repairs it.
-            await self.elsewhere.result_recorded(call_id, resolution)
-        elif not resolution.duplicate:
+            # Duplicates too: a sender that retries after a lost hand-off repairs it. The
+            # result is in the ledger whatever happens to the hand-off (the owner's sweep
+            # takes it), so a routing failure is logged, not answered as one.
+            try:
+                await self.elsewhere.result_recorded(call_id, resolution)
+            except Exception as exc:
+                log.warning(
+                    "result %s for call %s recorded; its hand-off failed (%s: %s), the "
+                    "owner's sweep will take it",
+                    resolution.record.tool_call_id,
+                    call_id,
+                    type(exc).__name__,
+                    exc,
+                )
+        elif not resolution.duplicate or unspoken(resolution.record):
+            # A repeat of a result that was never spoken reports it again (the report's
+            # event id is the same, so it is stored and sent once).
             self.report_after_call(resolution.record.to_dict())
         return resolution
 
@@ -168,12 +191,16 @@ class Engine:
             self.report_after_call(record.to_dict())
 
     def report_after_call(self, tool_call: dict[str, Any]) -> None:
+        """Send ``tool-result-after-call`` for a result the conversation did not speak.
+        One event id per tool call, so reporting it again never reports it twice."""
+        call_id, tool_call_id = tool_call["callId"], tool_call["toolCallId"]
         self.after_call_events.emit(
             Event(
                 "tool-result-after-call",
-                tool_call["callId"],
+                call_id,
                 self.clock.wall(),
                 {"toolCall": tool_call},
+                id=event_id("tool-result-after-call", call_id, tool_call_id),
             )
         )
 

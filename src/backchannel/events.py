@@ -7,6 +7,8 @@ assistant's ``clientMessages`` / ``serverMessages``.
 
 from __future__ import annotations
 
+import hashlib
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -39,6 +41,9 @@ class Event:
     data: Mapping[str, Any] = field(default_factory=dict)
     #: More about the call for the ``call`` object, e.g. a phone call's numbers.
     call: Mapping[str, Any] | None = None
+    #: The event's identity: the ``webhook-id`` of every delivery attempt and ``id`` in
+    #: the webhook body. Reports that recovery may make again use :func:`event_id`.
+    id: str = field(default_factory=lambda: f"evt_{uuid.uuid4().hex}")
 
     def to_message(self) -> dict[str, Any]:
         """The event as Vapi's ``{"message": {"type", "timestamp", "call", ...}}`` body."""
@@ -50,6 +55,12 @@ class Event:
                 **self.data,
             }
         }
+
+
+def event_id(*parts: str) -> str:
+    """A stable event id for a report that may be made more than once (after a crash,
+    on a repeated result): the same parts give the same id, so it is stored once."""
+    return "evt_" + hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
 
 class EventSink(Protocol):

@@ -9,6 +9,7 @@ result itself always comes back through :meth:`backchannel.call.Call.submit_resu
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,7 @@ from .conversation import Message
 from .errors import Conflict
 from .ledger.ledger import stored_result
 from .ledger.records import ToolCallRecord
+from .ledger.retry import is_store_error
 from .llm.base import ToolCallRequest
 from .response import Response, Step
 from .results import ResultSource, ToolResult
@@ -94,9 +96,19 @@ class ToolRuns:
             self._tool_error(req.id, "unknown_tool", f"There is no tool named {req.name!r}.")
             return None
         try:
-            await self.call.ledger.record(self.call.call_id, req.id, spec, dict(req.arguments))
+            await self.call.persist(
+                lambda: self.call.ledger.record(
+                    self.call.call_id, req.id, spec, dict(req.arguments)
+                ),
+                f"record tool call {req.id}",
+            )
         except Conflict:
             self._tool_error(req.id, "duplicate_tool_call_id", "This tool call id was used before.")
+            return None
+        except Exception as exc:
+            if not is_store_error(exc):
+                raise
+            self._tool_error(req.id, "store_unavailable", "The tool call could not be recorded.")
             return None
         self.open[req.id] = spec
         call = {"id": self.call.call_id, **self.call.details}
@@ -112,7 +124,9 @@ class ToolRuns:
         async def deliver(result: ToolResult, source: ResultSource) -> object:
             return await engine.submit_result(inv.call_id, result, source)
 
-        await self.call.ledger.start(self.call.call_id, inv.tool_call_id)
+        await self.call.persist(
+            lambda: self.call.ledger.start(self.call.call_id, inv.tool_call_id), "start a tool call"
+        )
         await self._executors[inv.spec.route].execute(inv, deliver)
 
     async def _run_builtin(self, response: Response, inv: Invocation) -> None:
@@ -156,7 +170,10 @@ class ToolRuns:
         finally:
             self.waiters.pop(inv.tool_call_id, None)
         if result is None:
-            record = await self.call.ledger.time_out(self.call.call_id, inv.tool_call_id)
+            record = await self.call.persist(
+                lambda: self.call.ledger.time_out(self.call.call_id, inv.tool_call_id),
+                "time out a tool call",
+            )
             if record is not None:
                 self.settled(inv.tool_call_id)
                 self.call.emit("tool-calls-result", toolCallResult=result_event(record))
@@ -171,7 +188,10 @@ class ToolRuns:
         self.call.conversation.append(
             Message("tool", result.model_content(), tool_call_id=inv.tool_call_id)
         )
-        await self.call.ledger.mark_delivered(self.call.call_id, inv.tool_call_id)
+        await self.call.note(
+            lambda: self.call.ledger.mark_delivered(self.call.call_id, inv.tool_call_id),
+            "note a delivery",
+        )
         line = result.message or (spoken.complete if result.ok else spoken.failed)
         if line:
             response.speak_aside(line)
@@ -179,7 +199,10 @@ class ToolRuns:
     async def _async_timeout(self, inv: Invocation) -> None:
         await self.call.clock.sleep(inv.spec.timeout_seconds)
         self.timers.pop(inv.tool_call_id, None)
-        record = await self.call.ledger.time_out(self.call.call_id, inv.tool_call_id)
+        record = await self.call.persist(
+            lambda: self.call.ledger.time_out(self.call.call_id, inv.tool_call_id),
+            "time out a tool call",
+        )
         if record is None:
             return
         self.settled(inv.tool_call_id)
@@ -199,7 +222,10 @@ class ToolRuns:
         for tool_call_id, spec in list(self.open.items()):
             if not spec.cancel_on_interruption:
                 continue
-            record = await self.call.ledger.cancel(self.call.call_id, tool_call_id)
+            record = await self.call.persist(
+                functools.partial(self.call.ledger.cancel, self.call.call_id, tool_call_id),
+                "cancel a tool call",
+            )
             if record is None:
                 continue
             run = self.runs.get(tool_call_id)

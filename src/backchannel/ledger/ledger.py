@@ -63,6 +63,14 @@ class Resolution:
         }
 
 
+def unspoken(record: ToolCallRecord) -> bool:
+    """Whether the record holds a result the conversation never announced: if its call
+    is gone, that result is reported (``tool-result-after-call``), never dropped. Being
+    in the conversation (``delivered_at``) is not enough: a conversation that died with
+    its process took the result with it."""
+    return record.has_result and record.spoken_at is None
+
+
 def stored_result(record: ToolCallRecord) -> ToolResult:
     """The result a record holds, as a value comparable with a new one."""
     return ToolResult(

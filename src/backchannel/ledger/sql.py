@@ -174,16 +174,22 @@ class SqlStore:
     """A :class:`~backchannel.ledger.store.LedgerStore` on any SQLAlchemy async URL."""
 
     def __init__(
-        self, url: str = DEFAULT_URL, *, engine: AsyncEngine | None = None, create: bool = True
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        engine: AsyncEngine | None = None,
+        create: bool = True,
+        busy_timeout: float = 30.0,
     ) -> None:
         """``create``: make missing tables on open (for the library on its own; the
-        server's schema comes from its migrations instead)."""
+        server's schema comes from its migrations instead). ``busy_timeout``: how long an
+        SQLite write waits for a lock another process holds before it fails."""
         self.url = url
         self.create = create
-        self.engine = engine or create_async_engine(url, **_engine_options(url))
+        self.engine = engine or create_async_engine(url, **_engine_options(url, busy_timeout))
         self._writer: asyncio.Lock | None = None
         if self.engine.dialect.name == "sqlite":
-            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas(busy_timeout))
             self._writer = asyncio.Lock()
 
     @asynccontextmanager
@@ -267,15 +273,18 @@ class SqlStore:
         return [_record(r) for r in rows]
 
 
-def _engine_options(url: str) -> dict[str, Any]:
+def _engine_options(url: str, busy_timeout: float) -> dict[str, Any]:
     if url.startswith("sqlite"):
-        return {"connect_args": {"timeout": 30}}
+        return {"connect_args": {"timeout": busy_timeout}}
     return {"pool_size": 10, "max_overflow": 20, "pool_pre_ping": True}
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cursor = dbapi_conn.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.close()
+def _sqlite_pragmas(busy_timeout: float) -> Any:
+    def on_connect(dbapi_conn: Any, _record: Any) -> None:
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+        cursor.close()
+
+    return on_connect

@@ -6,7 +6,6 @@ routes need the API key; a call's routes take its token (or the API key).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import pathlib
@@ -28,6 +27,7 @@ from ..engine import Engine
 from ..errors import BackchannelError, CallEnded, ConfigError, InvalidInput, Unauthorized
 from ..ledger.ledger import Ledger
 from ..ledger.sql import SqlStore
+from ..lifecycle import CallState
 from ..llm.base import LLM
 from ..results import ResultSource
 from ..tools.registry import ToolRegistry
@@ -37,13 +37,17 @@ from .auth import is_api_key, presented, require_api_key
 from .calls import CallHost, event_route
 from .cluster import Cluster
 from .db import assistants
+from .errors import ErrorEnvelope, envelope, request_id
 from .instances import Instances
 from .outbox import Outbox
 from .phone import phone_routes, place_call
 from .providers import Providers
+from .readiness import readiness
+from .recovery import end_abandoned, report_unreported
 from .router import RedisRouter
 from .settings import Secrets, Settings, load_secrets
 from .socket import client_session
+from .supervisor import Supervisor
 from .webhooks import WebhookSender, WebhookToolServer
 from .wire import (
     ERROR_RESPONSES,
@@ -60,6 +64,12 @@ log = logging.getLogger("backchannel.server")
 
 Id = Annotated[str, Path(min_length=1, max_length=256)]
 _PAGE = pathlib.Path(__file__).parent / "static" / "index.html"
+#: At start-up, calls ended this recently without an end-of-call report get one.
+UNREPORTED_WINDOW_SECONDS = 3600.0
+
+
+def _flat(checks: dict[str, Any]) -> list[str]:
+    return [w for v in checks.values() for w in (v.values() if isinstance(v, dict) else [v])]
 
 
 def create_app(
@@ -77,7 +87,9 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = SqlStore(settings.database_url, create=False)
+        store = SqlStore(
+            settings.database_url, create=False, busy_timeout=settings.sqlite_busy_timeout_seconds
+        )
         await schema.ensure(store.engine, migrate=settings.migrates)
         sender = WebhookSender(
             secrets.webhook_secret, allow_private=settings.allow_private_webhooks
@@ -92,6 +104,7 @@ def create_app(
             sender,
             max_age=settings.outbox_max_age_seconds,
             max_backoff=settings.outbox_max_backoff_seconds,
+            per_receiver=settings.outbox_per_receiver,
             route_loader=load_route,
         )
         providers = Providers(settings)
@@ -124,37 +137,43 @@ def create_app(
             answer_timeout=settings.routed_answer_timeout_seconds,
         )
         engine.elsewhere = cluster
+        host = CallHost(engine, store, outbox, settings, providers, instances)
+        host_ref.append(host)
         await engine.open()
         await instances.register(alone=not settings.clustered)
         if settings.ends_orphans:
-            for orphan in await engine.ledger.end_orphaned_calls(set(), "server-restarted"):
-                log.warning("call %s was left in progress by a previous run; ended", orphan.call_id)
+            orphans = await engine.ledger.store.calls_in_state(CallState.IN_PROGRESS)
+            await end_abandoned(
+                engine, store, outbox, [c.call_id for c in orphans], "server-restarted"
+            )
         # Calls this instance id owned died with its previous run.
         await cluster.end_calls_of(instances.id, "server-restarted")
         await cluster.reap_now()
-        host = CallHost(engine, store, outbox, settings, providers, instances)
-        host_ref.append(host)
+        await report_unreported(
+            engine, store, outbox, since=engine.clock.wall() - UNREPORTED_WINDOW_SECONDS
+        )
+        supervisor = Supervisor()
         app.state.host = host
         app.state.cluster = cluster
         app.state.outbox = outbox
         app.state.secrets = secrets
+        app.state.supervisor = supervisor
+        app.state.router = router
         log.info("instance %s serving on %s", instances.id, settings.base_url)
-        async with asyncio.TaskGroup() as tg:
-            workers = [
-                tg.create_task(outbox.run()),
-                tg.create_task(
-                    instances.run(cluster.end_calls_of, cluster.hang_up_all, cluster.sweep)
-                ),
-            ]
+        async with supervisor.running():
+            supervisor.start("outbox-writer", outbox.run_writer)
+            supervisor.start("outbox-delivery", outbox.run_delivery)
+            supervisor.start(
+                "heartbeat",
+                lambda: instances.run(cluster.end_calls_of, cluster.hang_up_all, cluster.sweep),
+            )
             if router is not None:
-                workers.append(tg.create_task(router.serve(instances.id, cluster.handle)))
-            try:
-                yield
-            finally:
-                for worker in workers:
-                    worker.cancel()
-        await outbox.flush()
-        await instances.stop()
+                supervisor.start("inbox", lambda: router.serve(instances.id, cluster.handle))
+            yield
+        with contextlib.suppress(Exception):
+            await outbox.flush()
+        with contextlib.suppress(Exception):
+            await instances.stop()
         await engine.close()
         await sender.close()
         await providers.aclose()
@@ -170,6 +189,7 @@ def create_app(
         responses=ERROR_RESPONSES,
     )
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(ErrorEnvelope)
     _errors(app)
     _routes(app, secrets)
     return app
@@ -226,7 +246,20 @@ def _routes(app: FastAPI, secrets: Secrets) -> None:
 
     @app.get("/health", tags=["meta"])
     async def health() -> dict[str, str]:
+        """Liveness: the process answers. Whether it can do its work is ``/ready``."""
         return {"status": "ok"}
+
+    @app.get("/ready", tags=["meta"], responses={503: {"description": "not ready"}})
+    async def ready(request: Request) -> Response:
+        """Readiness: the store and Redis answer, and every background worker runs.
+        503 ``not_ready`` with the same checks otherwise."""
+        checks = await readiness(
+            _host(request).db, request.app.state.router, request.app.state.supervisor
+        )
+        if all(v in ("ok", "off", "running") for v in _flat(checks)):
+            return JSONResponse({"status": "ready", "checks": checks})
+        error = {"code": "not_ready", "message": "not ready", "details": {"checks": checks}}
+        return JSONResponse({"error": error}, status_code=503)
 
     # -- assistants ----------------------------------------------------------------
 
@@ -369,7 +402,13 @@ def _assistant_out(m: Any) -> AssistantOut:
 
 def _errors(app: FastAPI) -> None:
     @app.exception_handler(BackchannelError)
-    async def backchannel_error(_request: Request, exc: BackchannelError) -> JSONResponse:
+    async def backchannel_error(request: Request, exc: BackchannelError) -> JSONResponse:
+        if exc.status >= 500:  # the server's side: traceable by a request id
+            rid = request_id()
+            log.warning(
+                "%s %s: %s (%s) [%s]", request.method, request.url.path, exc.code, exc.message, rid
+            )
+            return envelope(exc.status, exc.to_dict(), rid)
         return JSONResponse({"error": exc.to_dict()}, status_code=exc.status)
 
     @app.exception_handler(RequestValidationError)

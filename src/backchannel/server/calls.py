@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import logging
 import secrets
 import time
 import uuid
@@ -28,6 +29,7 @@ from ..config import AssistantConfig
 from ..engine import Engine
 from ..errors import Conflict, NotFound
 from ..events import Event, EventSink, FanOut
+from ..ledger.retry import is_store_error, persistently, store_unavailable
 from ..ledger.sql import SqlStore
 from ..lifecycle import CallState
 from ..speech import PacedSpeech, SpeechOutput
@@ -38,8 +40,14 @@ from .instances import Instances
 from .outbox import DEFAULT_SERVER_MESSAGES, Outbox, Route
 from .providers import LOCAL_LLM, Providers
 from .settings import Settings
+from .supervisor import Episode
 from .urls import check_webhook_url
 from .wire import CallOut, CreateCall, Customer, Monitor
+
+log = logging.getLogger("backchannel.calls")
+
+#: The live transcript is stored at most this often.
+TRANSCRIPT_INTERVAL_SECONDS = 0.5
 
 
 def _hash(token: str) -> str:
@@ -205,7 +213,12 @@ class CallHost:
                 f"call {hosted.id!r} has already been connected", code="call_already_connected"
             )
         self.outbox.route(hosted.id, event_route(hosted.assistant))
-        await self.instances.own(hosted.id)
+        try:
+            await self.instances.own(hosted.id)
+        except Exception as exc:
+            if is_store_error(exc):
+                raise store_unavailable(exc) from exc
+            raise
         said = TranscriptChanged()
         call = self.engine.call(
             hosted.assistant,
@@ -218,21 +231,37 @@ class CallHost:
         self._running[hosted.id] = call
         try:
             async with call:
-                if self.settings.clustered:
-                    call.spawn(self._keep_transcript(call, said))
+                call.spawn(self._keep_transcript(call, said))
                 yield call
-            await self._store_transcript(call)
+            try:
+                await persistently(
+                    lambda: self._store_transcript(call),
+                    f"call {call.call_id}: store its transcript",
+                    limit=30.0,
+                )
+            except Exception:
+                log.exception("call %s: its final transcript could not be stored", call.call_id)
         finally:
             self._running.pop(hosted.id, None)
 
     async def _keep_transcript(self, call: Call, said: TranscriptChanged) -> None:
-        """Store the live transcript as it grows (at most twice a second), so a read on
-        another instance sees it while the call runs here."""
+        """Store the live transcript as it grows (at most twice a second), so a crash
+        keeps what was said and a read on another instance sees it while the call runs
+        here. A failed write is tried again at the next change."""
+        outage = Episode(log, f"call {call.call_id}: storing the live transcript")
         while True:
             await said.changed.wait()
             said.changed.clear()
-            await self._store_transcript(call)
-            await self.engine.clock.sleep(0.5)
+            try:
+                await self._store_transcript(call)
+            except Exception as exc:
+                if not is_store_error(exc):
+                    raise
+                outage.failed(exc)
+                said.changed.set()
+            else:
+                outage.succeeded()
+            await self.engine.clock.sleep(TRANSCRIPT_INTERVAL_SECONDS)
 
     async def _store_transcript(self, call: Call) -> None:
         async with self.db.transaction() as conn:

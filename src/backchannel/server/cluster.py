@@ -18,10 +18,11 @@ from typing import Any
 
 import sqlalchemy as sa
 from pydantic import TypeAdapter
+from redis.exceptions import RedisError
 
 from ..engine import Engine
 from ..errors import BackchannelError, Unavailable, rebuilt
-from ..events import Event, EventSink
+from ..events import EventSink
 from ..ledger.ledger import Resolution
 from ..ledger.sql import tool_calls
 from ..lifecycle import ToolCallState
@@ -29,6 +30,7 @@ from ..results import ResultSource
 from .control import apply_control, live_call
 from .db import routed_controls
 from .instances import Instances
+from .recovery import end_abandoned
 from .router import Message, Router
 from .wire import ControlMessage, ToolCallResultMessage
 
@@ -130,8 +132,13 @@ class Cluster:
                     created_at=self.engine.clock.wall(),
                 )
             )
-        await self.router.send(owner, {"kind": "control", "callId": call_id, "id": row_id})
-        answer = await self.router.wait_answer(row_id, self.answer_timeout)
+        answer: Message | None = None
+        try:
+            await self.router.send(owner, {"kind": "control", "callId": call_id, "id": row_id})
+            answer = await self.router.wait_answer(row_id, self.answer_timeout)
+        except (RedisError, OSError, TimeoutError) as exc:
+            # Redis is away: take the message back unless the owner applied it already.
+            log.warning("routing a control message for %s failed: %s", call_id, exc)
         if answer is None:
             answer = await self._withdraw(row_id)
         if "error" in answer:
@@ -208,26 +215,12 @@ class Cluster:
             await self.end_calls_of(lost)
 
     async def end_calls_of(self, instance_id: str, reason: str = LOST_REASON) -> None:
-        """End the calls a lost instance was running. Their tool calls stay as they
-        are; results that come later are kept as late and reported."""
-        for call_id in await self.instances.live_calls_of(instance_id):
-            ended = await self.engine.ledger.end_call(call_id, reason)
-            records = await self.engine.ledger.list_for_call(call_id)
-            log.warning("call %s ended (%s): instance %s is gone", call_id, reason, instance_id)
-            for record in records:
-                if record.has_result and record.delivered_at is None:
-                    # Accepted while the owner was already gone: it never reached the
-                    # conversation, so it is reported like a result after the call.
-                    self.engine.report_after_call(record.to_dict())
-            now = self.engine.clock.wall()
-            for type_, data in (
-                ("status-update", {"status": ended.state.value, "endedReason": reason}),
-                (
-                    "end-of-call-report",
-                    {"endedReason": reason, "toolCalls": [r.to_dict() for r in records]},
-                ),
-            ):
-                self.events.emit(Event(type_, call_id, now, data))
+        """End the calls a lost instance was running, and report them. Their tool calls
+        stay as they are; results that come later are kept as late and reported."""
+        calls = await self.instances.live_calls_of(instance_id)
+        if calls:
+            log.warning("instance %s is gone; ending its %d calls", instance_id, len(calls))
+        await end_abandoned(self.engine, self.instances.db, self.events, calls, reason)
 
     async def sweep(self) -> None:
         """Take results that were recorded for calls live here but whose hand-off never

@@ -77,6 +77,8 @@ outbox = sa.Table(
 )
 
 sa.Index("ix_bc_outbox_due", outbox.c.status, outbox.c.next_at)
+#: A call's events go out in creation order: is an earlier one of its call still pending?
+sa.Index("ix_bc_outbox_call", outbox.c.call_id, outbox.c.status, outbox.c.created_at)
 
 #: Every server process sharing the database. An instance that stops heartbeating is
 #: declared lost by another, which ends the calls it owned.

@@ -20,6 +20,7 @@ from ..ledger.sql import SqlStore
 from ..ledger.sql import calls as ledger_calls
 from ..lifecycle import CallState
 from .db import instances, server_calls
+from .supervisor import Episode
 
 log = logging.getLogger("backchannel.instances")
 
@@ -101,7 +102,9 @@ class Instances:
         every_beat: Callable[[], Awaitable[None]],
     ) -> None:
         """Beat and reap until cancelled, running ``every_beat`` after each beat. A failed
-        round (the database briefly away) is logged and retried at the next beat."""
+        round (the database briefly away) is logged once per outage and retried at the
+        next beat."""
+        outage = Episode(log, f"instance {self.id}: heartbeat round")
         while True:
             try:
                 if not await self.beat():
@@ -112,8 +115,10 @@ class Instances:
                     log.warning("instance %s stopped heartbeating; ending its calls", lost)
                     await on_lost(lost)
                 await every_beat()
-            except Exception:
-                log.exception("heartbeat round failed")
+            except Exception as exc:
+                outage.failed(exc)
+            else:
+                outage.succeeded()
             await self.clock.sleep(self.interval)
 
     async def stop(self, reason: str = "shutdown") -> None:

@@ -2,16 +2,28 @@
 
 :class:`Outbox` is the server-wide :class:`~backchannel.events.EventSink` for the
 assistants' server URLs. ``emit`` never blocks the conversation: it filters by the call's
-``serverMessages`` and queues the event; a writer task stores it in ``bc_outbox``; a
-delivery task POSTs due rows, signed, and retries failures with exponential backoff
-(capped) until the event is delivered or too old. A receiver that is down for an hour
-therefore gets every event afterwards, in order of creation.
+``serverMessages`` and hands the event to the writer, which stores it in ``bc_outbox``
+(several events per transaction; a store failure is retried until it passes, never
+dropped). An event counts as emitted once its row is stored: :meth:`Outbox.stored`
+gives the moment, and the client socket waits for it before it shows the client the
+same event, so a client never sees an event that a crash could still lose.
 
-Several instances may share the table; any of them delivers any event. A delivery task
-claims due rows with ``SELECT … FOR UPDATE SKIP LOCKED`` (rows another instance is
-claiming are skipped, not waited for) and moves their ``next_at`` past a lease in the
-same transaction, so no other instance takes them while they are being sent. An
-instance that dies mid-send leaves its rows to be retried when the lease runs out.
+Delivery, per the Standard Webhooks spec and Vapi's event shapes:
+
+- Each event has one id: its row's primary key, the ``webhook-id`` of every attempt and
+  ``id`` in the body, so a receiver can drop a repeat. Reports that recovery may make
+  again carry stable ids and are stored once (``INSERT … ON CONFLICT DO NOTHING``).
+- A call's events are delivered one after another in creation order: a row is due only
+  when no earlier row of its call is still pending. After an outage they come in order.
+- Receivers (webhook URLs) are independent: up to ``per_receiver`` requests in flight
+  each, so one that hangs holds only its own slots, never another receiver's events.
+- Failures are retried with exponential backoff (capped) until the event is delivered or
+  older than ``max_age``.
+
+Several instances may share the table; any of them delivers any event. Claiming moves
+a row's ``next_at`` past a short lease (one send's limit) in the same transaction
+(``SELECT … FOR UPDATE SKIP LOCKED``, and a conditional update, since SQLite has no row
+locks), so an instance that dies mid-send holds only the rows it was sending, briefly.
 """
 
 from __future__ import annotations
@@ -20,22 +32,26 @@ import asyncio
 import contextlib
 import json
 import logging
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
 from ..clock import Clock, SystemClock
 from ..events import Event
 from ..ledger.sql import SqlStore
 from .db import outbox
+from .supervisor import Episode
 from .webhooks import WebhookSender
 
 log = logging.getLogger("backchannel.outbox")
 
 #: How long one POST of an event may take.
 SEND_LIMIT_SECONDS = 10.0
+#: A claimed row is left alone by other instances this long past its send limit.
+LEASE_MARGIN_SECONDS = 5.0
 
 DEFAULT_SERVER_MESSAGES = frozenset(
     {
@@ -58,6 +74,15 @@ class Route:
     types: frozenset[str]
 
 
+@dataclass(slots=True)
+class _Pending:
+    event: Event
+    route: Route | None
+    stored: asyncio.Future[None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
 class Outbox:
     def __init__(
         self,
@@ -66,7 +91,9 @@ class Outbox:
         *,
         max_age: float,
         max_backoff: float,
-        batch: int = 20,
+        batch: int = 50,
+        per_receiver: int = 4,
+        send_limit: float = SEND_LIMIT_SECONDS,
         route_loader: Callable[[str], Awaitable[Route | None]] | None = None,
         clock: Clock | None = None,
     ) -> None:
@@ -75,116 +102,210 @@ class Outbox:
         self.max_age = max_age
         self.max_backoff = max_backoff
         self.batch = batch
+        self.per_receiver = per_receiver
+        self.send_limit = send_limit
         self.routes: dict[str, Route | None] = {}
         self.route_loader = route_loader
         self.clock = clock or SystemClock()
-        self._queue: asyncio.Queue[tuple[Event, Route | None]] = asyncio.Queue()
+        self._pending: list[_Pending] = []
+        self._waiting: dict[str, asyncio.Future[None]] = {}
+        self._wake_writer = asyncio.Event()
         self._due = asyncio.Event()
+        #: Sends in flight per receiver URL.
+        self._busy: dict[str, int] = {}
+        self._last_created = 0.0
+        #: Delivery failures since start, for metrics and tests.
+        self.failures = 0
 
     def route(self, call_id: str, route: Route | None) -> None:
         """Send this call's events to ``route`` (``None``: the call has no server URL)."""
         self.routes[call_id] = route
 
+    # -- storing -------------------------------------------------------------------
+
     def emit(self, event: Event) -> None:
-        if event.call_id not in self.routes:
-            if self.route_loader is not None:  # e.g. a result after a restart: look it up
-                self._queue.put_nowait((event, None))
-            return
-        route = self.routes[event.call_id]
-        if route is not None and event.type in route.types:
-            self._queue.put_nowait((event, route))
-
-    async def run(self) -> None:
-        """Store queued events and deliver due ones, until cancelled."""
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._store_forever())
-            tg.create_task(self._deliver_forever())
-
-    async def flush(self) -> None:
-        """Store everything queued so far (used at shutdown and by tests)."""
-        while not self._queue.empty():
-            await self._store(self._queue.get_nowait())
-
-    async def _store_forever(self) -> None:
-        while True:
-            item = await self._queue.get()
-            try:
-                await self._store(item)
-            except Exception:
-                log.exception("could not store an outbox event")
-
-    async def _store(self, item: tuple[Event, Route | None]) -> None:
-        event, route = item
-        if route is None and self.route_loader is not None:
-            route = self.routes[event.call_id] = await self.route_loader(event.call_id)
+        if event.call_id in self.routes:
+            route = self.routes[event.call_id]
             if route is None or event.type not in route.types:
                 return
-        if route is None:
+        elif self.route_loader is None:
             return
-        now = self.clock.wall()
-        async with self.store.transaction() as conn:
-            await conn.execute(
-                outbox.insert().values(
-                    id=uuid.uuid4().hex,
-                    call_id=event.call_id,
-                    event_type=event.type,
-                    url=route.url,
-                    headers=dict(route.headers),
-                    body=json.dumps(event.to_message(), default=str),
-                    status="pending",
-                    attempts=0,
-                    next_at=now,
-                    created_at=now,
-                )
-            )
-        self._due.set()
+        else:
+            route = None  # e.g. a result after a restart: looked up by the writer
+        pending = _Pending(event, route)
+        self._pending.append(pending)
+        self._waiting[event.id] = pending.stored
+        self._wake_writer.set()
 
-    async def _deliver_forever(self) -> None:
+    def stored(self, event_id: str) -> asyncio.Future[None] | None:
+        """Resolves once the event is in the store (or known not to go anywhere);
+        ``None`` when there is nothing to wait for."""
+        return self._waiting.get(event_id)
+
+    async def run_writer(self) -> None:
+        """Store emitted events as they come, until cancelled. A failed write is
+        retried with backoff; nothing emitted is dropped."""
+        episode = Episode(log, "storing outbox events")
+        delay = 0.05
         while True:
-            delivered_any = await self.deliver_due()
-            if not delivered_any:
-                self._due.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._due.wait(), timeout=1.0)
+            if not self._pending:
+                self._wake_writer.clear()
+                await self._wake_writer.wait()
+            try:
+                await self.flush()
+            except Exception as exc:
+                episode.failed(exc)
+                await self.clock.sleep(delay)
+                delay = min(2.0, delay * 2)
+            else:
+                episode.succeeded()
+                delay = 0.05
+
+    async def flush(self) -> None:
+        """Store everything emitted so far (also used at shutdown and by tests)."""
+        while self._pending:
+            batch = self._pending[: self.batch]
+            rows = []
+            for item in batch:
+                route = item.route
+                if route is None:
+                    route = await self._load_route(item.event)
+                if route is not None:
+                    rows.append(self._row(item.event, route))
+            if rows:
+                async with self.store.transaction() as conn:
+                    await conn.execute(self._insert(), rows)
+            del self._pending[: len(batch)]
+            for item in batch:
+                self._waiting.pop(item.event.id, None)
+                if not item.stored.done():
+                    item.stored.set_result(None)
+            if rows:
+                self._due.set()
+
+    async def _load_route(self, event: Event) -> Route | None:
+        if event.call_id not in self.routes and self.route_loader is not None:
+            self.routes[event.call_id] = await self.route_loader(event.call_id)
+        route = self.routes.get(event.call_id)
+        return route if route is not None and event.type in route.types else None
+
+    def _row(self, event: Event, route: Route) -> dict[str, Any]:
+        # Strictly increasing within this process, so a call's events keep their order.
+        now = max(self.clock.wall(), self._last_created + 1e-6)
+        self._last_created = now
+        return {
+            "id": event.id,
+            "call_id": event.call_id,
+            "event_type": event.type,
+            "url": route.url,
+            "headers": dict(route.headers),
+            "body": json.dumps({"id": event.id, **event.to_message()}, default=str),
+            "status": "pending",
+            "attempts": 0,
+            "next_at": now,
+            "created_at": now,
+        }
+
+    def _insert(self) -> Any:
+        """An insert that skips rows whose id is stored already (a report made again)."""
+        if self.store.engine.dialect.name == "postgresql":
+            return postgresql.insert(outbox).on_conflict_do_nothing(index_elements=["id"])
+        return sqlite.insert(outbox).on_conflict_do_nothing(index_elements=["id"])
+
+    # -- delivering ----------------------------------------------------------------
+
+    async def run_delivery(self) -> None:
+        """Deliver due rows until cancelled, each receiver in its own lanes."""
+        episode = Episode(log, "claiming outbox events")
+        async with asyncio.TaskGroup() as tg:
+            while True:
+                try:
+                    rows = await self._claim()
+                except Exception as exc:
+                    episode.failed(exc)
+                    rows = []
+                    await self.clock.sleep(1.0)
+                else:
+                    episode.succeeded()
+                for row in rows:
+                    tg.create_task(self._attempt(row))
+                if not rows:
+                    self._due.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._due.wait(), timeout=1.0)
 
     async def deliver_due(self) -> bool:
-        """Try every due row once; whether there was anything to try."""
-        rows = await self._claim()
-        for row in rows:
-            await self._attempt(row)
-        return bool(rows)
+        """Deliver until nothing is due (each round's sends run together); whether
+        anything was tried. For tests and tools; the server runs :meth:`run_delivery`."""
+        tried = False
+        while rows := await self._claim():
+            tried = True
+            await asyncio.gather(*(self._attempt(row) for row in rows))
+        return tried
 
     async def _claim(self) -> list[sa.RowMapping]:
-        """Due rows for this instance alone, oldest first."""
+        """Due rows for this instance alone: the oldest pending row of each call, for
+        receivers with a free slot, oldest first."""
         now = self.clock.wall()
-        lease = now + self.batch * SEND_LIMIT_SECONDS + 30.0
+        full = [url for url, n in self._busy.items() if n >= self.per_receiver]
+        earlier = outbox.alias("earlier")
         due = (outbox.c.status == "pending", outbox.c.next_at <= now)
+        head = ~sa.exists().where(
+            earlier.c.call_id == outbox.c.call_id,
+            earlier.c.status == "pending",
+            earlier.c.created_at < outbox.c.created_at,
+        )
+        query = sa.select(outbox.c.id, outbox.c.url).where(*due, head)
+        if full:
+            query = query.where(outbox.c.url.not_in(full))
+        query = query.order_by(outbox.c.created_at).limit(self.batch)
         async with self.store.transaction() as conn:
-            ids = (
-                await conn.execute(
-                    sa.select(outbox.c.id)
-                    .where(*due)
-                    .order_by(outbox.c.created_at)
-                    .limit(self.batch)
-                    .with_for_update(skip_locked=True)
-                )
-            ).scalars()
+            candidates = (await conn.execute(query.with_for_update(skip_locked=True))).all()
+            ids: list[str] = []
+            room = {url: self.per_receiver - n for url, n in self._busy.items()}
+            for row_id, url in candidates:
+                if room.setdefault(url, self.per_receiver) > 0:
+                    room[url] -= 1
+                    ids.append(row_id)
+            if not ids:
+                return []
             # Conditional too: SQLite has no row locks, and two processes may share a file.
             claimed = await conn.execute(
                 outbox.update()
-                .where(outbox.c.id.in_(list(ids)), *due)
-                .values(next_at=lease)
+                .where(outbox.c.id.in_(ids), *due)
+                .values(next_at=now + self.send_limit + LEASE_MARGIN_SECONDS)
                 .returning(*outbox.c)
             )
             rows = [r._mapping for r in claimed.all()]
+        for row in rows:
+            self._busy[row["url"]] = self._busy.get(row["url"], 0) + 1
         return sorted(rows, key=lambda r: float(r["created_at"]))
 
     async def _attempt(self, row: sa.RowMapping) -> None:
+        try:
+            await self._send(row)
+        except Exception:
+            # The outcome could not be written: the lease runs out and the row is
+            # tried again, under the same webhook-id.
+            log.warning("could not record the outcome of event %s; it will be retried", row["id"])
+        finally:
+            left = self._busy.get(row["url"], 1) - 1
+            if left > 0:
+                self._busy[row["url"]] = left
+            else:
+                self._busy.pop(row["url"], None)
+            self._due.set()
+
+    async def _send(self, row: sa.RowMapping) -> None:
         attempts = int(row["attempts"]) + 1
         error: str | None = None
         try:
             response = await self.sender.post(
-                row["url"], row["body"], row["headers"], limit=SEND_LIMIT_SECONDS
+                row["url"],
+                row["body"],
+                row["headers"],
+                limit=self.send_limit,
+                message_id=row["id"],
             )
             if not 200 <= response.status_code < 300:
                 error = f"HTTP {response.status_code}"
@@ -194,10 +315,20 @@ class Outbox:
         values: dict[str, object] = {"attempts": attempts, "last_error": error}
         if error is None:
             values |= {"status": "delivered", "delivered_at": now}
-        elif now - float(row["created_at"]) > self.max_age:
-            values |= {"status": "dead"}
-            log.warning("giving up on event %s after %d attempts: %s", row["id"], attempts, error)
         else:
-            values |= {"next_at": now + min(self.max_backoff, 2.0 ** (attempts - 1))}
+            self.failures += 1
+            if now - float(row["created_at"]) > self.max_age:
+                values |= {"status": "dead"}
+                log.warning(
+                    "giving up on event %s after %d attempts: %s", row["id"], attempts, error
+                )
+            else:
+                values |= {"next_at": now + min(self.max_backoff, 2.0 ** (attempts - 1))}
         async with self.store.transaction() as conn:
             await conn.execute(outbox.update().where(outbox.c.id == row["id"]).values(values))
+
+    async def backlog(self) -> int:
+        """Events stored and not yet delivered (or given up)."""
+        query = sa.select(sa.func.count()).select_from(outbox).where(outbox.c.status == "pending")
+        async with self.store.engine.connect() as conn:
+            return int((await conn.execute(query)).scalar_one())

@@ -28,7 +28,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .supervisor import Episode
 
 log = logging.getLogger("backchannel.router")
 
@@ -73,9 +79,23 @@ def _still_cancelled(exc: BaseException) -> None:
 
 
 class RedisRouter:
-    def __init__(self, url: str, *, prefix: str = "backchannel") -> None:
-        self.redis: Redis = Redis.from_url(url, decode_responses=True)
+    """Inboxes on Redis streams. Redis may go away and come back: a command is tried
+    again on a fresh connection (a pooled one may have died with the old server), sends
+    give up after ``send_limit`` seconds with a ``RedisError``/``TimeoutError`` for the
+    caller to handle, and the reader reconnects by itself, logging once per outage."""
+
+    def __init__(self, url: str, *, prefix: str = "backchannel", send_limit: float = 2.0) -> None:
+        self.redis: Redis = Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_connect_timeout=2.0,
+            socket_keepalive=True,
+            health_check_interval=15,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        )
         self.prefix = prefix
+        self.send_limit = send_limit
 
     def _inbox(self, instance_id: str) -> str:
         return f"{self.prefix}:inbox:{instance_id}"
@@ -87,25 +107,29 @@ class RedisRouter:
         await self.redis.ping()
 
     async def send(self, instance_id: str, message: Message) -> None:
-        await self.redis.xadd(
-            self._inbox(instance_id),
-            {"m": json.dumps(message)},
-            maxlen=INBOX_LENGTH,
-            approximate=True,
-        )
+        async with asyncio.timeout(self.send_limit):
+            await self.redis.xadd(
+                self._inbox(instance_id),
+                {"m": json.dumps(message)},
+                maxlen=INBOX_LENGTH,
+                approximate=True,
+            )
 
     async def serve(self, instance_id: str, handle: Handler) -> None:
         inbox = self._inbox(instance_id)
         await self.redis.delete(inbox)
         last = "0-0"
+        outage = Episode(log, "reading the inbox")
         while True:
             try:
                 batches: Any = await self.redis.xread({inbox: last}, count=256, block=5_000)
             except (RedisError, OSError) as exc:
                 _still_cancelled(exc)
-                log.error("reading the inbox failed (%s); retrying in 1 s", exc)
+                if not isinstance(exc, RedisTimeoutError | TimeoutError):
+                    outage.failed(exc)  # a quiet inbox timing out is routine, not a fault
                 await asyncio.sleep(1.0)
                 continue
+            outage.succeeded()
             handled = []
             for _stream, entries in batches or ():
                 for entry_id, fields in entries:
@@ -127,7 +151,8 @@ class RedisRouter:
             await pipe.execute()
 
     async def wait_answer(self, reply_id: str, within: float) -> Message | None:
-        popped = await self.redis.blpop([self._answer(reply_id)], timeout=within)
+        async with asyncio.timeout(within + self.send_limit):
+            popped = await self.redis.blpop([self._answer(reply_id)], timeout=within)
         if popped is None:
             return None
         answer: Message = json.loads(popped[1])

@@ -74,6 +74,15 @@ class Settings(BaseSettings):
     #: Event webhooks are retried with backoff until delivered or this old.
     outbox_max_age_seconds: float = 24 * 3600.0
     outbox_max_backoff_seconds: float = 300.0
+    #: Event webhooks in flight at once per receiver URL; one that hangs holds only these.
+    outbox_per_receiver: int = 4
+    #: How long an SQLite write waits for a lock held by another process, then fails
+    #: (a request then answers ``503 store_unavailable``; a live call retries).
+    sqlite_busy_timeout_seconds: float = 30.0
+    #: WebSocket keepalive: a ping this often; a client that has not answered within the
+    #: timeout is gone (its call then ends), so a dead client is found within their sum.
+    ws_ping_interval_seconds: float = 5.0
+    ws_ping_timeout_seconds: float = 10.0
 
     @property
     def clustered(self) -> bool:

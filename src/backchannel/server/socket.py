@@ -31,26 +31,55 @@ from ..voice.audio import RATE
 from ..voice.session import VoiceSession
 from .calls import CallHost
 from .control import apply_control
+from .errors import classify, request_id
 from .wire import ClientMessage, UserMessage
 
 log = logging.getLogger("backchannel.socket")
 
 _messages: TypeAdapter[Any] = TypeAdapter(ClientMessage)
 
+#: How long a closing session waits for its last events to be stored before it leaves.
+RELEASE_SECONDS = 5.0
+
 #: What goes to the client, in order: JSON events, binary audio frames, then ``None``.
 Outbound = asyncio.Queue[dict[str, Any] | bytes | None]
 
 
 class ClientSink:
-    """Queues the events the client asked for; the session's sender writes them out."""
+    """Queues the events the client asked for; the session's sender writes them out.
 
-    def __init__(self, queue: Outbound, types: frozenset[str] | None):
+    An event that also goes to the server URL is shown to the client only once the
+    outbox has stored it (``stored``), so nothing the client saw can be lost by a crash.
+    Events keep their order; audio frames do not wait behind them.
+    """
+
+    def __init__(
+        self,
+        queue: Outbound,
+        types: frozenset[str] | None,
+        stored: Callable[[str], asyncio.Future[None] | None] = lambda _id: None,
+    ):
         self.queue = queue
         self.types = types
+        self.stored = stored
+        self._held: asyncio.Queue[tuple[asyncio.Future[None] | None, dict[str, Any]] | None] = (
+            asyncio.Queue()
+        )
 
     def emit(self, event: Event) -> None:
         if self.types is None or event.type in self.types:
-            self.queue.put_nowait(event.to_message()["message"])
+            self._held.put_nowait((self.stored(event.id), event.to_message()["message"]))
+
+    def close(self) -> None:
+        self._held.put_nowait(None)
+
+    async def release(self) -> None:
+        """Pass events on to the sender in order, each once it is durable."""
+        while (item := await self._held.get()) is not None:
+            durable, message = item
+            if durable is not None:
+                await asyncio.shield(durable)
+            self.queue.put_nowait(message)
 
 
 async def client_session(ws: WebSocket, host: CallHost, call_id: str) -> None:
@@ -67,16 +96,27 @@ async def client_session(ws: WebSocket, host: CallHost, call_id: str) -> None:
         return
     queue: Outbound = asyncio.Queue()
     types = hosted.assistant.client_messages
-    sink = ClientSink(queue, frozenset(types) if types is not None else None)
+    sink = ClientSink(queue, frozenset(types) if types is not None else None, host.outbox.stored)
     async with asyncio.TaskGroup() as tg:
         sender = tg.create_task(_send_out(ws, queue))
+        releaser = tg.create_task(sink.release())
+        error: BackchannelError | None = None
         try:
             output, make_session = await _voice(host, hosted, ws, queue)
             async with host.run(hosted, sink, output) as call:
                 session = make_session(call) if make_session else None
                 await _receive_until_end(ws, call, queue, session)
         except BackchannelError as exc:
-            queue.put_nowait({"type": "error", "error": exc.to_dict()})
+            error = exc
+        sink.close()
+        # Events still waiting to be stored (the store is away) are not shown: the
+        # client leaves; the outbox keeps them for the server URL.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(RELEASE_SECONDS):
+                await asyncio.shield(releaser)
+        releaser.cancel()
+        if error is not None:
+            queue.put_nowait({"type": "error", "error": error.to_dict()})
         queue.put_nowait(None)
         await sender
     with contextlib.suppress(RuntimeError):  # the client may already have gone
@@ -152,6 +192,13 @@ async def _handle(call: Call, text: str, queue: Outbound) -> None:
             queue.put_nowait({"type": "tool-call-result-ack", **answer})
     except BackchannelError as exc:
         queue.put_nowait({"type": "error", "error": exc.to_dict()})
+    except Exception as exc:  # one frame's failure never ends the call
+        _status, code, text = classify(exc)
+        rid = request_id()
+        log.warning("call %s: a client frame failed: %s (%s) [%s]", call.call_id, code, exc, rid)
+        queue.put_nowait(
+            {"type": "error", "error": {"code": code, "message": text, "requestId": rid}}
+        )
 
 
 async def _send_out(ws: WebSocket, queue: Outbound) -> None:

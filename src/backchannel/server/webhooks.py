@@ -8,6 +8,7 @@ Every request carries ``webhook-id``, ``webhook-timestamp`` and ``webhook-signat
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Mapping, Sequence
@@ -33,8 +34,12 @@ class WebhookSender:
     async def close(self) -> None:
         await self.http.aclose()
 
-    def signed_headers(self, body: str, extra: Mapping[str, str] = {}) -> dict[str, str]:
-        msg_id = f"msg_{uuid.uuid4().hex}"
+    def signed_headers(
+        self, body: str, extra: Mapping[str, str] = {}, *, message_id: str | None = None
+    ) -> dict[str, str]:
+        """Standard Webhooks headers; ``message_id`` is the ``webhook-id`` (the same on
+        every retry of one event), new when not given."""
+        msg_id = message_id or f"msg_{uuid.uuid4().hex}"
         now = datetime.now(tz=UTC)
         return {
             **extra,
@@ -45,13 +50,20 @@ class WebhookSender:
         }
 
     async def post(
-        self, url: str, body: str, headers: Mapping[str, str], *, limit: float
+        self,
+        url: str,
+        body: str,
+        headers: Mapping[str, str],
+        *,
+        limit: float,
+        message_id: str | None = None,
     ) -> httpx.Response:
-        """POST a signed body; ``limit`` seconds for the whole exchange."""
+        """POST a signed body; ``limit`` seconds for the whole exchange (a receiver that
+        trickles its answer is cut off too)."""
         await check_webhook_url(url, allow_private=self.allow_private)
-        return await self.http.post(
-            url, content=body.encode(), headers=self.signed_headers(body, headers), timeout=limit
-        )
+        signed = self.signed_headers(body, headers, message_id=message_id)
+        async with asyncio.timeout(limit):
+            return await self.http.post(url, content=body.encode(), headers=signed, timeout=limit)
 
 
 def tool_calls_message(invocation: Invocation, call: Mapping[str, Any]) -> dict[str, Any]:
