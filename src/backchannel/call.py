@@ -23,7 +23,7 @@ from .config import AssistantConfig, Delivery
 from .conversation import Conversation, Message, Role
 from .errors import BackchannelError, CallEnded
 from .events import Event, EventSink
-from .ledger.ledger import Outcome, Resolution, stored_result
+from .ledger.ledger import Outcome, Resolution, stored_result, unspoken
 from .ledger.records import ToolCallRecord
 from .ledger.retry import is_store_error, persistently
 from .lifecycle import CallState, ToolCallState, transition
@@ -92,6 +92,7 @@ class Call:
         self.details: dict[str, Any] = {}
         self.transfer_to: str | None = None
         self._greeted = asyncio.Event()  # the assistant has finished a sentence once
+        self._away = False  # the client dropped and may come back
         output.attach(self)
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -178,6 +179,11 @@ class Call:
             log.exception("call %s: could not record its end; left for recovery", self.call_id)
             self.ended.set()
             return
+        for record in records:
+            if _left_unsaid(record):
+                # Its announcement was still waiting when the call ended (e.g. the client
+                # never came back): reported, never dropped.
+                self.engine.report_after_call(record.to_dict())
         for event in ended_events(
             self.call_id,
             reason,
@@ -222,6 +228,21 @@ class Call:
             self.emit("user-interrupted")
             self._cut_response()
             self.spawn(self.tools.cancel_on_interruption())
+
+    def listener_left(self) -> None:
+        """The client dropped and may come back: stop speaking and hold the floor, so
+        nothing (a result's announcement included) is said to nobody."""
+        self._away = True
+        if self.arbiter.user_started() is Verdict.CUT:
+            self._cut_response()
+
+    def listener_back(self) -> None:
+        """The client is back: what waited meanwhile is said now."""
+        if not self._away:
+            return
+        self._away = False
+        self.arbiter.user_stopped()
+        self._apply(self.arbiter.user_transcript(""))
 
     def user_stopped_speaking(self) -> None:
         self.emit("speech-update", role="user", status="stopped")
@@ -535,3 +556,13 @@ class Call:
     def _ensure_live(self) -> None:
         if self._closing:
             raise CallEnded(f"call {self.call_id!r} has ended", code="call_ended")
+
+
+def _left_unsaid(record: ToolCallRecord) -> bool:
+    """A background result that was waiting to be announced when its call ended."""
+    return (
+        unspoken(record)
+        and record.delivery is not Delivery.SILENT
+        and (record.is_async or record.late)
+        and record.state is not ToolCallState.CANCELLED
+    )

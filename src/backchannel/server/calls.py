@@ -93,6 +93,8 @@ class CallHost:
         self.providers = providers
         self.instances = instances
         self._running: dict[str, Call] = {}
+        #: The client links of calls running here, for a client that reconnects.
+        self.clients: dict[str, Any] = {}
         self._tokens: dict[str, tuple[str, str]] = {}
 
     async def create(

@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     #: timeout is gone (its call then ends), so a dead client is found within their sum.
     ws_ping_interval_seconds: float = 5.0
     ws_ping_timeout_seconds: float = 10.0
+    #: A client whose socket drops (not a clean close) may reconnect with its token
+    #: within this many seconds and the call goes on; 0 ends the call at once.
+    client_grace_seconds: float = 10.0
 
     @property
     def clustered(self) -> bool:

@@ -20,16 +20,16 @@ from collections.abc import Callable
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket
 
 from ..call import Call
 from ..errors import BackchannelError
-from ..events import Event
 from ..results import ResultSource
 from ..speech import SpeechOutput
 from ..voice.audio import RATE
 from ..voice.session import VoiceSession
-from .calls import CallHost
+from .calls import CallHost, HostedCall
+from .client_link import ClientLink, ClientSink, Outbound, close_quietly, send_out
 from .control import apply_control
 from .errors import classify, request_id
 from .wire import ClientMessage, UserMessage
@@ -37,49 +37,11 @@ from .wire import ClientMessage, UserMessage
 log = logging.getLogger("backchannel.socket")
 
 _messages: TypeAdapter[Any] = TypeAdapter(ClientMessage)
+#: Close codes of a client that hung up on purpose (normal closure, going away).
+CLEAN_CLOSE = frozenset({1000, 1001})
 
 #: How long a closing session waits for its last events to be stored before it leaves.
 RELEASE_SECONDS = 5.0
-
-#: What goes to the client, in order: JSON events, binary audio frames, then ``None``.
-Outbound = asyncio.Queue[dict[str, Any] | bytes | None]
-
-
-class ClientSink:
-    """Queues the events the client asked for; the session's sender writes them out.
-
-    An event that also goes to the server URL is shown to the client only once the
-    outbox has stored it (``stored``), so nothing the client saw can be lost by a crash.
-    Events keep their order; audio frames do not wait behind them.
-    """
-
-    def __init__(
-        self,
-        queue: Outbound,
-        types: frozenset[str] | None,
-        stored: Callable[[str], asyncio.Future[None] | None] = lambda _id: None,
-    ):
-        self.queue = queue
-        self.types = types
-        self.stored = stored
-        self._held: asyncio.Queue[tuple[asyncio.Future[None] | None, dict[str, Any]] | None] = (
-            asyncio.Queue()
-        )
-
-    def emit(self, event: Event) -> None:
-        if self.types is None or event.type in self.types:
-            self._held.put_nowait((self.stored(event.id), event.to_message()["message"]))
-
-    def close(self) -> None:
-        self._held.put_nowait(None)
-
-    async def release(self) -> None:
-        """Pass events on to the sender in order, each once it is durable."""
-        while (item := await self._held.get()) is not None:
-            durable, message = item
-            if durable is not None:
-                await asyncio.shield(durable)
-            self.queue.put_nowait(message)
 
 
 async def client_session(ws: WebSocket, host: CallHost, call_id: str) -> None:
@@ -89,23 +51,47 @@ async def client_session(ws: WebSocket, host: CallHost, call_id: str) -> None:
     try:
         hosted = await host.get(call_id)
     except BackchannelError:
-        await ws.close(code=4404, reason="unknown call")
+        await close_quietly(ws, 4404, "unknown call")
         return
     if not hosted.accepts(token, client=True):
-        await ws.close(code=4401, reason="wrong or missing token")
+        await close_quietly(ws, 4401, "wrong or missing token")
         return
-    queue: Outbound = asyncio.Queue()
+    link = host.clients.get(call_id)
+    if link is not None:
+        await _reconnect(ws, link)
+        return
+    await _run(ws, host, hosted)
+
+
+async def _reconnect(ws: WebSocket, link: ClientLink) -> None:
+    """A client coming back to its running call: the call's own session takes this
+    socket over; this handler keeps it open until the call is done with it."""
+    if link.attached:
+        await ws.send_text(json.dumps(_error("call_already_connected", "a client is connected")))
+        await close_quietly(ws, 4409, "call_already_connected")
+        return
+    done = link.attach(ws)
+    await done.wait()
+
+
+async def _run(ws: WebSocket, host: CallHost, hosted: HostedCall) -> None:
+    """Run the call for as long as a client is attached, or comes back in time."""
+    queue = Outbound()
     types = hosted.assistant.client_messages
     sink = ClientSink(queue, frozenset(types) if types is not None else None, host.outbox.stored)
+    link = ClientLink(queue, ws)
+    error: BackchannelError | None = None
     async with asyncio.TaskGroup() as tg:
-        sender = tg.create_task(_send_out(ws, queue))
         releaser = tg.create_task(sink.release())
-        error: BackchannelError | None = None
         try:
-            output, make_session = await _voice(host, hosted, ws, queue)
+            output, make_session = await _voice(host, hosted, ws, link)
             async with host.run(hosted, sink, output) as call:
                 session = make_session(call) if make_session else None
-                await _receive_until_end(ws, call, queue, session)
+                host.clients[hosted.id] = link
+                try:
+                    await _serve(link, call, session, host.settings.client_grace_seconds)
+                finally:
+                    host.clients.pop(hosted.id, None)
         except BackchannelError as exc:
             error = exc
         sink.close()
@@ -115,16 +101,55 @@ async def client_session(ws: WebSocket, host: CallHost, call_id: str) -> None:
             async with asyncio.timeout(RELEASE_SECONDS):
                 await asyncio.shield(releaser)
         releaser.cancel()
-        if error is not None:
-            queue.put_nowait({"type": "error", "error": error.to_dict()})
-        queue.put_nowait(None)
-        await sender
-    with contextlib.suppress(RuntimeError):  # the client may already have gone
-        await ws.close()
+    if error is not None:
+        queue.put_nowait({"type": "error", "error": error.to_dict()})
+    queue.put_nowait(None)
+    socket = link.socket
+    if socket is not None:
+        await send_out(socket, queue)
+        await close_quietly(socket)
+        link.release(socket)
+
+
+async def _serve(link: ClientLink, call: Call, session: VoiceSession | None, grace: float) -> None:
+    """Serve the attached socket until the call ends. A socket that drops (no clean
+    close) leaves the call holding the floor for ``grace`` seconds; a client that comes
+    back in time carries on, else the call ends (``client-disconnected``)."""
+    while True:
+        ws = link.socket
+        assert ws is not None
+        outcome = await _pump(ws, call, link.queue, session)
+        if outcome == "ended":
+            return
+        link.detach()
+        if outcome == "closed":
+            return  # the client hung up
+        if grace <= 0:
+            await call.hang_up("client-disconnected")
+            return
+        log.info("call %s: its client dropped; waiting %g s for it", call.call_id, grace)
+        call.listener_left()
+        if not await link.wait_attached(grace, call.ended):
+            if not call.ended.is_set():
+                await call.hang_up("client-disconnected")
+            return
+        log.info("call %s: its client is back", call.call_id)
+        call.listener_back()
+
+
+async def _pump(ws: WebSocket, call: Call, queue: Outbound, session: VoiceSession | None) -> str:
+    """Frames in and out of one socket: ``ended`` when the call ends, ``closed`` when the
+    client closed cleanly, ``dropped`` when the connection was lost."""
+    async with asyncio.TaskGroup() as tg:
+        sender = tg.create_task(send_out(ws, queue))
+        try:
+            return await _receive_until_end(ws, call, queue, session, sender)
+        finally:
+            sender.cancel()
 
 
 async def _voice(
-    host: CallHost, hosted: Any, ws: WebSocket, queue: Outbound
+    host: CallHost, hosted: Any, ws: WebSocket, link: ClientLink
 ) -> tuple[SpeechOutput | None, Callable[[Call], VoiceSession] | None]:
     """For a web call: audio out at the client's rate, and the microphone's session."""
     if hosted.type != "web":
@@ -136,28 +161,37 @@ async def _voice(
     rate = rate if 8_000 <= rate <= 48_000 else RATE
 
     async def send(frame: bytes) -> None:
-        queue.put_nowait(frame)
+        link.send_audio(frame)
 
     async def clear() -> None:
-        queue.put_nowait({"type": "clear"})  # drop what the client buffered
+        link.send_audio({"type": "clear"})  # drop what the client buffered
 
     return await host.providers.audio(hosted.assistant, send, clear, rate=rate)
 
 
 async def _receive_until_end(
-    ws: WebSocket, call: Call, queue: Outbound, session: VoiceSession | None = None
-) -> None:
+    ws: WebSocket,
+    call: Call,
+    queue: Outbound,
+    session: VoiceSession | None,
+    sender: asyncio.Task[bool],
+) -> str:
     ended = asyncio.ensure_future(call.ended.wait())
     try:
         while True:
             receive = asyncio.ensure_future(ws.receive())
-            done, _ = await asyncio.wait({receive, ended}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                {receive, ended, sender}, return_when=asyncio.FIRST_COMPLETED
+            )
             if ended in done:
                 receive.cancel()
-                return
+                return "ended"
+            if receive not in done:  # the sender found the socket broken
+                receive.cancel()
+                return "dropped"
             frame = receive.result()
             if frame["type"] == "websocket.disconnect":
-                return
+                return "closed" if frame.get("code", 1000) in CLEAN_CLOSE else "dropped"
             if frame.get("text") is not None:
                 await _handle(call, frame["text"], queue)
             elif session is not None:
@@ -199,20 +233,6 @@ async def _handle(call: Call, text: str, queue: Outbound) -> None:
         queue.put_nowait(
             {"type": "error", "error": {"code": code, "message": text, "requestId": rid}}
         )
-
-
-async def _send_out(ws: WebSocket, queue: Outbound) -> None:
-    while (item := await queue.get()) is not None:
-        try:
-            if isinstance(item, bytes):
-                await ws.send_bytes(item)
-            else:
-                await ws.send_text(json.dumps(item, default=str))
-        except (WebSocketDisconnect, RuntimeError):
-            log.debug("client went away; dropping the rest of its events")
-            while await queue.get() is not None:
-                pass
-            return
 
 
 def _error(code: str, message: str, **details: Any) -> dict[str, Any]:
