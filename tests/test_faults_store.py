@@ -156,12 +156,15 @@ class LiveSession(Session):
     def __init__(self, ws: ClientConnection) -> None:
         super().__init__(ws)
         self.closed: str | None = None
+        #: When each event arrived (``time.monotonic()``), index for index with ``events``.
+        self.arrived: list[float] = []
         self.reader = asyncio.get_running_loop().create_task(self._read())
 
     async def _read(self) -> None:
         try:
             async for frame in self.ws:
                 if isinstance(frame, str):
+                    self.arrived.append(time.monotonic())
                     self.events.append(json.loads(frame))
         except ConnectionClosed as exc:
             self.closed = f"closed: {exc}"
@@ -206,6 +209,8 @@ class Tally:
     duplicate: int = 0
     unavailable: int = 0
     transport_errors: int = 0
+    #: The longest any single POST took to be answered, in seconds.
+    slowest: float = 0.0
     answers: dict[str, dict[str, Any]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
@@ -235,6 +240,7 @@ async def post_result(
     deadline = time.monotonic() + SEND_LIMIT
     while time.monotonic() < deadline:
         tally.attempts += 1
+        started = time.monotonic()
         try:
             response = await http.post(path, json={"result": result}, headers=auth)
         except httpx.HTTPError as exc:
@@ -242,6 +248,7 @@ async def post_result(
             tally.problems.append(f"POST {tool_call_id}: no answer ({type(exc).__name__}: {exc})")
             await asyncio.sleep(RETRY_PAUSE)
             continue
+        tally.slowest = max(tally.slowest, time.monotonic() - started)
         status = response.status_code
         if status >= 500 and (problem := five_hundred_problem(response)):
             tally.problems.append(f"POST {tool_call_id}: {problem}")
@@ -276,7 +283,7 @@ async def eventually(check: Callable[[], Awaitable[bool]], within: float = WAIT)
         await asyncio.sleep(0.25)
 
 
-def ready_problem(response: httpx.Response, workers: set[str]) -> str | None:
+def ready_problem(response: httpx.Response, workers: set[str], redis: str = "off") -> str | None:
     """Why a ``/ready`` answer is not "ready, every worker running", if it is not."""
     if response.status_code != 200:
         return f"/ready {response.status_code}: {response.text[:400]}"
@@ -285,7 +292,7 @@ def ready_problem(response: httpx.Response, workers: set[str]) -> str | None:
     expected = {
         "status": "ready",
         "store": "ok",
-        "redis": "off",
+        "redis": redis,
         "workers": dict.fromkeys(sorted(workers), "running"),
     }
     got = {
@@ -305,10 +312,14 @@ def not_ready_problem(response: httpx.Response) -> str | None:
         return f"/ready answered {response.status_code}: {response.text[:300]}"
     try:
         error = response.json()["error"]
-        assert error["code"] == "not_ready" and "message" in error
-        assert isinstance(error["details"]["checks"], dict)
-    except (ValueError, KeyError, TypeError, AssertionError):
+        shaped = error["code"] == "not_ready" and "message" in error
+        shaped = shaped and isinstance(error["details"]["checks"], dict)
+    except (ValueError, KeyError, TypeError):
+        shaped = False
+    if not shaped:
         return f"/ready 503 outside its envelope: {response.text[:300]}"
+    if not error.get("requestId"):  # every 5xx carries one
+        return f"/ready 503 without error.requestId: {response.text[:300]}"
     return None
 
 
@@ -324,8 +335,10 @@ async def watch_ready(
             except ValueError:
                 body = {"raw": response.text[:300]}
             seen.append((response.status_code, body))
-            if problem := not_ready_problem(response):
-                seen.append((-1, {"problem": problem}))
+            problem = not_ready_problem(response)
+            kind = problem and problem.split(":")[0]
+            if problem and all(b["problem"].split(":")[0] != kind for st, b in seen if st == -1):
+                seen.append((-1, {"problem": problem}))  # each kind of problem once
         except httpx.HTTPError as exc:
             seen.append((0, {"error": f"{type(exc).__name__}: {exc}"}))
         await asyncio.sleep(0.5)
@@ -366,13 +379,14 @@ async def results_through_an_outage(
         httpx.AsyncClient(base_url=server.url, timeout=30) as http,
     ):
         s = LiveSession(ws)
+        tasks: list[asyncio.Task[None]] = [s.reader]
         try:
-            await s.until(said("Hello, order desk."))
+            await s.until(said("Hello, order desk."), within=30)
             await s.send({"type": "user-message", "content": f"batch {RESULTS}"})
-            batch = await s.until(lambda e: e.get("type") == "tool-calls")
+            batch = await s.until(lambda e: e.get("type") == "tool-calls", within=30)
             ids = [t["id"] for t in batch["toolCallList"]]
             assert len(ids) == RESULTS
-            await s.until(said("I will tell you when it is ready."))
+            await s.until(said("I will tell you when it is ready."), within=30)
             called = {c["call"].id for c in tools.calls}
             for _ in range(int(WAIT / 0.1)):
                 called = {c["call"].id for c in tools.calls}
@@ -384,10 +398,11 @@ async def results_through_an_outage(
             # One result lands just before the outage: its delivery and announcement
             # are written while the store is away (bookkeeping retried, call goes on).
             await post_result(http, call, ids[0], {"n": 0}, tally)
-            await s.until(lambda e: ids[0] in s.results_seen())
+            await s.until(lambda e: ids[0] in s.results_seen(), within=30)
 
             stop_watching = asyncio.Event()
             watcher = asyncio.create_task(watch_ready(http, stop_watching, ready_seen))
+            tasks.append(watcher)
             await asyncio.to_thread(fault)
             broke = time.monotonic()
 
@@ -400,7 +415,9 @@ async def results_through_an_outage(
                 asyncio.create_task(later(spread * (n - 1) / (RESULTS - 1), n))
                 for n in range(1, RESULTS)
             ]
+            tasks += senders
             await asyncio.sleep(min(2.0, outage / 3))
+            asked = len(s.events)
             await s.send({"type": "user-message", "content": "hello during the outage"})
             await asyncio.sleep(max(0.0, outage - (time.monotonic() - broke)))
             await asyncio.to_thread(repair)
@@ -436,6 +453,14 @@ async def results_through_an_outage(
             for status, body in ready_seen:
                 if status == -1:
                     problems.append(body["problem"])
+                elif status == 0:
+                    problems.append(f"/ready did not answer during the outage: {body['error']}")
+            # Events that also go to the server URL, shown to the client while the
+            # store could not have stored them (information: see the summary line).
+            shown_unstored = sum(
+                broke + 1.0 < at < repaired and e.get("type") in SERVER_MESSAGES
+                for at, e in zip(s.arrived, s.events, strict=True)
+            )
             failing = [b for st, b in ready_seen if st == 503]
             if unready and not any(
                 b["error"]["details"]["checks"].get("store") != "ok" for b in failing
@@ -473,7 +498,23 @@ async def results_through_an_outage(
             if wrong:
                 problems.append(f"ledger results differ from what was posted: {wrong}")
 
-            # The call goes on: its socket never closed, and it still answers.
+            # The call goes on: the message sent during the outage is answered, its
+            # socket never closed, and it still answers a new one.
+            def okay_after(index: int) -> int | None:
+                return next(
+                    (i for i, e in enumerate(s.events) if i >= index and said("Okay.")(e)),
+                    None,
+                )
+
+            answer_at = "never"
+            try:
+                await s.until(lambda _e: okay_after(asked) is not None, within=30)
+            except AssertionError as exc:
+                problems.append(f"the message sent during the outage was not answered: {exc}")
+            else:
+                index = okay_after(asked)
+                assert index is not None
+                answer_at = f"{s.arrived[index] - repaired:+.1f}s"
             if s.closed is not None:
                 problems.append(f"the client socket did not stay open: {s.closed}")
             else:
@@ -496,7 +537,8 @@ async def results_through_an_outage(
             if ended.status_code != 200:
                 problems.append(f"POST /end answered {ended.status_code}: {ended.text[:300]}")
         finally:
-            s.reader.cancel()
+            for task in tasks:
+                task.cancel()
 
     def reports() -> list[dict[str, Any]]:
         return [
@@ -520,6 +562,7 @@ async def results_through_an_outage(
         if {i: rows.get(i) for i in ids} != dict.fromkeys(ids, "succeeded"):
             problems.append(f"end-of-call-report tool calls: {rows}")
 
+    problems = list(dict.fromkeys(problems))  # each problem once
     delivered = len(set(ids) & set(seen))
     duplicated = sum(n - 1 for n in seen.values() if n > 1)
     hooks = stack.deliveries.of_call(call["id"])
@@ -531,7 +574,9 @@ async def results_through_an_outage(
         f"delivered={delivered} lost={len(ids) - delivered} duplicated={duplicated} "
         f"ready_503s={sum(st == 503 for st, _b in ready_seen)} "
         f"ready_after={ready_after:.1f}s webhooks={len(hooks)} "
-        f"webhook_redeliveries={redelivered} problems={len(problems)}"
+        f"webhook_redeliveries={redelivered} slowest_answer={tally.slowest:.1f}s "
+        f"outage_message_answered_at={answer_at} (vs repair) "
+        f"shown_to_client_unstored={shown_unstored} problems={len(problems)}"
     )
     assert not problems, "\n".join(problems) + "\n--- server log ---\n" + log_tail(server)
 
