@@ -293,7 +293,6 @@ class ThrowawayPostgres:
                 f"port = {self.port}\n"
                 f"unix_socket_directories = '{self.base}'\n"
                 "fsync = off\n"
-                "synchronous_commit = off\n"
                 "full_page_writes = off\n"
                 "max_connections = 50\n"
                 "shared_buffers = 16MB\n"

@@ -186,6 +186,7 @@ class SqlStore:
         SQLite write waits for a lock another process holds before it fails."""
         self.url = url
         self.create = create
+        self.busy_timeout = busy_timeout
         self.engine = engine or create_async_engine(url, **_engine_options(url, busy_timeout))
         self._writer: asyncio.Lock | None = None
         if self.engine.dialect.name == "sqlite":
@@ -205,8 +206,16 @@ class SqlStore:
             async with self.engine.begin() as conn:
                 yield conn
         else:
-            async with self._writer, self.engine.begin() as conn:
-                yield conn
+            # Waiting for our turn counts against the busy timeout too, so with the file
+            # locked by another process a write fails after about that long, not after
+            # every writer queued before it has timed out in turn.
+            async with asyncio.timeout(self.busy_timeout):
+                await self._writer.acquire()
+            try:
+                async with self.engine.begin() as conn:
+                    yield conn
+            finally:
+                self._writer.release()
 
     async def open(self) -> None:
         if self.create:

@@ -259,7 +259,7 @@ def _routes(app: FastAPI, secrets: Secrets) -> None:
         if all(v in ("ok", "off", "running") for v in _flat(checks)):
             return JSONResponse({"status": "ready", "checks": checks})
         error = {"code": "not_ready", "message": "not ready", "details": {"checks": checks}}
-        return JSONResponse({"error": error}, status_code=503)
+        return envelope(503, error, request_id())
 
     # -- assistants ----------------------------------------------------------------
 

@@ -226,7 +226,9 @@ class CallHost:
             hosted.assistant,
             call_id=hosted.id,
             output=output or PacedSpeech(self.engine.clock),
-            events=FanOut(client, self.outbox, said),
+            # The outbox first: the client's sink asks it whether an event must be stored
+            # before the client may see it.
+            events=FanOut(self.outbox, client, said),
         )
         call.details = details or {}
         # Readable until its transcript is stored, so a read right after the end sees it.
