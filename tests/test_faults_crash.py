@@ -15,7 +15,9 @@ seeded moment relative to one call's progress, while the others stand at other s
 * ``generating`` - while the model is generating the result's announcement;
 * ``mid-announcement`` - after the announcement's first sentence reached the client,
   before the response finished (so the ledger has no ``spokenAt``);
-* ``hang-up`` - just after ``POST /calls/{id}/end`` was sent (a result accepted first).
+* ``hang-up`` - just after ``POST /calls/{id}/end`` was sent (a result accepted first);
+* ``hang-up-shown`` - the same, killed the moment the client is shown that the call ended
+  (``status-update`` ended: an event for the server URL, so stored before it is shown).
 
 Beside it: a call whose results were fully spoken before the kill, a call with no
 result yet, and a call whose results are POSTed at seeded moments around the kill (a POST
@@ -65,9 +67,9 @@ from .peers import BACKENDS, ServerProcess, ToolServer, backend, rule_model, ser
 
 pytestmark = pytest.mark.anyio
 
-KINDS = ("recorded", "accepted", "generating", "mid-announcement", "hang-up")
+KINDS = ("recorded", "accepted", "generating", "mid-announcement", "hang-up", "hang-up-shown")
 #: One kill per round; each test runs ROUNDS_PER_TEST of them (per backend: all of these).
-ROUND_KINDS = (*KINDS, "hang-up")
+ROUND_KINDS = KINDS
 ROUNDS_PER_TEST = 3
 GROUPS = len(ROUND_KINDS) // ROUNDS_PER_TEST
 ROLES = ("primary", "spoken", "idle", "racing")
@@ -264,18 +266,20 @@ def order_ids(events: list[dict[str, Any]]) -> list[str]:
     ]
 
 
-async def until(check: Callable[[], bool], what: str, within: float = WITHIN) -> None:
-    if not await settle(check, within):
+async def until(
+    check: Callable[[], bool], what: str, within: float = WITHIN, every: float = 0.02
+) -> None:
+    if not await settle(check, within, every):
         raise AssertionError(f"not within {within:g} s: {what}")
 
 
-async def settle(check: Callable[[], bool], within: float = WITHIN) -> bool:
+async def settle(check: Callable[[], bool], within: float = WITHIN, every: float = 0.02) -> bool:
     """Poll ``check`` until it holds (True) or ``within`` seconds pass (False)."""
     deadline = time.monotonic() + within
     while not check():
         if time.monotonic() > deadline:
             return False
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(every)
     return True
 
 
@@ -354,7 +358,8 @@ class Round:
     kind: str
     lines: list[Line]
     logs: list[Path]
-    #: toolCallIds reported by the restart itself, before any POST after it
+    #: toolCallIds reported once the restart has settled, before any POST after it
+    #: (by the killed process at hang-up, or by the restart's recovery)
     by_restart: set[str]
     #: the ledger's tool calls after everything, by toolCallId
     records: dict[str, dict[str, Any]]
@@ -404,7 +409,8 @@ async def trigger(
         await ask(line, until_said=False)
         await asyncio.sleep(rng.uniform(0.0, 0.3))
         return None
-    chosen = line.tool_ids[: rng.randint(1, line.tools)] if kind != "hang-up" else line.tool_ids[:1]
+    hang_up = kind.startswith("hang-up")
+    chosen = line.tool_ids[:1] if hang_up else line.tool_ids[: rng.randint(1, line.tools)]
     for tcid in chosen:
         answer = await post(api, line, tcid, "before")
         assert answer.accepted, f"a live call's result was not accepted: {answer}"
@@ -419,9 +425,20 @@ async def trigger(
             "the announcement's first sentence",
         )
         await asyncio.sleep(rng.uniform(0.0, SENTENCE_GAP_SECONDS * 0.6))
+    elif kind == "hang-up":
+        ending = asyncio.create_task(api.end_call(line.id))
+        await asyncio.sleep(rng.uniform(0.0, 0.01))
+        return ending
     else:
         ending = asyncio.create_task(api.end_call(line.id))
-        await asyncio.sleep(rng.uniform(0.0, 0.03))
+        await until(
+            lambda: any(
+                e.get("type") == "status-update" and e.get("status") == "ended"
+                for e in line.session.events
+            ),
+            "the client to be shown the end",
+            every=0.0005,
+        )
         return ending
     return None
 
@@ -568,7 +585,7 @@ def held_before(line: Line, tool_call_id: str) -> bool:
 def stage(rnd: Round, line: Line, model: FakeOpenAI) -> str:
     """Where the call stood when the process was killed."""
     if line.id == rnd.hang_up:
-        return f"hang-up ({rnd.calls[line.id]['endedReason']})"
+        return f"{rnd.kind} ({rnd.calls[line.id]['endedReason']})"
     held = [p.tool_call_id for p in line.posts if held_before(line, p.tool_call_id)]
     if not held:
         return "recorded, no result"
@@ -683,7 +700,11 @@ def judge_call(rnd: Round, line: Line) -> list[str]:
     }
     for e in line.session.events:
         if e.get("type") in SERVER_TYPES and (e["type"], e["timestamp"]) not in stored:
-            failures.append(f"{where}: the client saw a {e['type']} event the outbox lacks: {e}")
+            shown = {k: e.get(k) for k in ("timestamp", "status", "endedReason", "toolCall")}
+            failures.append(
+                f"{where}: SHOWN BEFORE STORED: the client saw a {e['type']} event {shown} "
+                f"that the outbox never stored (stored: {sorted(stored)})"
+            )
     return failures
 
 
