@@ -210,3 +210,21 @@ async def wait_until(check: Any, within: float = 30.0) -> None:
     while not check():
         assert time.monotonic() < deadline, "condition not met in time"
         await asyncio.sleep(0.01)
+
+
+async def test_rows_a_dead_instance_was_sending_go_out_again_at_once(tmp_path: Path) -> None:
+    """An instance died mid-send: its claimed rows are released when that is known,
+    instead of waiting out their lease."""
+    clock = ManualClock()
+    with receiver() as (state, url):
+        async with box(tmp_path, clock=clock, instance_id="a") as dead:
+            dead.route("c1", Route(url, {}, TYPES))
+            dead.emit(Event("hang", "c1", clock.wall(), {}))
+            await dead.flush()
+            assert len(await dead._claim()) == 1  # claimed, and then the process died
+            survivor = Outbox(dead.store, dead.sender, max_age=3600, max_backoff=60, clock=clock)
+            assert not await survivor.deliver_due(), "leased to the dead instance"
+            assert await survivor.release_claims("b") == 0, "only the dead instance's rows"
+            assert await survivor.release_claims("a") == 1
+            assert await survivor.deliver_due()
+    assert len(state.got) == 1

@@ -99,9 +99,11 @@ def create_app(
         async def load_route(call_id: str) -> Any:
             return event_route((await host_ref[0].get(call_id)).assistant)
 
+        instance_id = settings.instance_id or uuid.uuid4().hex
         outbox = Outbox(
             store,
             sender,
+            instance_id=instance_id,
             max_age=settings.outbox_max_age_seconds,
             max_backoff=settings.outbox_max_backoff_seconds,
             per_receiver=settings.outbox_per_receiver,
@@ -124,7 +126,7 @@ def create_app(
         router = await _router(settings)
         instances = Instances(
             store,
-            settings.instance_id or uuid.uuid4().hex,
+            instance_id,
             settings.base_url,
             interval=settings.heartbeat_seconds,
             timeout=settings.heartbeat_timeout_seconds,
@@ -141,6 +143,9 @@ def create_app(
         host_ref.append(host)
         await engine.open()
         await instances.register(alone=not settings.clustered)
+        # Webhooks a previous run was sending when it died go out again now, not when
+        # their lease runs out (alone on the database: every instance's).
+        await outbox.release_claims(None if not settings.clustered else instances.id)
         if settings.ends_orphans:
             orphans = await engine.ledger.store.calls_in_state(CallState.IN_PROGRESS)
             await end_abandoned(

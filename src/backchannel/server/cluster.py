@@ -30,6 +30,7 @@ from ..results import ResultSource
 from .control import apply_control, live_call
 from .db import routed_controls
 from .instances import Instances
+from .outbox import Outbox
 from .recovery import end_abandoned
 from .router import Message, Router
 from .wire import ControlMessage, ToolCallResultMessage
@@ -217,6 +218,8 @@ class Cluster:
     async def end_calls_of(self, instance_id: str, reason: str = LOST_REASON) -> None:
         """End the calls a lost instance was running, and report them. Their tool calls
         stay as they are; results that come later are kept as late and reported."""
+        if instance_id != self.id and isinstance(self.events, Outbox):
+            await self.events.release_claims(instance_id)
         calls = await self.instances.live_calls_of(instance_id)
         if calls:
             log.warning("instance %s is gone; ending its %d calls", instance_id, len(calls))

@@ -74,6 +74,9 @@ outbox = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("delivered_at", sa.Float),
     sa.Column("last_error", sa.Text),
+    #: The instance sending it right now (its lease is ``next_at``); released when the
+    #: attempt ends, or when that instance is found dead, so nothing waits out a lease.
+    sa.Column("claimed_by", sa.String(64)),
 )
 
 sa.Index("ix_bc_outbox_due", outbox.c.status, outbox.c.next_at)

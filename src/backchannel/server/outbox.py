@@ -96,6 +96,7 @@ class Outbox:
         send_limit: float = SEND_LIMIT_SECONDS,
         route_loader: Callable[[str], Awaitable[Route | None]] | None = None,
         clock: Clock | None = None,
+        instance_id: str = "",
     ) -> None:
         self.store = store
         self.sender = sender
@@ -107,6 +108,8 @@ class Outbox:
         self.routes: dict[str, Route | None] = {}
         self.route_loader = route_loader
         self.clock = clock or SystemClock()
+        #: Written on the rows this instance is sending.
+        self.instance_id = instance_id
         self._pending: list[_Pending] = []
         self._waiting: dict[str, asyncio.Future[None]] = {}
         self._wake_writer = asyncio.Event()
@@ -273,7 +276,10 @@ class Outbox:
             claimed = await conn.execute(
                 outbox.update()
                 .where(outbox.c.id.in_(ids), *due)
-                .values(next_at=now + self.send_limit + LEASE_MARGIN_SECONDS)
+                .values(
+                    next_at=now + self.send_limit + LEASE_MARGIN_SECONDS,
+                    claimed_by=self.instance_id,
+                )
                 .returning(*outbox.c)
             )
             rows = [r._mapping for r in claimed.all()]
@@ -312,7 +318,7 @@ class Outbox:
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
         now = self.clock.wall()
-        values: dict[str, object] = {"attempts": attempts, "last_error": error}
+        values: dict[str, object] = {"attempts": attempts, "last_error": error, "claimed_by": None}
         if error is None:
             values |= {"status": "delivered", "delivered_at": now}
         else:
@@ -326,6 +332,20 @@ class Outbox:
                 values |= {"next_at": now + min(self.max_backoff, 2.0 ** (attempts - 1))}
         async with self.store.transaction() as conn:
             await conn.execute(outbox.update().where(outbox.c.id == row["id"]).values(values))
+
+    async def release_claims(self, instance_id: str | None) -> int:
+        """Make the rows a dead instance was sending due again at once (``None``: every
+        instance's, when this one is the only one left). How many."""
+        query = outbox.update().where(
+            outbox.c.status == "pending", outbox.c.claimed_by.is_not(None)
+        )
+        if instance_id is not None:
+            query = query.where(outbox.c.claimed_by == instance_id)
+        async with self.store.transaction() as conn:
+            released = await conn.execute(query.values(next_at=self.clock.wall(), claimed_by=None))
+        if released.rowcount:
+            self._due.set()
+        return int(released.rowcount)
 
     async def backlog(self) -> int:
         """Events stored and not yet delivered (or given up)."""
