@@ -79,3 +79,65 @@ async def test_a_sole_instance_retires_rows_left_by_a_crash(
     await fresh.register(alone=True)
     assert not await fresh.alive("old")
     assert await fresh.reap() == []
+
+
+class _FlakyStore:
+    """The database as one instance sees it: failing while ``down``."""
+
+    def __init__(self, db: SqlStore) -> None:
+        self.down = False
+        self.db = db
+
+    def transaction(self) -> object:
+        if self.down:
+            raise OSError("connection refused")
+        return self.db.transaction()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.db, name)
+
+
+async def test_after_an_outage_of_the_store_no_instance_takes_the_others_for_dead(
+    db: SqlStore, clock: ManualClock
+) -> None:
+    """Every heartbeat goes stale while the store is away; the first instance back must
+    not reap the others before they have had time to beat again."""
+    import asyncio
+
+    flaky = _FlakyStore(db)
+    a = Instances(flaky, "a", "http://a", interval=1.0, timeout=5.0, clock=clock)  # type: ignore[arg-type]
+    b = instance(db, "b", clock)
+    await a.register(alone=False)
+    await b.register(alone=False)
+    lost: list[str] = []
+
+    async def on_lost(instance_id: str) -> None:
+        lost.append(instance_id)
+
+    async def nothing() -> None:
+        return None
+
+    async def seconds(n: int) -> None:
+        """Let ``n`` seconds pass, one beat at a time, each beat's database work done."""
+        for _ in range(n):
+            await clock.advance(1.0)
+            for _ in range(20):  # aiosqlite works in a thread: give it real time
+                await asyncio.sleep(0.005)
+
+    beating = asyncio.ensure_future(a.run(on_lost, nothing, nothing))
+    try:
+        await seconds(2)
+        flaky.down = True
+        await seconds(10)  # b's beat, stale too, is now 12 s old
+        assert not a.trusted
+        flaky.down = False
+        await seconds(1)  # a beats again first and does not reap b
+        assert await a.reap() == [] and lost == []
+        for _ in range(6):  # b beats again, within the timeout
+            await b.beat()
+            await seconds(1)
+        assert a.trusted and lost == []
+        await seconds(6)  # b really stops now: it is taken for lost
+        assert lost == ["b"]
+    finally:
+        beating.cancel()

@@ -228,3 +228,26 @@ async def test_rows_a_dead_instance_was_sending_go_out_again_at_once(tmp_path: P
             assert await survivor.release_claims("a") == 1
             assert await survivor.deliver_due()
     assert len(state.got) == 1
+
+
+async def test_an_event_whose_route_cannot_be_loaded_blocks_nothing(tmp_path: Path) -> None:
+    """A route loader that fails for one call (unknown call, an assistant that no longer
+    loads) drops that call's event; the next events are stored."""
+    clock = ManualClock()
+
+    async def loader(call_id: str) -> Route | None:
+        if call_id == "gone":
+            raise LookupError("no such call")
+        return Route("http://127.0.0.1:9/events", {}, TYPES)
+
+    async with box(tmp_path, clock=clock, route_loader=loader) as out:
+        broken = Event("hang", "gone", clock.wall(), {})
+        fine = Event("hang", "c1", clock.wall(), {})
+        out.emit(broken)
+        out.emit(fine)
+        waits = [out.stored(broken.id), out.stored(fine.id)]
+        await out.flush()
+        assert all(w is not None and w.done() for w in waits)
+        async with out.store.engine.connect() as conn:
+            ids = (await conn.execute(sa.select(outbox.c.id))).scalars().all()
+    assert ids == [fine.id]

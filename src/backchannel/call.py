@@ -23,7 +23,7 @@ from .config import AssistantConfig, Delivery
 from .conversation import Conversation, Message, Role
 from .errors import BackchannelError, CallEnded
 from .events import Event, EventSink
-from .ledger.ledger import Outcome, Resolution, stored_result, unspoken
+from .ledger.ledger import Outcome, Resolution, stored_result, unsaid
 from .ledger.records import ToolCallRecord
 from .ledger.retry import is_store_error, persistently
 from .lifecycle import CallState, ToolCallState, transition
@@ -93,6 +93,8 @@ class Call:
         self.transfer_to: str | None = None
         self._greeted = asyncio.Event()  # the assistant has finished a sentence once
         self._away = False  # the client dropped and may come back
+        #: Results whose announcement was heard, whether or not the store has noted it.
+        self._spoken: set[str] = set()
         output.attach(self)
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -168,19 +170,24 @@ class Call:
         self.state = transition(self.state, CallState.ENDED)
         self.ended_reason = reason
         try:
-            await self.persist(lambda: self.ledger.end_call(self.call_id, reason), "end the call")
-            records = await self.persist(
-                lambda: self.ledger.list_for_call(self.call_id), "read its tool calls"
-            )
+            await self._record_end(reason, limit=30.0)
         except Exception:
-            # The store stayed away: the call still ends here. The ledger keeps it in
-            # progress, so the next start-up (or the instance that finds this one lost)
-            # ends it and sends its report then.
-            log.exception("call %s: could not record its end; left for recovery", self.call_id)
-            self.ended.set()
-            return
+            # The store stayed away: the call ends here all the same, and its end is
+            # recorded and reported in the engine's background once the store is back.
+            log.exception("call %s: could not record its end yet; retrying", self.call_id)
+            self.engine.spawn(self._record_end(reason, limit=float("inf")))
+        self.ended.set()
+
+    async def _record_end(self, reason: str, *, limit: float) -> None:
+        """End the call in the ledger, then report: results left unsaid, and the end."""
+        await self.persist(
+            lambda: self.ledger.end_call(self.call_id, reason), "end the call", limit=limit
+        )
+        records = await self.persist(
+            lambda: self.ledger.list_for_call(self.call_id), "read its tool calls", limit=limit
+        )
         for record in records:
-            if _left_unsaid(record):
+            if unsaid(record) and record.tool_call_id not in self._spoken:
                 # Its announcement was still waiting when the call ended (e.g. the client
                 # never came back): reported, never dropped.
                 self.engine.report_after_call(record.to_dict())
@@ -194,7 +201,6 @@ class Call:
             call=self.details or None,
         ):
             self.events.emit(event)
-        self.ended.set()
 
     async def persist(
         self, write: Callable[[], Awaitable[T]], what: str, *, limit: float = 30.0
@@ -441,6 +447,7 @@ class Call:
             if response.spoke(a):
                 self.announced.append(a)
                 if a.key == a.tool_call_id:
+                    self._spoken.add(a.tool_call_id)
                     await self.note(
                         functools.partial(self.ledger.mark_spoken, self.call_id, a.tool_call_id),
                         "note an announcement",
@@ -556,13 +563,3 @@ class Call:
     def _ensure_live(self) -> None:
         if self._closing:
             raise CallEnded(f"call {self.call_id!r} has ended", code="call_ended")
-
-
-def _left_unsaid(record: ToolCallRecord) -> bool:
-    """A background result that was waiting to be announced when its call ended."""
-    return (
-        unspoken(record)
-        and record.delivery is not Delivery.SILENT
-        and (record.is_async or record.late)
-        and record.state is not ToolCallState.CANCELLED
-    )

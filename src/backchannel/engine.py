@@ -26,8 +26,8 @@ from .call import Call
 from .clock import Clock, SystemClock
 from .config import AssistantConfig, ModelConfig
 from .errors import BackchannelError, ConfigError
-from .events import Event, EventLog, EventSink, event_id
-from .ledger.ledger import Ledger, Resolution, unspoken
+from .events import DurableSink, Event, EventLog, EventSink, event_id
+from .ledger.ledger import Ledger, Resolution, owed_report
 from .ledger.retry import is_store_error, store_unavailable
 from .lifecycle import CallState
 from .llm.base import LLM
@@ -37,6 +37,9 @@ from .tools.executors import ToolServer, UnavailableToolServer
 from .tools.registry import ToolRegistry
 
 LLMFactory = Callable[[ModelConfig], LLM]
+
+#: How long a result posted after its call waits for its report to be stored.
+REPORT_STORE_SECONDS = 10.0
 
 
 class Elsewhere(Protocol):
@@ -164,6 +167,8 @@ class Engine:
             # takes it), so a routing failure is logged, not answered as one.
             try:
                 await self.elsewhere.result_recorded(call_id, resolution)
+            except BackchannelError:
+                raise
             except Exception as exc:
                 log.warning(
                     "result %s for call %s recorded; its hand-off failed (%s: %s), the "
@@ -173,10 +178,10 @@ class Engine:
                     type(exc).__name__,
                     exc,
                 )
-        elif not resolution.duplicate or unspoken(resolution.record):
+        elif not resolution.duplicate or owed_report(resolution.record):
             # A repeat of a result that was never spoken reports it again (the report's
             # event id is the same, so it is stored and sent once).
-            self.report_after_call(resolution.record.to_dict())
+            await self.report_durably(resolution.record.to_dict())
         return resolution
 
     async def take_recorded(self, call_id: str, tool_call_id: str) -> None:
@@ -187,22 +192,37 @@ class Engine:
             call.take_recorded_soon(tool_call_id)
             return
         record = await self.ledger.get(call_id, tool_call_id)
-        if record.has_result:
+        if owed_report(record):
             self.report_after_call(record.to_dict())
 
-    def report_after_call(self, tool_call: dict[str, Any]) -> None:
+    def report_after_call(self, tool_call: dict[str, Any]) -> str:
         """Send ``tool-result-after-call`` for a result the conversation did not speak.
         One event id per tool call, so reporting it again never reports it twice."""
         call_id, tool_call_id = tool_call["callId"], tool_call["toolCallId"]
-        self.after_call_events.emit(
-            Event(
-                "tool-result-after-call",
-                call_id,
-                self.clock.wall(),
-                {"toolCall": tool_call},
-                id=event_id("tool-result-after-call", call_id, tool_call_id),
-            )
+        event = Event(
+            "tool-result-after-call",
+            call_id,
+            self.clock.wall(),
+            {"toolCall": tool_call},
+            id=event_id("tool-result-after-call", call_id, tool_call_id),
         )
+        self.after_call_events.emit(event)
+        return event.id
+
+    async def report_durably(self, tool_call: dict[str, Any]) -> None:
+        """Report a result after its call and return once the report is stored, so a
+        sender is answered only for what a crash cannot lose; ``store_unavailable`` if
+        it could not be stored in time (the sender's retry reports it again, once)."""
+        reported = self.report_after_call(tool_call)
+        sink = self.after_call_events
+        durable = sink.stored(reported) if isinstance(sink, DurableSink) else None
+        if durable is None:
+            return
+        try:
+            async with asyncio.timeout(REPORT_STORE_SECONDS):
+                await asyncio.shield(durable)
+        except TimeoutError as exc:
+            raise store_unavailable(exc) from exc
 
     def _make_llm(self, model: ModelConfig) -> LLM:
         """The assistant's model: built per call by the factory, else the shared one."""

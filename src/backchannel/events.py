@@ -7,11 +7,12 @@ assistant's ``clientMessages`` / ``serverMessages``.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 # Vapi's names, then backchannel's own.
 EVENT_TYPES = frozenset(
@@ -67,6 +68,16 @@ class EventSink(Protocol):
     def emit(self, event: Event) -> None:
         """Take an event without blocking the conversation (queue it if sending is slow)."""
         ...
+
+
+@runtime_checkable
+class DurableSink(Protocol):
+    """A sink that stores events (the outbox): ``stored`` resolves once an event is
+    durable, or is ``None`` when there is nothing to wait for."""
+
+    def emit(self, event: Event) -> None: ...
+
+    def stored(self, event_id: str) -> asyncio.Future[None] | None: ...
 
 
 class EventLog:

@@ -16,6 +16,7 @@ from enum import StrEnum
 from typing import Any
 
 from ..clock import Clock, SystemClock
+from ..config import Delivery
 from ..errors import BackchannelError, Conflict, Forbidden, InvalidInput, NotFound
 from ..lifecycle import CallState, ToolCallState, transition
 from ..results import ResultSource, ToolResult
@@ -63,12 +64,27 @@ class Resolution:
         }
 
 
-def unspoken(record: ToolCallRecord) -> bool:
-    """Whether the record holds a result the conversation never announced: if its call
-    is gone, that result is reported (``tool-result-after-call``), never dropped. Being
-    in the conversation (``delivered_at``) is not enough: a conversation that died with
-    its process took the result with it."""
-    return record.has_result and record.spoken_at is None
+def unsaid(record: ToolCallRecord) -> bool:
+    """Whether the record holds a background result (async, or one that came after a
+    timeout) whose announcement the caller never heard: not ``silent``, not cancelled,
+    not marked spoken."""
+    return (
+        record.has_result
+        and record.spoken_at is None
+        and record.delivery is not Delivery.SILENT
+        and (record.is_async or record.late)
+        and record.state is not ToolCallState.CANCELLED
+    )
+
+
+def owed_report(record: ToolCallRecord) -> bool:
+    """Whether a result must be reported (``tool-result-after-call``) now that its call
+    is gone: one the conversation never got, or a background result never said. (A
+    sync result the model got was answered in the same turn; a silent one needs no
+    words.)"""
+    if not record.has_result or record.state is ToolCallState.CANCELLED:
+        return False
+    return record.delivered_at is None or unsaid(record)
 
 
 def stored_result(record: ToolCallRecord) -> ToolResult:

@@ -137,6 +137,7 @@ def create_app(
             router,
             outbox,
             answer_timeout=settings.routed_answer_timeout_seconds,
+            outbox=outbox,
         )
         engine.elsewhere = cluster
         host = CallHost(engine, store, outbox, settings, providers, instances)

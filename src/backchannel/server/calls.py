@@ -36,11 +36,11 @@ from ..speech import PacedSpeech, SpeechOutput
 from ..tools.spec import Route as ToolRoute
 from ..tools.spec import resolve_tools
 from .db import assistants, phone_calls, server_calls
+from .episode import Episode
 from .instances import Instances
 from .outbox import DEFAULT_SERVER_MESSAGES, Outbox, Route
 from .providers import LOCAL_LLM, Providers
 from .settings import Settings
-from .supervisor import Episode
 from .urls import check_webhook_url
 from .wire import CallOut, CreateCall, Customer, Monitor
 
@@ -241,6 +241,7 @@ class CallHost:
                 await persistently(
                     lambda: self._store_transcript(call),
                     f"call {call.call_id}: store its transcript",
+                    clock=self.engine.clock,
                     limit=30.0,
                 )
             except Exception:

@@ -24,6 +24,7 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from ..clock import Clock, SystemClock
 from ..events import Event
 
 log = logging.getLogger("backchannel.socket")
@@ -95,9 +96,10 @@ class ClientSink:
 class ClientLink:
     """The socket a call's client is attached through, if any."""
 
-    def __init__(self, queue: Outbound, socket: WebSocket) -> None:
+    def __init__(self, queue: Outbound, socket: WebSocket, clock: Clock | None = None) -> None:
         self.queue = queue
         self.socket: WebSocket | None = socket
+        self.clock = clock or SystemClock()
         self._attached = asyncio.Event()
         self._attached.set()
         #: Set when the call is done with the socket a reconnecting handler gave it.
@@ -131,15 +133,24 @@ class ClientLink:
         if done is not None:
             done.set()
 
+    def release_all(self) -> None:
+        """The call is over: every handler waiting on a socket it gave may return."""
+        for done in self._released.values():
+            done.set()
+        self._released.clear()
+
     async def wait_attached(self, within: float, ended: asyncio.Event) -> bool:
         """Whether a client attached within ``within`` seconds (and the call still runs)."""
-        attached = asyncio.ensure_future(self._attached.wait())
-        end = asyncio.ensure_future(ended.wait())
+        waits = [
+            asyncio.ensure_future(self._attached.wait()),
+            asyncio.ensure_future(ended.wait()),
+            asyncio.ensure_future(self.clock.sleep(within)),
+        ]
         try:
-            await asyncio.wait({attached, end}, timeout=within, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            attached.cancel()
-            end.cancel()
+            for wait in waits:
+                wait.cancel()
         return self._attached.is_set() and not ended.is_set()
 
 

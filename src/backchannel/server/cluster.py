@@ -50,8 +50,12 @@ class Cluster:
         events: EventSink,
         *,
         answer_timeout: float,
+        outbox: Outbox | None = None,
     ) -> None:
+        """``events`` gets the reports of calls this instance ends for a lost one;
+        ``outbox``, when given, has that instance's claimed webhooks released."""
         self.engine = engine
+        self.outbox = outbox
         self.instances = instances
         self.router = router
         self.events = events
@@ -75,7 +79,7 @@ class Cluster:
             return
         if not await self._alive(owner):
             await self.reap_now()
-            self.engine.report_after_call(resolution.record.to_dict())
+            await self.engine.report_durably(resolution.record.to_dict())
             return
         message = {
             "kind": "result",
@@ -218,14 +222,23 @@ class Cluster:
     async def end_calls_of(self, instance_id: str, reason: str = LOST_REASON) -> None:
         """End the calls a lost instance was running, and report them. Their tool calls
         stay as they are; results that come later are kept as late and reported."""
-        if instance_id != self.id and isinstance(self.events, Outbox):
-            await self.events.release_claims(instance_id)
+        if instance_id != self.id and self.outbox is not None:
+            await self.outbox.release_claims(instance_id)
         calls = await self.instances.live_calls_of(instance_id)
         if calls:
             log.warning("instance %s is gone; ending its %d calls", instance_id, len(calls))
         await end_abandoned(self.engine, self.instances.db, self.events, calls, reason)
 
     async def sweep(self) -> None:
+        """Every beat: end calls whose owner has stopped but that are still in progress
+        (an ending cut short), and take results for calls live here whose hand-off never
+        came."""
+        abandoned = [c for c, _owner in await self.instances.abandoned_calls()]
+        if abandoned:
+            await end_abandoned(self.engine, self.instances.db, self.events, abandoned, LOST_REASON)
+        await self._take_missed()
+
+    async def _take_missed(self) -> None:
         """Take results that were recorded for calls live here but whose hand-off never
         came (Redis restarted, a sender died between its ledger write and its message).
         Only results older than two heartbeats, so the normal path is not raced."""

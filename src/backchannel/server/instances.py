@@ -20,7 +20,7 @@ from ..ledger.sql import SqlStore
 from ..ledger.sql import calls as ledger_calls
 from ..lifecycle import CallState
 from .db import instances, server_calls
-from .supervisor import Episode
+from .episode import Episode
 
 log = logging.getLogger("backchannel.instances")
 
@@ -44,6 +44,11 @@ class Instances:
         self.interval = interval
         self.timeout = timeout
         self.clock = clock or SystemClock()
+        #: Since when this instance's own beats have gone through without a failure.
+        #: After an outage of the store every instance's beat is stale at once; one
+        #: that has just come back must not take the others for dead, so it reaps only
+        #: once it has itself beaten for ``timeout`` seconds (the others too, by then).
+        self._healthy_since: float | None = None
 
     async def register(self, *, alone: bool) -> None:
         """Join (again, under a fixed id). ``alone``: this is the only instance on the
@@ -62,6 +67,7 @@ class Instances:
                     id=self.id, url=self.url, started_at=now, heartbeat_at=now
                 )
             )
+        self._healthy_since = self.clock.monotonic() - self.timeout
 
     async def beat(self) -> bool:
         """One heartbeat; ``False`` if another instance has declared this one lost."""
@@ -73,8 +79,18 @@ class Instances:
         async with self.db.transaction() as conn:
             return (await conn.execute(stmt)).rowcount == 1
 
+    @property
+    def trusted(self) -> bool:
+        """Whether this instance's own beats have gone through for ``timeout`` seconds,
+        so a stale beat of another instance means that instance, not the store."""
+        since = self._healthy_since
+        return since is not None and self.clock.monotonic() - since >= self.timeout
+
     async def reap(self) -> list[str]:
-        """Claim every instance whose heartbeat expired; the ones this instance claimed."""
+        """Claim every instance whose heartbeat expired; the ones this instance claimed.
+        Nothing while this instance is not :attr:`trusted`."""
+        if not self.trusted:
+            return []
         now = self.clock.wall()
         stale = sa.select(instances.c.id).where(
             instances.c.stopped_at.is_(None),
@@ -107,7 +123,10 @@ class Instances:
         outage = Episode(log, f"instance {self.id}: heartbeat round")
         while True:
             try:
-                if not await self.beat():
+                beat = await self.beat()
+                if self._healthy_since is None:
+                    self._healthy_since = self.clock.monotonic()
+                if not beat:
                     log.error("instance %s was declared lost by another instance", self.id)
                     await on_self_lost()
                     await self.register(alone=False)
@@ -116,6 +135,7 @@ class Instances:
                     await on_lost(lost)
                 await every_beat()
             except Exception as exc:
+                self._healthy_since = None
                 outage.failed(exc)
             else:
                 outage.succeeded()
@@ -150,6 +170,22 @@ class Instances:
         async with self.db.engine.connect() as conn:
             owner: str | None = (await conn.execute(stmt)).scalar()
         return owner
+
+    async def abandoned_calls(self) -> list[tuple[str, str]]:
+        """Calls still in progress whose owner has stopped (declared lost, or shut down):
+        ``(call id, owner)``. Asked every beat, so an ending that failed halfway is
+        finished later."""
+        stmt = (
+            sa.select(server_calls.c.id, server_calls.c.owner)
+            .join(instances, instances.c.id == server_calls.c.owner)
+            .join(ledger_calls, ledger_calls.c.call_id == server_calls.c.id)
+            .where(
+                instances.c.stopped_at.is_not(None),
+                ledger_calls.c.state == CallState.IN_PROGRESS.value,
+            )
+        )
+        async with self.db.engine.connect() as conn:
+            return [(r[0], r[1]) for r in (await conn.execute(stmt)).all()]
 
     async def live_calls_of(self, instance_id: str) -> list[str]:
         """Calls the instance owns that the ledger still has in progress."""

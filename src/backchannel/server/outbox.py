@@ -29,7 +29,6 @@ locks), so an instance that dies mid-send holds only the rows it was sending, br
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -41,9 +40,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from ..clock import Clock, SystemClock
 from ..events import Event
+from ..ledger.retry import is_store_error
 from ..ledger.sql import SqlStore
 from .db import outbox
-from .supervisor import Episode
+from .episode import Episode
 from .webhooks import WebhookSender
 
 log = logging.getLogger("backchannel.outbox")
@@ -172,7 +172,21 @@ class Outbox:
             for item in batch:
                 route = item.route
                 if route is None:
-                    route = await self._load_route(item.event)
+                    try:
+                        route = await self._load_route(item.event)
+                    except Exception as exc:
+                        if is_store_error(exc):
+                            raise  # the whole batch is tried again
+                        # No route can be found (the call is unknown, its assistant no
+                        # longer loads): the event goes nowhere, and blocks nothing.
+                        log.warning(
+                            "event %s for call %s has no usable route (%s: %s); not sent",
+                            item.event.type,
+                            item.event.call_id,
+                            type(exc).__name__,
+                            exc,
+                        )
+                        self.routes[item.event.call_id] = None
                 if route is not None:
                     rows.append(self._row(item.event, route))
             if rows:
@@ -233,9 +247,22 @@ class Outbox:
                 for row in rows:
                     tg.create_task(self._attempt(row))
                 if not rows:
-                    self._due.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._due.wait(), timeout=1.0)
+                    await self._wait_due(1.0)
+
+    async def _wait_due(self, at_most: float) -> None:
+        """Until new rows are stored or a slot frees, or ``at_most`` seconds (rows whose
+        backoff ends become due without notice)."""
+        if self._due.is_set():
+            self._due.clear()
+            return
+        due = asyncio.ensure_future(self._due.wait())
+        tick = asyncio.ensure_future(self.clock.sleep(at_most))
+        try:
+            await asyncio.wait({due, tick}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            due.cancel()
+            tick.cancel()
+        self._due.clear()
 
     async def deliver_due(self) -> bool:
         """Deliver until nothing is due (each round's sends run together); whether
@@ -330,8 +357,11 @@ class Outbox:
                 )
             else:
                 values |= {"next_at": now + min(self.max_backoff, 2.0 ** (attempts - 1))}
+        # Only while the row is still ours: if our lease ran out (or we were declared
+        # lost) and another instance claimed it, its attempt decides.
+        mine = (outbox.c.id == row["id"], outbox.c.claimed_by == self.instance_id)
         async with self.store.transaction() as conn:
-            await conn.execute(outbox.update().where(outbox.c.id == row["id"]).values(values))
+            await conn.execute(outbox.update().where(*mine).values(values))
 
     async def release_claims(self, instance_id: str | None) -> int:
         """Make the rows a dead instance was sending due again at once (``None``: every

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 
 from ..engine import Engine
 from ..events import EventSink
-from ..ledger.ledger import unspoken
+from ..ledger.ledger import owed_report
 from ..ledger.sql import SqlStore
 from ..ledger.sql import calls as ledger_calls
 from ..lifecycle import CallState
@@ -52,7 +52,7 @@ async def report(
     """Report an ended call from the store: unspoken results, then the call's end."""
     records = await engine.ledger.list_for_call(call_id)
     for record in records:
-        if unspoken(record):
+        if owed_report(record):
             engine.report_after_call(record.to_dict())
     transcript, messages = await _stored_transcript(db, call_id)
     for event in ended_events(

@@ -34,7 +34,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .supervisor import Episode
+from .episode import Episode
 
 log = logging.getLogger("backchannel.router")
 

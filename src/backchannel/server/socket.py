@@ -79,73 +79,76 @@ async def _run(ws: WebSocket, host: CallHost, hosted: HostedCall) -> None:
     queue = Outbound()
     types = hosted.assistant.client_messages
     sink = ClientSink(queue, frozenset(types) if types is not None else None, host.outbox.stored)
-    link = ClientLink(queue, ws)
+    link = ClientLink(queue, ws, host.engine.clock)
     error: BackchannelError | None = None
-    async with asyncio.TaskGroup() as tg:
-        releaser = tg.create_task(sink.release())
-        try:
-            output, make_session = await _voice(host, hosted, ws, link)
-            async with host.run(hosted, sink, output) as call:
-                session = make_session(call) if make_session else None
-                host.clients[hosted.id] = link
-                try:
-                    await _serve(link, call, session, host.settings.client_grace_seconds)
-                finally:
-                    host.clients.pop(hosted.id, None)
-        except BackchannelError as exc:
-            error = exc
-        sink.close()
-        # Events still waiting to be stored (the store is away) are not shown: the
-        # client leaves; the outbox keeps them for the server URL.
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(RELEASE_SECONDS):
-                await asyncio.shield(releaser)
-        releaser.cancel()
-    if error is not None:
-        queue.put_nowait({"type": "error", "error": error.to_dict()})
-    queue.put_nowait(None)
-    socket = link.socket
-    if socket is not None:
-        await send_out(socket, queue)
-        await close_quietly(socket)
-        link.release(socket)
+    try:
+        async with asyncio.TaskGroup() as tg:
+            releaser = tg.create_task(sink.release())
+            sender: asyncio.Task[bool] | None = None
+            try:
+                output, make_session = await _voice(host, hosted, ws, link)
+                async with host.run(hosted, sink, output) as call:
+                    session = make_session(call) if make_session else None
+                    host.clients[hosted.id] = link
+                    try:
+                        grace = host.settings.client_grace_seconds
+                        sender = await _serve(tg, link, call, session, grace)
+                    finally:
+                        host.clients.pop(hosted.id, None)
+            except BackchannelError as exc:
+                error = exc
+            sink.close()
+            # Events still waiting to be stored (the store is away) are not shown: the
+            # client leaves; the outbox keeps them for the server URL.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(RELEASE_SECONDS):
+                    await asyncio.shield(releaser)
+            releaser.cancel()
+            if error is not None:
+                queue.put_nowait({"type": "error", "error": error.to_dict()})
+            queue.put_nowait(None)
+            socket = link.socket
+            if socket is not None:
+                # The socket's own sender sends what is left, then stops at ``None``.
+                await (sender or tg.create_task(send_out(socket, queue)))
+                await close_quietly(socket)
+    finally:
+        link.release_all()
 
 
-async def _serve(link: ClientLink, call: Call, session: VoiceSession | None, grace: float) -> None:
-    """Serve the attached socket until the call ends. A socket that drops (no clean
-    close) leaves the call holding the floor for ``grace`` seconds; a client that comes
-    back in time carries on, else the call ends (``client-disconnected``)."""
+async def _serve(
+    tg: asyncio.TaskGroup,
+    link: ClientLink,
+    call: Call,
+    session: VoiceSession | None,
+    grace: float,
+) -> asyncio.Task[bool] | None:
+    """Serve the attached socket until the call ends; the sender of the socket attached
+    then, still running. A socket that drops (no clean close) leaves the call holding
+    the floor for ``grace`` seconds; a client that comes back in time carries on, else
+    the call ends (``client-disconnected``)."""
     while True:
         ws = link.socket
         assert ws is not None
-        outcome = await _pump(ws, call, link.queue, session)
+        sender = tg.create_task(send_out(ws, link.queue))
+        outcome = await _receive_until_end(ws, call, link.queue, session, sender)
         if outcome == "ended":
-            return
+            return sender
+        sender.cancel()  # the socket is gone; what it could not send stays queued
         link.detach()
         if outcome == "closed":
-            return  # the client hung up
+            return None  # the client hung up
         if grace <= 0:
             await call.hang_up("client-disconnected")
-            return
+            return None
         log.info("call %s: its client dropped; waiting %g s for it", call.call_id, grace)
         call.listener_left()
         if not await link.wait_attached(grace, call.ended):
             if not call.ended.is_set():
                 await call.hang_up("client-disconnected")
-            return
+            return None
         log.info("call %s: its client is back", call.call_id)
         call.listener_back()
-
-
-async def _pump(ws: WebSocket, call: Call, queue: Outbound, session: VoiceSession | None) -> str:
-    """Frames in and out of one socket: ``ended`` when the call ends, ``closed`` when the
-    client closed cleanly, ``dropped`` when the connection was lost."""
-    async with asyncio.TaskGroup() as tg:
-        sender = tg.create_task(send_out(ws, queue))
-        try:
-            return await _receive_until_end(ws, call, queue, session, sender)
-        finally:
-            sender.cancel()
 
 
 async def _voice(
