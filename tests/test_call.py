@@ -111,11 +111,31 @@ async def test_a_failing_model_does_not_end_the_call(clock: ManualClock) -> None
     async with running_call(assistant(), llm, clock=clock) as h:
         h.call.send_text("Hello?")
         await h.advance(2)
-        assert h.spoken() == []
+        # Never silence: the caller hears the fallback line, the client gets an error.
+        assert h.spoken() == ["Sorry, I'm having trouble answering right now."]
+        [error] = h.events.of_type("error")
+        assert error.data["error"]["code"] == "llm_error"
         h.call.send_text("Hello again?")
         await h.advance(2)
-        assert h.spoken() == ["I'm back."]
+        assert h.spoken()[-1] == "I'm back."
         assert not h.call.ended.is_set()
+
+
+async def test_a_model_that_stays_down_gets_one_fallback_line_per_run_of_failures(
+    clock: ManualClock,
+) -> None:
+    def respond(request: LLMRequest) -> list[LLMChunk]:
+        raise ProviderError("model server down", code="llm_error")
+
+    llm = ScriptedLLM(respond=respond, clock=clock)
+    config = assistant()
+    config.model.fallback_message = "One moment, please."
+    async with running_call(config, llm, clock=clock) as h:
+        for text in ("Hello?", "Are you there?"):
+            h.call.send_text(text)
+            await h.advance(2)
+        assert h.spoken() == ["One moment, please."]
+        assert len(h.events.of_type("error")) == 2
 
 
 async def test_unknown_tool_gets_an_error_the_model_can_read(clock: ManualClock) -> None:

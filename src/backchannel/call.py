@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .arbiter import Announcement, Arbiter, SayRequest, Verdict
+from .arbiter import Announcement, Arbiter, PlanKind, SayRequest, Verdict
 from .config import AssistantConfig, Delivery
 from .conversation import Conversation, Message, Role
 from .errors import BackchannelError, CallEnded
@@ -93,6 +93,9 @@ class Call:
         self.transfer_to: str | None = None
         self._greeted = asyncio.Event()  # the assistant has finished a sentence once
         self._away = False  # the client dropped and may come back
+        self._failures = 0  # responses that failed in a row
+        #: ``mute-customer``: the customer's audio and typed turns are not heard.
+        self.customer_muted = False
         #: Results whose announcement was heard, whether or not the store has noted it.
         self._spoken: set[str] = set()
         output.attach(self)
@@ -107,9 +110,12 @@ class Call:
         self.spawn(self.output.run(), guard=False)
         self.emit("status-update", status=self.state.value)
         first = self.assistant.first_message
-        greets = bool(first) and self.assistant.first_message_mode == "assistant-speaks-first"
+        mode = self.assistant.first_message_mode
+        greets = bool(first) and mode == "assistant-speaks-first"
         if first and greets:
             self._apply(self.arbiter.say(SayRequest(first)))
+        elif mode == "assistant-speaks-first-with-model-generated-message":
+            self._apply(self.arbiter.trigger())  # the model opens the conversation
         self.spawn(self._prepare_llm(after_greeting=greets))
         return self
 
@@ -267,7 +273,8 @@ class Call:
 
     def send_text(self, text: str) -> None:
         """A typed user message (text calls): a whole user turn at once."""
-        self.user_transcript(text)
+        if not self.customer_muted:
+            self.user_transcript(text)
 
     # -- events in: the speech output (SpeechListener) ---------------------------------
 
@@ -311,6 +318,19 @@ class Call:
         self._ensure_live()
         self.output.muted = muted
         self.emit("status-update", status=self.state.value, muted=muted)
+
+    def set_customer_muted(self, muted: bool) -> None:
+        """Stop (or start again) hearing the customer: their audio and typed turns are
+        ignored while muted."""
+        self._ensure_live()
+        self.customer_muted = muted
+        self.emit("status-update", status=self.state.value, customerMuted=muted)
+
+    def say_first_message(self) -> None:
+        """Say the assistant's first message now (e.g. once a client starts recording)."""
+        self._ensure_live()
+        if self.assistant.first_message:
+            self._apply(self.arbiter.say(SayRequest(self.assistant.first_message)))
 
     # -- events in: results ------------------------------------------------------------
 
@@ -436,9 +456,17 @@ class Call:
             current = asyncio.current_task()
             if current is not None:
                 current.uncancel()
-        except Exception:
+        except Exception as exc:
             failed = True
             log.exception("call %s: response %s failed", self.call_id, response.plan.id)
+            error = exc if isinstance(exc, BackchannelError) else None
+            self.emit(
+                "error",
+                error={
+                    "code": error.code if error else "pipeline_error",
+                    "message": error.message if error else "the assistant could not respond",
+                },
+            )
         unspoken = response.close()
         if self._response is response:
             self._response = None
@@ -456,7 +484,16 @@ class Call:
             forwarded = self.transfer_to is not None
             self.request_end("assistant-forwarded-call" if forwarded else "assistant-ended-call")
         elif not failed:
+            if response.plan.kind is not PlanKind.SAY:  # the model answered again
+                self._failures = 0
             self._apply(verdict)
+        else:
+            # Never silence: the caller hears the fallback line, once per run of
+            # failures (a model that stays down is not asked again and again).
+            self._failures += 1
+            line = self.assistant.model.fallback_message
+            if self._failures == 1 and line and response.plan.kind is not PlanKind.SAY:
+                self._apply(self.arbiter.say(SayRequest(line)))
 
     def _on_progress(self, record: ToolCallRecord, result: ToolResult) -> None:
         if self.tools.waiter(record.tool_call_id) is not None:

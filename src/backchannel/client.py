@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 from standardwebhooks import Webhook
@@ -176,6 +177,10 @@ class ToolCall:
     id: str
     name: str
     arguments: dict[str, Any]
+    #: The call it belongs to, and the URL and token to answer it on later.
+    call_id: str | None = None
+    control_url: str | None = None
+    call_token: str | None = None
 
 
 def verify_webhook(secret: str, body: bytes | str, headers: Mapping[str, str]) -> dict[str, Any]:
@@ -193,6 +198,11 @@ def parse_tool_calls(payload: Mapping[str, Any]) -> list[ToolCall]:
     message = payload.get("message", payload)
     if message.get("type") != "tool-calls":
         raise InvalidInput("not a tool-calls message", code="not_tool_calls")
+    call = message.get("call") or {}
+    control_url = (call.get("monitor") or {}).get("controlUrl")
+    token = None
+    if control_url:
+        token = (parse_qs(urlsplit(control_url).query).get("token") or [None])[0]
     calls = []
     for item in message.get("toolCallList", []):
         function = item.get("function") or {}
@@ -201,6 +211,9 @@ def parse_tool_calls(payload: Mapping[str, Any]) -> list[ToolCall]:
                 id=str(item["id"]),
                 name=str(item.get("name") or function.get("name")),
                 arguments=dict(item.get("arguments") or function.get("arguments") or {}),
+                call_id=call.get("id"),
+                control_url=control_url,
+                call_token=token,
             )
         )
     return calls

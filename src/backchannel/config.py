@@ -101,6 +101,9 @@ class ModelConfig(WireModel):
     messages: list[dict[str, Any]] = Field(default_factory=list)
     tools: list[ToolConfig] = Field(default_factory=list)
     url: str | None = None
+    #: Said when the model fails (unreachable, a wrong key), so the caller never waits
+    #: in silence; empty to say nothing.
+    fallback_message: str = "Sorry, I'm having trouble answering right now."
 
 
 class VoiceConfig(WireModel):
@@ -120,9 +123,11 @@ class AssistantConfig(WireModel):
 
     name: str | None = None
     first_message: str | None = None
-    first_message_mode: Literal["assistant-speaks-first", "assistant-waits-for-user"] = (
-        "assistant-speaks-first"
-    )
+    first_message_mode: Literal[
+        "assistant-speaks-first",
+        "assistant-waits-for-user",
+        "assistant-speaks-first-with-model-generated-message",
+    ] = "assistant-speaks-first"
     model: ModelConfig = Field(default_factory=ModelConfig)
     voice: VoiceConfig | None = None
     transcriber: TranscriberConfig | None = None
@@ -152,5 +157,6 @@ class AssistantConfig(WireModel):
         return cls.from_json(Path(path).read_bytes())
 
     def to_json(self) -> dict[str, Any]:
-        """The config as Vapi-style JSON, unknown fields included."""
-        return self.model_dump(mode="json", exclude_none=True)
+        """The config as Vapi-style JSON: what was given, unknown fields included, and
+        no defaults added (they apply when the config is used, not written into it)."""
+        return self.model_dump(mode="json", exclude_unset=True)

@@ -100,7 +100,12 @@ class ResultFields(WireModel):
         delivery = self.delivery
         if delivery is None and self.trigger_response_enabled is not None:
             delivery = Delivery.WHEN_IDLE if self.trigger_response_enabled else Delivery.SILENT
-        message = self.message.content if isinstance(self.message, ResultMessage) else self.message
+        message = self.message
+        if isinstance(message, ResultMessage):
+            # Vapi's precedence: a result speaks its message only if it is typed
+            # ``request-complete``, an error only ``request-failed`` (untyped: either).
+            fits = "request-failed" if self.error is not None else "request-complete"
+            message = message.content if message.type in (None, fits) else None
         return ToolResult(
             tool_call_id=tool_call_id,
             name=self.name,

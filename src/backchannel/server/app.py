@@ -7,8 +7,10 @@ routes need the API key; a call's routes take its token (or the API key).
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import pathlib
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -51,6 +53,7 @@ from .supervisor import Supervisor
 from .webhooks import WebhookSender, WebhookToolServer
 from .wire import (
     ERROR_RESPONSES,
+    SERVER_OWNED,
     Accepted,
     AssistantOut,
     CallOut,
@@ -58,6 +61,7 @@ from .wire import (
     CreateCall,
     ResolutionOut,
     ResultBody,
+    assistant_document,
 )
 
 log = logging.getLogger("backchannel.server")
@@ -119,6 +123,7 @@ def create_app(
             tool_server=WebhookToolServer(
                 sender,
                 reply_limit=settings.tool_reply_limit_seconds,
+                call_context=lambda call_id: host_ref[0].tool_server_call(call_id),
             ),
             after_call_events=outbox,
             speak_chunks=speak_chunks,
@@ -140,7 +145,15 @@ def create_app(
             outbox=outbox,
         )
         engine.elsewhere = cluster
-        host = CallHost(engine, store, outbox, settings, providers, instances)
+        host = CallHost(
+            engine,
+            store,
+            outbox,
+            settings,
+            providers,
+            instances,
+            token_key=secrets.webhook_secret.encode(),
+        )
         host_ref.append(host)
         await engine.open()
         await instances.register(alone=not settings.clustered)
@@ -229,7 +242,7 @@ async def _call_access(request: Request, call_id: str) -> None:
     """Pass if the request holds the call's token or the API key (401, never 404, for a
     wrong token: a token says nothing about other calls)."""
     secrets: Secrets = request.app.state.secrets
-    token = presented(request)
+    token = presented(request, query=True)
     if token is None:
         raise Unauthorized("this route needs the call's token or the API key", code="unauthorized")
     if is_api_key(request, secrets.api_key):
@@ -269,21 +282,33 @@ def _routes(app: FastAPI, secrets: Secrets) -> None:
 
     # -- assistants ----------------------------------------------------------------
 
-    @app.post("/assistants", status_code=201, dependencies=management, tags=["assistants"])
+    # Assistants are answered as stored: what was given, no defaults or nulls added.
+    as_stored: dict[str, Any] = {"response_model_exclude_unset": True}
+
+    @app.post(
+        "/assistants",
+        status_code=201,
+        dependencies=management,
+        tags=["assistants"],
+        **as_stored,
+    )
     async def create_assistant(request: Request, config: AssistantConfig) -> AssistantOut:
+        """Store an assistant; server-owned fields in the body (``id``, ``orgId``,
+        ``createdAt``, ``updatedAt``: a Vapi export) are ignored."""
         host = _host(request)
         await host.check_assistant(config)
         now = time.time()
         assistant_id = str(uuid.uuid4())
+        document = assistant_document(config)
         async with host.db.transaction() as conn:
             await conn.execute(
                 assistants.insert().values(
-                    id=assistant_id, config=config.to_json(), created_at=now, updated_at=now
+                    id=assistant_id, config=document, created_at=now, updated_at=now
                 )
             )
-        return AssistantOut(id=assistant_id, created_at=now, updated_at=now, **config.to_json())
+        return AssistantOut(id=assistant_id, created_at=now, updated_at=now, **document)
 
-    @app.get("/assistants", dependencies=management, tags=["assistants"])
+    @app.get("/assistants", dependencies=management, tags=["assistants"], **as_stored)
     async def list_assistants(
         request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 100
     ) -> list[AssistantOut]:
@@ -295,28 +320,35 @@ def _routes(app: FastAPI, secrets: Secrets) -> None:
             ).all()
         return [_assistant_out(r._mapping) for r in rows]
 
-    @app.get("/assistants/{assistant_id}", dependencies=management, tags=["assistants"])
+    @app.get(
+        "/assistants/{assistant_id}", dependencies=management, tags=["assistants"], **as_stored
+    )
     async def get_assistant(request: Request, assistant_id: Id) -> AssistantOut:
         return _assistant_out(await _assistant_row(request, assistant_id))
 
-    @app.patch("/assistants/{assistant_id}", dependencies=management, tags=["assistants"])
+    @app.patch(
+        "/assistants/{assistant_id}", dependencies=management, tags=["assistants"], **as_stored
+    )
     async def update_assistant(
         request: Request, assistant_id: Id, changes: Annotated[dict[str, Any], Body()]
     ) -> AssistantOut:
-        """Merge top-level fields into the stored assistant (Vapi's update semantics)."""
+        """Merge top-level fields into the stored assistant (Vapi's update semantics).
+        Server-owned fields (ids, timestamps) cannot be changed and are ignored."""
         row = await _assistant_row(request, assistant_id)
+        changes = {k: v for k, v in changes.items() if k not in SERVER_OWNED}
         config = AssistantConfig.from_json({**row["config"], **changes})
         host = _host(request)
         await host.check_assistant(config)
         now = time.time()
+        document = assistant_document(config)
         async with host.db.transaction() as conn:
             await conn.execute(
                 assistants.update()
                 .where(assistants.c.id == assistant_id)
-                .values(config=config.to_json(), updated_at=now)
+                .values(config=document, updated_at=now)
             )
         return AssistantOut(
-            id=assistant_id, created_at=row["created_at"], updated_at=now, **config.to_json()
+            id=assistant_id, created_at=row["created_at"], updated_at=now, **document
         )
 
     @app.delete(
@@ -401,8 +433,9 @@ async def _assistant_row(request: Request, assistant_id: str) -> dict[str, Any]:
 
 
 def _assistant_out(m: Any) -> AssistantOut:
+    document = {k: v for k, v in m["config"].items() if k not in SERVER_OWNED}
     return AssistantOut(
-        id=m["id"], created_at=m["created_at"], updated_at=m["updated_at"], **m["config"]
+        id=m["id"], created_at=m["created_at"], updated_at=m["updated_at"], **document
     )
 
 
@@ -435,7 +468,9 @@ def _errors(app: FastAPI) -> None:
 
 
 class BodyLimit:
-    """Refuse request bodies over ``limit`` bytes with 413 ``body_too_large``."""
+    """Refuse request bodies over ``limit`` bytes with 413 ``body_too_large``, and JSON
+    bodies with text that cannot be stored or sent back (a lone UTF-16 surrogate such as
+    ``"\\ud800"``) with 400 ``invalid_body``: refused whole, never stored."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
@@ -447,35 +482,72 @@ class BodyLimit:
             return
         declared = dict(scope.get("headers", [])).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self._refuse(send)
+            await self._refuse(
+                send, 413, "body_too_large", f"bodies are limited to {self.limit} bytes"
+            )
             return
+        chunks: list[bytes] = []
         seen = 0
 
         async def limited() -> Any:
             nonlocal seen
             message = await receive()
             if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
+                chunk = message.get("body", b"")
+                seen += len(chunk)
                 if seen > self.limit:
                     raise _TooLarge
+                chunks.append(chunk)
+                if not message.get("more_body") and not storable_text(b"".join(chunks)):
+                    raise _BadText
             return message
 
         try:
             await self.app(scope, limited, send)
         except _TooLarge:
-            await self._refuse(send)
+            await self._refuse(
+                send, 413, "body_too_large", f"bodies are limited to {self.limit} bytes"
+            )
+        except _BadText:
+            await self._refuse(
+                send, 400, "invalid_body", "the body has text that is not valid Unicode"
+            )
 
-    async def _refuse(self, send: Send) -> None:
-        response = JSONResponse(
-            {
-                "error": {
-                    "code": "body_too_large",
-                    "message": f"bodies are limited to {self.limit} bytes",
-                }
-            },
-            status_code=413,
-        )
+    async def _refuse(self, send: Send, status: int, code: str, message: str) -> None:
+        response = JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
         await response({"type": "http"}, _no_receive, send)
+
+
+class _BadText(Exception):
+    pass
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def storable_text(body: bytes) -> bool:
+    """Whether every string in a JSON body can be encoded as UTF-8 (JSON can spell a
+    lone surrogate as an escape; such a string cannot be stored or sent back)."""
+    if not _SURROGATE_ESCAPE.search(body):
+        return True
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return True  # not JSON: the route answers that
+    stack = [data]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return False
+        elif isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return True
 
 
 class _TooLarge(Exception):

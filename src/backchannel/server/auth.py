@@ -9,12 +9,16 @@ from fastapi import Request
 from ..errors import Unauthorized
 
 
-def presented(request: Request) -> str | None:
-    """The credential a request carries: ``Authorization: Bearer …`` or ``X-API-Key``."""
+def presented(request: Request, *, query: bool = False) -> str | None:
+    """The credential a request carries: ``Authorization: Bearer …`` or ``X-API-Key``;
+    with ``query``, also ``?token=`` (a call's control URL as handed to tool servers)."""
     header = request.headers.get("authorization", "")
     if header.lower().startswith("bearer "):
         return header[7:].strip()
-    return request.headers.get("x-api-key")
+    key = request.headers.get("x-api-key")
+    if key is None and query:
+        return request.query_params.get("token")
+    return key
 
 
 def is_api_key(request: Request, api_key: str) -> bool:

@@ -11,6 +11,7 @@ known to come from the client.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import hmac
 import logging
@@ -50,6 +51,13 @@ log = logging.getLogger("backchannel.calls")
 TRANSCRIPT_INTERVAL_SECONDS = 0.5
 
 
+def tool_server_token(key: bytes, call_id: str) -> str:
+    """The token a call's tool server gets in its ``tool-calls`` webhooks: derived from
+    the server's secret and the call id, so it needs no storage and opens one call."""
+    mac = hmac.new(key, f"tool-server-token:{call_id}".encode(), hashlib.sha256).digest()
+    return "rt_" + base64.urlsafe_b64encode(mac[:24]).decode()
+
+
 def _hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -85,8 +93,11 @@ class CallHost:
         settings: Settings,
         providers: Providers,
         instances: Instances,
+        token_key: bytes | None = None,
     ):
+        """``token_key`` derives the per-call tokens handed to tool servers."""
         self.engine = engine
+        self.token_key = token_key
         self.db = db
         self.outbox = outbox
         self.settings = settings
@@ -142,6 +153,8 @@ class CallHost:
         urls = {s.server.url for s in specs.values() if s.route is ToolRoute.SERVER and s.server}
         if assistant.server and assistant.server.url:
             urls.add(assistant.server.url)
+        if assistant.model.url and assistant.model.provider not in LOCAL_LLM:
+            urls.add(assistant.model.url)  # one URL policy for everything the server calls
         for url in sorted(urls):
             await check_webhook_url(url, allow_private=self.settings.allow_private_webhooks)
 
@@ -192,9 +205,22 @@ class CallHost:
                 return False
             hashes = self._tokens[call_id] = (row[0], row[1])
         digest = _hash(token)
-        return hmac.compare_digest(digest, hashes[0]) or (
-            client and hmac.compare_digest(digest, hashes[1])
+        if hmac.compare_digest(digest, hashes[0]):
+            return True
+        if client:
+            return hmac.compare_digest(digest, hashes[1])
+        return self.token_key is not None and hmac.compare_digest(
+            token, tool_server_token(self.token_key, call_id)
         )
+
+    def tool_server_call(self, call_id: str) -> dict[str, Any]:
+        """What the ``tool-calls`` webhook adds to its ``call`` object so a tool server
+        can answer later with nothing else: the control URL, carrying a token that opens
+        this call's routes (results and control) and no other call's."""
+        control = f"{self.settings.base_url}/calls/{call_id}/control"
+        if self.token_key is not None:
+            control += f"?token={tool_server_token(self.token_key, call_id)}"
+        return {"monitor": {"controlUrl": control}}
 
     async def ids(self, limit: int) -> list[str]:
         stmt = sa.select(server_calls.c.id).order_by(server_calls.c.created_at.desc()).limit(limit)
@@ -358,4 +384,6 @@ def event_route(assistant: AssistantConfig) -> Route | None:
         if assistant.server_messages is not None
         else DEFAULT_SERVER_MESSAGES
     )
-    return Route(server.url, headers, types)
+    # ``tool-calls`` goes to one URL only, as Vapi routes it: the tool webhook (the
+    # tool's server URL, else this one). Sending it here as well would run tools twice.
+    return Route(server.url, headers, types - {"tool-calls"})

@@ -78,7 +78,8 @@ class ClientSink:
         )
 
     def emit(self, event: Event) -> None:
-        if self.types is None or event.type in self.types:
+        # Errors always reach the client, whatever its ``clientMessages`` list.
+        if self.types is None or event.type in self.types or event.type == "error":
             self._held.put_nowait((self.stored(event.id), event.to_message()["message"]))
 
     def close(self) -> None:

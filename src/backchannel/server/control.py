@@ -38,8 +38,12 @@ async def apply_control(
         )
     elif isinstance(message, EndCall):
         call.request_end("ended-by-control")
-    else:
+    elif message.control in ("mute-assistant", "unmute-assistant"):
         call.set_muted(message.control == "mute-assistant")
+    elif message.control in ("mute-customer", "unmute-customer"):
+        call.set_customer_muted(message.control == "mute-customer")
+    else:
+        call.say_first_message()
     return {"ok": True}
 
 

@@ -35,6 +35,8 @@ def classify(exc: BaseException) -> tuple[int, str, str]:
     """The status, code and message a request gets for an exception nobody handled."""
     if isinstance(exc, BackchannelError):
         return exc.status, exc.code, exc.message
+    if isinstance(exc, RecursionError):
+        return 400, "invalid_body", "the body is nested too deeply"
     if isinstance(exc, RedisError):
         return 503, "redis_unavailable", "Redis is unavailable; retry later"
     if is_store_error(exc):

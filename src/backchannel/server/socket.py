@@ -211,6 +211,9 @@ async def _handle(call: Call, text: str, queue: Outbound) -> None:
     except json.JSONDecodeError as exc:
         queue.put_nowait(_error("invalid_json", f"frame is not JSON: {exc.msg}"))
         return
+    except RecursionError:
+        queue.put_nowait(_error("invalid_json", "frame is nested too deeply"))
+        return
     except ValidationError as exc:
         queue.put_nowait(
             _error(

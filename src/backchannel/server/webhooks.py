@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -167,15 +167,26 @@ def parse_tool_reply(invocation: Invocation, status: int, raw: bytes) -> list[To
 class WebhookToolServer:
     """The :class:`~backchannel.tools.executors.ToolServer` that really POSTs."""
 
-    def __init__(self, sender: WebhookSender, *, reply_limit: float) -> None:
+    def __init__(
+        self,
+        sender: WebhookSender,
+        *,
+        reply_limit: float,
+        call_context: Callable[[str], Mapping[str, Any]] | None = None,
+    ) -> None:
+        """``call_context`` adds to the webhook's ``call`` object (the control URL a
+        tool server answers on later)."""
         self.sender = sender
         self.reply_limit = reply_limit
+        self.call_context = call_context
 
     async def call(self, invocation: Invocation) -> Sequence[ToolResult]:
         server = invocation.spec.server
         if server is None:
             raise ProviderError("the tool has no server URL", code="tool_server_unavailable")
-        call = invocation.call or {"id": invocation.call_id}
+        call = dict(invocation.call or {"id": invocation.call_id})
+        if self.call_context is not None:
+            call.update(self.call_context(invocation.call_id))
         body = json.dumps(tool_calls_message(invocation, call))
         headers = dict(server.headers)
         if server.secret:

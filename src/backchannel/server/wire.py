@@ -40,6 +40,16 @@ class AssistantOut(AssistantConfig):
     updated_at: float
 
 
+#: Fields the server owns on an assistant. An assistant exported from Vapi (a
+#: ``GET /assistant/{id}`` answer) carries them; on import and update they are ignored.
+SERVER_OWNED = frozenset({"id", "orgId", "createdAt", "updatedAt", "isServerUrlSecretSet"})
+
+
+def assistant_document(config: AssistantConfig) -> dict[str, Any]:
+    """What is stored for an assistant: the config as given, less server-owned fields."""
+    return {k: v for k, v in config.to_json().items() if k not in SERVER_OWNED}
+
+
 class Customer(WireModel):
     number: str = Field(pattern=r"^\+[1-9][0-9]{6,14}$", description="E.164, e.g. +15551234567")
 
@@ -142,7 +152,13 @@ class EndCall(WireModel):
 
 class Control(WireModel):
     type: Literal["control"]
-    control: Literal["mute-assistant", "unmute-assistant"]
+    control: Literal[
+        "mute-assistant",
+        "unmute-assistant",
+        "mute-customer",
+        "unmute-customer",
+        "say-first-message",
+    ]
 
 
 class ToolCallResultMessage(ResultFields):

@@ -36,7 +36,10 @@ class VoiceSession:
         self._turn: asyncio.Queue[Samples | None] | None = None
 
     def feed(self, pcm: bytes) -> None:
-        """Take one frame of microphone audio (any length; an odd byte is dropped)."""
+        """Take one frame of microphone audio (any length; an odd byte is dropped).
+        While the customer is muted, frames are dropped."""
+        if self.call.customer_muted:
+            return
         samples = self._resample(to_samples(pcm))
         if samples.size == 0:
             return
