@@ -64,7 +64,10 @@ def vapi_assistant(tools_url: str) -> dict[str, Any]:
                 tool("broken", tools_url),
                 {
                     "type": "function",
-                    "function": {"name": "get_style", "parameters": {"type": "object"}},
+                    "function": {
+                        "name": "get_style",
+                        "parameters": {"type": "object", "properties": {}},
+                    },
                     "backchannel": {"runsOn": "client"},
                 },
             ],

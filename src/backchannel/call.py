@@ -15,6 +15,7 @@ import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -42,6 +43,9 @@ log = logging.getLogger("backchannel.call")
 
 T = TypeVar("T")
 
+#: ``hang`` is sent when a response has said nothing after this long.
+HANG_SECONDS = 5.0
+
 
 class Call:
     def __init__(
@@ -64,7 +68,7 @@ class Call:
         self.events = events
         self.specs = resolve_tools(assistant, engine.tools.specs())
         self._schemas = [spec.openai_schema() for spec in self.specs.values()]
-        self.conversation = Conversation(assistant.model.messages)
+        self.conversation = Conversation(assistant.model.messages, clock=engine.clock)
         self.arbiter = Arbiter(separate_announcements=llm.one_ask_per_response)
         self.state = CallState.QUEUED
         self.ended = asyncio.Event()
@@ -94,6 +98,7 @@ class Call:
         self._greeted = asyncio.Event()  # the assistant has finished a sentence once
         self._away = False  # the client dropped and may come back
         self._failures = 0  # responses that failed in a row
+        self._heard_plan: int | None = None  # the last plan whose speech was heard
         #: ``mute-customer``: the customer's audio and typed turns are not heard.
         self.customer_muted = False
         #: Results whose announcement was heard, whether or not the store has noted it.
@@ -204,7 +209,8 @@ class Call:
             at=self.clock.wall(),
             transcript=self.conversation.transcript(),
             messages=self.conversation.to_openai(),
-            call=self.details or None,
+            vapi_messages=self.conversation.to_vapi(),
+            call=self._call_object(),
         ):
             self.events.emit(event)
 
@@ -281,6 +287,7 @@ class Call:
     def speech_started(self, utterance_id: int) -> None:
         if self._response is not None and self._response.tracker.owns(utterance_id):
             self._response.tracker.started(utterance_id)
+            self._heard_plan = self._response.plan.id
             self.arbiter.audible()
         self.emit("speech-update", role="assistant", status="started")
 
@@ -309,7 +316,7 @@ class Call:
         if role == "tool":  # a tool message needs a tool call to follow; keep it as a note
             role, content = "system", f"Tool message: {content}"
         self.conversation.add_note(Message(role, content))
-        self.emit("conversation-update", messages=self.conversation.to_openai())
+        self._conversation_changed()
         if trigger_response:
             self._apply(self.arbiter.trigger())
 
@@ -446,8 +453,22 @@ class Call:
                 self._assistant_said(heard)
         task.cancel()
 
+    def _conversation_changed(self) -> None:
+        self.emit(
+            "conversation-update",
+            messages=self.conversation.to_vapi(),
+            messagesOpenAIFormatted=self.conversation.to_openai(),
+        )
+
+    async def _watch_for_hang(self, response: Response) -> None:
+        """``hang``: the assistant has not started answering in time."""
+        await self.clock.sleep(HANG_SECONDS)
+        if self._response is response and self._heard_plan != response.plan.id:
+            self.emit("hang")
+
     async def _run_response(self, response: Response) -> None:
         failed = False
+        watch = self.spawn(self._watch_for_hang(response))
         try:
             await response.run()
         except asyncio.CancelledError:
@@ -467,9 +488,11 @@ class Call:
                     "message": error.message if error else "the assistant could not respond",
                 },
             )
+        watch.cancel()
         unspoken = response.close()
         if self._response is response:
             self._response = None
+        self._conversation_changed()
         verdict = self.arbiter.finished(response.plan, unspoken)
         for a in response.plan.announcements:
             if response.spoke(a):
@@ -594,8 +617,16 @@ class Call:
 
     def emit(self, type_: str, **data: Any) -> None:
         self.events.emit(
-            Event(type_, self.call_id, self.clock.wall(), data, call=self.details or None)
+            Event(type_, self.call_id, self.clock.wall(), data, call=self._call_object())
         )
+
+    def _call_object(self) -> dict[str, Any] | None:
+        """Vapi's ``call`` object for events: what the transport told (``details``),
+        with the call's status and the time of this change."""
+        if not self.details:
+            return None
+        now = datetime.fromtimestamp(self.clock.wall(), tz=UTC).isoformat()
+        return {**self.details, "status": self.state.value, "updatedAt": now}
 
     def _ensure_live(self) -> None:
         if self._closing:

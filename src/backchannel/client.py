@@ -10,6 +10,7 @@ For tool servers, :func:`verify_webhook` checks our Standard Webhooks signature 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -206,11 +207,14 @@ def parse_tool_calls(payload: Mapping[str, Any]) -> list[ToolCall]:
     calls = []
     for item in message.get("toolCallList", []):
         function = item.get("function") or {}
+        arguments = item.get("arguments") or function.get("arguments") or {}
+        if isinstance(arguments, str):  # OpenAI's form: a JSON string
+            arguments = json.loads(arguments or "{}")
         calls.append(
             ToolCall(
                 id=str(item["id"]),
                 name=str(item.get("name") or function.get("name")),
-                arguments=dict(item.get("arguments") or function.get("arguments") or {}),
+                arguments=dict(arguments),
                 call_id=call.get("id"),
                 control_url=control_url,
                 call_token=token,

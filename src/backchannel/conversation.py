@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from .clock import Clock, SystemClock
 from .llm.base import ToolCallRequest
 
 Role = Literal["system", "user", "assistant", "tool"]
@@ -27,6 +28,8 @@ class Message:
     content: str | None = None
     tool_calls: tuple[ToolCallRequest, ...] = ()
     tool_call_id: str | None = None
+    #: When it entered the history (wall time), stamped by the conversation.
+    at: float | None = None
 
     def to_openai(self) -> dict[str, Any]:
         out: dict[str, Any] = {"role": self.role, "content": self.content}
@@ -45,9 +48,13 @@ class Message:
 
 
 class Conversation:
-    def __init__(self, preamble: Sequence[Mapping[str, Any]] = ()) -> None:
+    def __init__(
+        self, preamble: Sequence[Mapping[str, Any]] = (), *, clock: Clock | None = None
+    ) -> None:
         #: The assistant's configured messages (system prompt), passed through untouched.
         self.preamble: list[dict[str, Any]] = [dict(m) for m in preamble]
+        self.clock = clock or SystemClock()
+        self.started_at = self.clock.wall()
         self.messages: list[Message] = []
         self._unanswered: set[str] = set()
         self._held: list[Message] = []
@@ -62,8 +69,12 @@ class Conversation:
         """Whether an assistant tool-call message still waits for some tool messages."""
         return bool(self._unanswered)
 
+    def _stamped(self, message: Message) -> Message:
+        return message if message.at is not None else replace(message, at=self.clock.wall())
+
     def append(self, message: Message) -> int:
         """Add a message now; returns its index (for a later :meth:`replace`)."""
+        message = self._stamped(message)
         self.messages.append(message)
         if message.role == "assistant" and message.tool_calls:
             self._unanswered.update(tc.id for tc in message.tool_calls)
@@ -76,13 +87,15 @@ class Conversation:
 
     def add_note(self, message: Message) -> None:
         """Add a message that may wait: held back while a tool-call block is open."""
+        message = self._stamped(message)
         if self.block_open:
             self._held.append(message)
         else:
             self.messages.append(message)
 
     def replace(self, index: int, message: Message) -> None:
-        self.messages[index] = message
+        """Rewrite a message (to what was heard); it keeps its time."""
+        self.messages[index] = replace(message, at=message.at or self.messages[index].at)
 
     def drop_empty(self) -> None:
         """Remove assistant messages that say nothing and call nothing (all speech cut)."""
@@ -101,3 +114,45 @@ class Conversation:
             for m in self.messages
             if m.role in ("user", "assistant") and m.content
         ]
+
+    def to_vapi(self) -> list[dict[str, Any]]:
+        """The history as Vapi's ``messages``: ``system``, ``user``, ``bot``,
+        ``tool_calls`` and ``tool_call_result`` entries with ``time`` (ms) and
+        ``secondsFromStart``."""
+        start = self.started_at
+        names = {tc.id: tc.name for m in self.messages for tc in m.tool_calls}
+        out: list[dict[str, Any]] = [
+            _vapi_entry("system", str(m.get("content") or ""), start, start)
+            for m in self.preamble
+            if m.get("role") == "system"
+        ]
+        for m in self.messages:
+            at = m.at if m.at is not None else start
+            if m.role == "tool":
+                entry = _vapi_entry("tool_call_result", None, at, start)
+                name = names.get(m.tool_call_id or "", "")
+                entry |= {"toolCallId": m.tool_call_id, "name": name, "result": m.content or ""}
+                out.append(entry)
+            elif m.role == "assistant" and m.tool_calls:
+                if m.content:
+                    out.append(_vapi_entry("bot", m.content, at, start))
+                entry = _vapi_entry("tool_calls", "", at, start)
+                entry["toolCalls"] = m.to_openai()["tool_calls"]
+                out.append(entry)
+            elif m.content:
+                role = "bot" if m.role == "assistant" else m.role
+                out.append(_vapi_entry(role, m.content, at, start))
+        return out
+
+
+def _vapi_entry(role: str, message: str | None, at: float, start: float) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "role": role,
+        "time": at * 1000,
+        "secondsFromStart": max(0.0, at - start),
+    }
+    if message is not None:
+        entry["message"] = message
+    if role in ("user", "bot"):
+        entry["endTime"] = at * 1000
+    return entry

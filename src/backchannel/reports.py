@@ -24,10 +24,20 @@ def ended_events(
     at: float,
     transcript: Sequence[Mapping[str, Any]] = (),
     messages: Sequence[Mapping[str, Any]] = (),
+    vapi_messages: Sequence[Mapping[str, Any]] | None = None,
     call: Mapping[str, Any] | None = None,
 ) -> list[Event]:
     """``status-update`` with ``endedReason``, then the end-of-call report listing every
-    tool call's final state."""
+    tool call's final state. Its ``artifact`` is Vapi's: the transcript as text, the
+    messages in Vapi's form (when known) and in OpenAI's; ``analysis`` is empty
+    (backchannel runs no post-call analysis). ``transcript`` and ``messages`` (OpenAI
+    form) are also kept at the top, as earlier versions sent them."""
+    artifact: dict[str, Any] = {
+        "transcript": transcript_text(transcript),
+        "messagesOpenAIFormatted": list(messages),
+    }
+    if vapi_messages is not None:
+        artifact["messages"] = list(vapi_messages)
     return [
         Event(
             "status-update",
@@ -43,6 +53,8 @@ def ended_events(
             at,
             {
                 "endedReason": reason,
+                "artifact": artifact,
+                "analysis": {},
                 "transcript": list(transcript),
                 "messages": list(messages),
                 "toolCalls": [r.to_dict() for r in records],
@@ -51,3 +63,12 @@ def ended_events(
             id=event_id("end-of-call-report", call_id),
         ),
     ]
+
+
+def transcript_text(transcript: Sequence[Mapping[str, Any]]) -> str:
+    """The transcript as Vapi writes it: ``AI: …`` and ``User: …`` lines."""
+    names = {"assistant": "AI", "user": "User"}
+    return "\n".join(
+        f"{names.get(str(t.get('role')), str(t.get('role')))}: {t.get('content')}"
+        for t in transcript
+    )

@@ -111,7 +111,7 @@ class Response:
                 Message("assistant", step.text or None, tuple(step.tool_calls))
             )
         if step.text:
-            self.call.emit("model-output", output=step.text)
+            self.call.emit("model-output", output={"role": "assistant", "content": step.text})
         return step
 
     # -- helpers -----------------------------------------------------------------------

@@ -24,6 +24,7 @@ from .response import Response, Step
 from .results import ResultSource, ToolResult
 from .tools.executors import Invocation, executors_for
 from .tools.spec import Route, ToolSpec
+from .tools.vapi import tool_call_item, tool_with_tool_call
 from .waiting import wait_for_result
 
 if TYPE_CHECKING:
@@ -63,7 +64,13 @@ class ToolRuns:
     async def run_step(self, response: Response, step: Step) -> None:
         """Record the step's tool calls, say their start lines, run them, wait for sync ones."""
         invocations = [inv for req in step.tool_calls if (inv := await self._record(req))]
-        self.call.emit("tool-calls", toolCallList=[invocation_event(i) for i in invocations])
+        self.call.emit(
+            "tool-calls",
+            toolCallList=[invocation_event(i) for i in invocations],
+            toolWithToolCallList=[
+                tool_with_tool_call(i.tool_call_id, i.spec, i.arguments) for i in invocations
+            ],
+        )
         for inv in invocations:
             if inv.spec.spoken.start:
                 utterance = response.speak_aside(inv.spec.spoken.start)
@@ -248,10 +255,9 @@ class ToolRuns:
 
 
 def invocation_event(inv: Invocation) -> dict[str, Any]:
+    """A ``toolCallList`` item, and where the tool runs."""
     return {
-        "id": inv.tool_call_id,
-        "type": "function",
-        "function": {"name": inv.spec.name, "arguments": dict(inv.arguments)},
+        **tool_call_item(inv.tool_call_id, inv.spec, inv.arguments),
         "route": inv.spec.route.value,
         "async": inv.spec.is_async,
     }

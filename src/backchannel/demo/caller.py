@@ -129,7 +129,7 @@ class Caller:
             self.timeline(at, who, f'{verb} "{event["transcript"]}"')
         elif kind == "tool-calls":
             for tc in event["toolCallList"]:
-                args = json.dumps(tc["function"]["arguments"])
+                args = json.dumps(tc["arguments"])
                 self.timeline(at, "tool", f"{tc['function']['name']}{args} called: pending")
         elif kind == "tool-calls-result":
             r = event["toolCallResult"]

@@ -7,6 +7,7 @@ routes need the API key; a call's routes take its token (or the API key).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import pathlib
@@ -72,6 +73,12 @@ _PAGE = pathlib.Path(__file__).parent / "static" / "index.html"
 UNREPORTED_WINDOW_SECONDS = 3600.0
 
 
+def org_id(api_key: str) -> str:
+    """A stable ``orgId`` for this deployment, derived from its API key (which it does
+    not reveal)."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, hashlib.sha256(api_key.encode()).hexdigest()))
+
+
 def _flat(checks: dict[str, Any]) -> list[str]:
     return [w for v in checks.values() for w in (v.values() if isinstance(v, dict) else [v])]
 
@@ -104,10 +111,15 @@ def create_app(
             return event_route((await host_ref[0].get(call_id)).assistant)
 
         instance_id = settings.instance_id or uuid.uuid4().hex
+
+        async def load_call(call_id: str) -> dict[str, Any] | None:
+            return await host_ref[0].vapi_call_by_id(call_id)
+
         outbox = Outbox(
             store,
             sender,
             instance_id=instance_id,
+            call_loader=load_call,
             max_age=settings.outbox_max_age_seconds,
             max_backoff=settings.outbox_max_backoff_seconds,
             per_receiver=settings.outbox_per_receiver,
@@ -153,6 +165,7 @@ def create_app(
             providers,
             instances,
             token_key=secrets.webhook_secret.encode(),
+            org_id=org_id(secrets.api_key),
         )
         host_ref.append(host)
         await engine.open()

@@ -21,6 +21,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -46,6 +47,9 @@ from .urls import check_webhook_url
 from .wire import CallOut, CreateCall, Customer, Monitor
 
 log = logging.getLogger("backchannel.calls")
+
+#: Vapi's names for call types, where it has one.
+VAPI_CALL_TYPES = {"web": "webCall"}
 
 #: The live transcript is stored at most this often.
 TRANSCRIPT_INTERVAL_SECONDS = 0.5
@@ -94,10 +98,13 @@ class CallHost:
         providers: Providers,
         instances: Instances,
         token_key: bytes | None = None,
+        org_id: str = "",
     ):
-        """``token_key`` derives the per-call tokens handed to tool servers."""
+        """``token_key`` derives the per-call tokens handed to tool servers; ``org_id``
+        is the ``orgId`` of every call object."""
         self.engine = engine
         self.token_key = token_key
+        self.org_id = org_id
         self.db = db
         self.outbox = outbox
         self.settings = settings
@@ -213,6 +220,28 @@ class CallHost:
             token, tool_server_token(self.token_key, call_id)
         )
 
+    def vapi_call(self, hosted: HostedCall) -> dict[str, Any]:
+        """Vapi's ``call`` object for this call's events and webhooks (status and
+        ``updatedAt`` are added per event)."""
+        created = datetime.fromtimestamp(hosted.created_at, tz=UTC).isoformat()
+        call: dict[str, Any] = {
+            "id": hosted.id,
+            "orgId": self.org_id,
+            "type": VAPI_CALL_TYPES.get(hosted.type, hosted.type),
+            "createdAt": created,
+            "updatedAt": created,
+            "monitor": {"controlUrl": f"{self.settings.base_url}/calls/{hosted.id}/control"},
+        }
+        if hosted.assistant_id is not None:
+            call["assistantId"] = hosted.assistant_id
+        return call
+
+    async def vapi_call_by_id(self, call_id: str) -> dict[str, Any] | None:
+        try:
+            return self.vapi_call(await self.get(call_id))
+        except NotFound:
+            return None
+
     def tool_server_call(self, call_id: str) -> dict[str, Any]:
         """What the ``tool-calls`` webhook adds to its ``call`` object so a tool server
         can answer later with nothing else: the control URL, carrying a token that opens
@@ -256,7 +285,7 @@ class CallHost:
             # before the client may see it.
             events=FanOut(self.outbox, client, said),
         )
-        call.details = details or {}
+        call.details = {**self.vapi_call(hosted), **(details or {})}
         # Readable until its transcript is stored, so a read right after the end sees it.
         self._running[hosted.id] = call
         try:

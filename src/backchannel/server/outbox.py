@@ -32,7 +32,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import sqlalchemy as sa
@@ -97,6 +97,7 @@ class Outbox:
         route_loader: Callable[[str], Awaitable[Route | None]] | None = None,
         clock: Clock | None = None,
         instance_id: str = "",
+        call_loader: Callable[[str], Awaitable[dict[str, Any] | None]] | None = None,
     ) -> None:
         self.store = store
         self.sender = sender
@@ -110,6 +111,10 @@ class Outbox:
         self.clock = clock or SystemClock()
         #: Written on the rows this instance is sending.
         self.instance_id = instance_id
+        #: Vapi's ``call`` object for events made outside a live call (reports after
+        #: the call, recovery), which carry only the call's id.
+        self.call_loader = call_loader
+        self._calls: dict[str, dict[str, Any] | None] = {}
         self._pending: list[_Pending] = []
         self._waiting: dict[str, asyncio.Future[None]] = {}
         self._wake_writer = asyncio.Event()
@@ -188,7 +193,7 @@ class Outbox:
                         )
                         self.routes[item.event.call_id] = None
                 if route is not None:
-                    rows.append(self._row(item.event, route))
+                    rows.append(self._row(await self._with_call(item.event), route))
             if rows:
                 async with self.store.transaction() as conn:
                     await conn.execute(self._insert(), rows)
@@ -199,6 +204,21 @@ class Outbox:
                     item.stored.set_result(None)
             if rows:
                 self._due.set()
+
+    async def _with_call(self, event: Event) -> Event:
+        """The event with the whole ``call`` object when it carries only the id."""
+        if self.call_loader is None or (event.call and "orgId" in event.call):
+            return event
+        if event.call_id not in self._calls:
+            try:
+                self._calls[event.call_id] = await self.call_loader(event.call_id)
+            except Exception as exc:
+                if is_store_error(exc):
+                    raise  # the whole batch is tried again
+                log.warning("no call object for %s (%s); sent with its id", event.call_id, exc)
+                self._calls[event.call_id] = None
+        loaded = self._calls[event.call_id]
+        return replace(event, call={**loaded, **(event.call or {})}) if loaded else event
 
     async def _load_route(self, event: Event) -> Route | None:
         if event.call_id not in self.routes and self.route_loader is not None:

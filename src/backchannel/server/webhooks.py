@@ -22,6 +22,7 @@ from standardwebhooks import Webhook
 from ..errors import ProviderError
 from ..results import ToolResult, ToolResultPayload
 from ..tools.executors import Invocation
+from ..tools.vapi import tool_call_item, tool_with_tool_call
 from .urls import check_webhook_url
 
 
@@ -67,37 +68,14 @@ class WebhookSender:
 
 
 def tool_calls_message(invocation: Invocation, call: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``tool-calls`` webhook body, as Vapi sends it."""
-    spec = invocation.spec
-    arguments = dict(invocation.arguments)
-    tool_call = {
-        "id": invocation.tool_call_id,
-        "type": "function",
-        "function": {"name": spec.name, "arguments": arguments, "parameters": arguments},
-    }
+    """The ``tool-calls`` webhook body, as Vapi sends it (one tool call per request)."""
+    spec, arguments = invocation.spec, dict(invocation.arguments)
     return {
         "message": {
             "type": "tool-calls",
             "timestamp": int(datetime.now(tz=UTC).timestamp() * 1000),
-            "toolCallList": [
-                {
-                    "id": invocation.tool_call_id,
-                    "name": spec.name,
-                    "arguments": arguments,
-                    **tool_call,
-                }
-            ],
-            "toolWithToolCallList": [
-                {
-                    "type": "function",
-                    "name": spec.name,
-                    "description": spec.description,
-                    "parameters": dict(spec.parameters),
-                    "server": {"url": spec.server.url} if spec.server else None,
-                    "async": spec.is_async,
-                    "toolCall": tool_call,
-                }
-            ],
+            "toolCallList": [tool_call_item(invocation.tool_call_id, spec, arguments)],
+            "toolWithToolCallList": [tool_with_tool_call(invocation.tool_call_id, spec, arguments)],
             "call": dict(call),
         }
     }
