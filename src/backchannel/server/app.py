@@ -51,6 +51,7 @@ from .router import RedisRouter
 from .settings import Secrets, Settings, load_secrets
 from .socket import client_session
 from .supervisor import Supervisor
+from .vapi_api import vapi_routes
 from .webhooks import WebhookSender, WebhookToolServer
 from .wire import (
     ERROR_RESPONSES,
@@ -270,6 +271,7 @@ def _routes(app: FastAPI, secrets: Secrets) -> None:
 
     management = [Depends(api_key)]
     app.include_router(phone_routes(management))
+    app.include_router(vapi_routes(management))
 
     @app.get("/", include_in_schema=False)
     async def page() -> Response:

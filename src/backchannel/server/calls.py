@@ -37,6 +37,7 @@ from ..lifecycle import CallState
 from ..speech import PacedSpeech, SpeechOutput
 from ..tools.spec import Route as ToolRoute
 from ..tools.spec import resolve_tools
+from .call_assistant import call_assistant
 from .db import assistants, phone_calls, server_calls
 from .episode import Episode
 from .instances import Instances
@@ -126,6 +127,7 @@ class CallHost:
         else:
             assert body.assistant is not None
             assistant = body.assistant
+        assistant = await call_assistant(self.db, assistant, body.assistant_overrides)
         await self.check_assistant(assistant)
         token, client_token = f"ct_{secrets.token_urlsafe(24)}", f"cc_{secrets.token_urlsafe(24)}"
         hosted = HostedCall(

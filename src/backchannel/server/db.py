@@ -20,6 +20,16 @@ assistants = sa.Table(
     sa.Column("updated_at", sa.Float, nullable=False),
 )
 
+#: Standalone tools (Vapi's ``/tool``), used by assistants through ``model.toolIds``.
+tools = sa.Table(
+    "bc_tools",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("config", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
 server_calls = sa.Table(
     "bc_server_calls",
     metadata,

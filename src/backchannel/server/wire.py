@@ -66,6 +66,9 @@ class CreateCall(WireModel):
     assistant: AssistantConfig | None = None
     customer: Customer | None = None
     phone_number_id: str | None = Field(default=None, max_length=64)
+    #: Vapi's ``assistantOverrides``: fields that replace the assistant's for this call,
+    #: and ``variableValues`` for its ``{{name}}`` templates.
+    assistant_overrides: dict[str, Any] | None = None
 
     @model_validator(mode="after")
     def _one_assistant(self) -> CreateCall:

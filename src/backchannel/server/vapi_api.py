@@ -1,0 +1,306 @@
+"""Vapi's REST surface beside backchannel's own: ``/assistant``, ``/tool``, ``/call`` and
+``/phone-number`` with Vapi's request and response shapes, so Vapi's server SDKs work
+with only the base URL and the key changed.
+
+Every resource answers with ``id``, ``orgId``, ``createdAt`` and ``updatedAt`` (ISO
+8601), as Vapi's do. Bodies are the same JSON Vapi takes; fields backchannel does not
+use are kept, server-owned fields in a body are ignored. A call created here is a text
+call unless it names a ``customer`` (a phone call) or ``type``; its answer carries, beside
+Vapi's fields, the ``clientUrl`` and tokens to connect to it.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Body, Path, Query, Request
+from pydantic import ValidationError
+
+from ..config import AssistantConfig, ToolConfig
+from ..errors import ConfigError, NotFound
+from ..reports import transcript_text
+from .calls import VAPI_CALL_TYPES, CallHost, HostedCall
+from .db import assistants, phone_numbers, tools
+from .phone import place_call
+from .wire import SERVER_OWNED, CallOut, CreateCall, assistant_document
+
+Id = Annotated[str, Path(min_length=1, max_length=256)]
+Limit = Annotated[int, Query(ge=1, le=1000)]
+JsonBody = Annotated[dict[str, Any], Body()]
+
+
+def _host(request: Request) -> CallHost:
+    host: CallHost = request.app.state.host
+    return host
+
+
+def iso(at: float) -> str:
+    return datetime.fromtimestamp(at, tz=UTC).isoformat().replace("+00:00", "Z")
+
+
+def _resource(host: CallHost, row: Any) -> dict[str, Any]:
+    m = row._mapping
+    return {
+        **m["config"],
+        "id": m["id"],
+        "orgId": host.org_id,
+        "createdAt": iso(m["created_at"]),
+        "updatedAt": iso(m["updated_at"]),
+    }
+
+
+def _owned_out(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in data.items() if k not in SERVER_OWNED}
+
+
+def vapi_routes(management: list[Any]) -> APIRouter:
+    router = APIRouter(dependencies=management, tags=["vapi"])
+
+    # -- /assistant ----------------------------------------------------------------
+
+    @router.post("/assistant", status_code=201)
+    async def create_assistant(request: Request, body: JsonBody) -> dict[str, Any]:
+        host = _host(request)
+        config = AssistantConfig.from_json(_owned_out(body))
+        await host.check_assistant(config)
+        now = time.time()
+        assistant_id = str(uuid.uuid4())
+        document = assistant_document(config)
+        async with host.db.transaction() as conn:
+            await conn.execute(
+                assistants.insert().values(
+                    id=assistant_id, config=document, created_at=now, updated_at=now
+                )
+            )
+        return await _one(host, assistants, assistant_id, "unknown_assistant")
+
+    @router.get("/assistant")
+    async def list_assistants(request: Request, limit: Limit = 100) -> list[dict[str, Any]]:
+        return await _list(_host(request), assistants, limit)
+
+    @router.get("/assistant/{assistant_id}")
+    async def get_assistant(request: Request, assistant_id: Id) -> dict[str, Any]:
+        return await _one(_host(request), assistants, assistant_id, "unknown_assistant")
+
+    @router.patch("/assistant/{assistant_id}")
+    async def update_assistant(
+        request: Request, assistant_id: Id, body: JsonBody
+    ) -> dict[str, Any]:
+        host = _host(request)
+        current = await _one(host, assistants, assistant_id, "unknown_assistant")
+        config = AssistantConfig.from_json({**_owned_out(current), **_owned_out(body)})
+        await host.check_assistant(config)
+        await _update(host, assistants, assistant_id, assistant_document(config))
+        return await _one(host, assistants, assistant_id, "unknown_assistant")
+
+    @router.delete("/assistant/{assistant_id}")
+    async def delete_assistant(request: Request, assistant_id: Id) -> dict[str, Any]:
+        return await _delete(_host(request), assistants, assistant_id, "unknown_assistant")
+
+    # -- /tool ---------------------------------------------------------------------
+
+    @router.post("/tool", status_code=201)
+    async def create_tool(request: Request, body: JsonBody) -> dict[str, Any]:
+        host = _host(request)
+        document = _tool_document(body)
+        now = time.time()
+        tool_id = str(uuid.uuid4())
+        async with host.db.transaction() as conn:
+            await conn.execute(
+                tools.insert().values(id=tool_id, config=document, created_at=now, updated_at=now)
+            )
+        return await _one(host, tools, tool_id, "unknown_tool")
+
+    @router.get("/tool")
+    async def list_tools(request: Request, limit: Limit = 100) -> list[dict[str, Any]]:
+        return await _list(_host(request), tools, limit)
+
+    @router.get("/tool/{tool_id}")
+    async def get_tool(request: Request, tool_id: Id) -> dict[str, Any]:
+        return await _one(_host(request), tools, tool_id, "unknown_tool")
+
+    @router.patch("/tool/{tool_id}")
+    async def update_tool(request: Request, tool_id: Id, body: JsonBody) -> dict[str, Any]:
+        host = _host(request)
+        current = await _one(host, tools, tool_id, "unknown_tool")
+        await _update(host, tools, tool_id, _tool_document({**_owned_out(current), **body}))
+        return await _one(host, tools, tool_id, "unknown_tool")
+
+    @router.delete("/tool/{tool_id}")
+    async def delete_tool(request: Request, tool_id: Id) -> dict[str, Any]:
+        return await _delete(_host(request), tools, tool_id, "unknown_tool")
+
+    # -- /call ---------------------------------------------------------------------
+
+    @router.post("/call", status_code=201)
+    async def create_call(request: Request, body: JsonBody) -> dict[str, Any]:
+        host = _host(request)
+        kind = body.get("type") or ("phone" if body.get("customer") else "text")
+        try:
+            create = CreateCall.model_validate({**body, "type": kind})
+        except ValidationError as exc:
+            raise ConfigError(
+                "the call cannot be created as given",
+                code="invalid_request",
+                errors=exc.errors(include_url=False, include_input=False, include_context=False),
+            ) from exc
+        if create.type == "phone":
+            hosted, token, client_token = await place_call(host, create)
+        else:
+            hosted, token, client_token = await host.create(create)
+        out = await vapi_call_out(host, hosted)
+        return {**out, "token": token, "clientToken": client_token}
+
+    @router.get("/call")
+    async def list_calls(request: Request, limit: Limit = 100) -> list[dict[str, Any]]:
+        host = _host(request)
+        return [await vapi_call_out(host, await host.get(i)) for i in await host.ids(limit)]
+
+    @router.get("/call/{call_id}")
+    async def get_call(request: Request, call_id: Id) -> dict[str, Any]:
+        host = _host(request)
+        return await vapi_call_out(host, await host.get(call_id))
+
+    # -- /phone-number -------------------------------------------------------------
+
+    @router.post("/phone-number", status_code=201)
+    async def create_number(request: Request, body: JsonBody) -> dict[str, Any]:
+        host = _host(request)
+        number, assistant_id = body.get("number"), body.get("assistantId")
+        if not isinstance(number, str) or not isinstance(assistant_id, str):
+            raise ConfigError(
+                "a phone number needs 'number' and 'assistantId'", code="invalid_request"
+            )
+        await host.assistant_row(assistant_id)
+        row = {
+            "id": str(uuid.uuid4()),
+            "number": number,
+            "assistant_id": assistant_id,
+            "created_at": time.time(),
+        }
+        async with host.db.transaction() as conn:
+            await conn.execute(phone_numbers.insert().values(**row))
+        return _number_out(host, row, body.get("provider"))
+
+    @router.get("/phone-number")
+    async def list_numbers(request: Request, limit: Limit = 100) -> list[dict[str, Any]]:
+        host = _host(request)
+        async with host.db.engine.connect() as conn:
+            rows = (await conn.execute(phone_numbers.select().limit(limit))).all()
+        return [_number_out(host, dict(r._mapping)) for r in rows]
+
+    @router.get("/phone-number/{number_id}")
+    async def get_number(request: Request, number_id: Id) -> dict[str, Any]:
+        host = _host(request)
+        return _number_out(host, await _number_row(host, number_id))
+
+    @router.delete("/phone-number/{number_id}")
+    async def delete_number(request: Request, number_id: Id) -> dict[str, Any]:
+        host = _host(request)
+        row = await _number_row(host, number_id)
+        async with host.db.transaction() as conn:
+            await conn.execute(phone_numbers.delete().where(phone_numbers.c.id == number_id))
+        return _number_out(host, row)
+
+    return router
+
+
+def _tool_document(body: dict[str, Any]) -> dict[str, Any]:
+    """A tool as stored: checked against the tool shape, kept as given."""
+    document = _owned_out(body)
+    try:
+        ToolConfig.model_validate(document)
+    except ValidationError as exc:
+        raise ConfigError(
+            "tool configuration is invalid",
+            code="invalid_tool",
+            errors=exc.errors(include_url=False, include_input=False, include_context=False),
+        ) from exc
+    return document
+
+
+async def _one(host: CallHost, table: sa.Table, row_id: str, code: str) -> dict[str, Any]:
+    async with host.db.engine.connect() as conn:
+        row = (await conn.execute(table.select().where(table.c.id == row_id))).first()
+    if row is None:
+        raise NotFound(f"no such resource {row_id!r}", code=code)
+    return _resource(host, row)
+
+
+async def _list(host: CallHost, table: sa.Table, limit: int) -> list[dict[str, Any]]:
+    query = table.select().order_by(table.c.created_at.desc()).limit(limit)
+    async with host.db.engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    return [_resource(host, r) for r in rows]
+
+
+async def _update(host: CallHost, table: sa.Table, row_id: str, document: dict[str, Any]) -> None:
+    async with host.db.transaction() as conn:
+        await conn.execute(
+            table.update()
+            .where(table.c.id == row_id)
+            .values(config=document, updated_at=time.time())
+        )
+
+
+async def _delete(host: CallHost, table: sa.Table, row_id: str, code: str) -> dict[str, Any]:
+    gone = await _one(host, table, row_id, code)
+    async with host.db.transaction() as conn:
+        await conn.execute(table.delete().where(table.c.id == row_id))
+    return gone
+
+
+async def _number_row(host: CallHost, number_id: str) -> dict[str, Any]:
+    async with host.db.engine.connect() as conn:
+        row = (
+            await conn.execute(phone_numbers.select().where(phone_numbers.c.id == number_id))
+        ).first()
+    if row is None:
+        raise NotFound(f"no phone number {number_id!r}", code="unknown_phone_number")
+    return dict(row._mapping)
+
+
+def _number_out(host: CallHost, row: dict[str, Any], provider: Any = None) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "orgId": host.org_id,
+        "provider": provider if isinstance(provider, str) else "twilio",
+        "number": row["number"],
+        "assistantId": row["assistant_id"],
+        "twilioAccountSid": host.settings.twilio_account_sid or "",
+        "createdAt": iso(row["created_at"]),
+        "updatedAt": iso(row["created_at"]),
+    }
+
+
+async def vapi_call_out(host: CallHost, hosted: HostedCall) -> dict[str, Any]:
+    """A call as Vapi's ``Call``, with backchannel's ``clientUrl`` and tool calls."""
+    out: CallOut = await host.describe(hosted)
+    call: dict[str, Any] = {
+        "id": out.id,
+        "orgId": host.org_id,
+        "type": VAPI_CALL_TYPES.get(out.type, out.type),
+        "status": out.status,
+        "createdAt": iso(out.created_at),
+        "updatedAt": iso(out.ended_at or out.created_at),
+        "monitor": {"controlUrl": out.monitor.control_url},
+        "clientUrl": out.client_url,
+        "artifact": {
+            "transcript": transcript_text(out.transcript),
+            "messagesOpenAIFormatted": out.messages,
+        },
+        "toolCalls": out.tool_calls,
+    }
+    if out.assistant_id is not None:
+        call["assistantId"] = out.assistant_id
+    if out.ended_at is not None:
+        call["endedAt"] = iso(out.ended_at)
+    if out.ended_reason is not None:
+        call["endedReason"] = out.ended_reason
+    if out.customer is not None:
+        call["customer"] = {"number": out.customer.number}
+    return call
