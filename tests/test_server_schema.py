@@ -32,6 +32,8 @@ def test_openapi_fuzzing_finds_no_server_errors(tmp_path: Path) -> None:
                 "25",
                 "--seed",
                 "1",
+                "--phases",
+                "examples,coverage,fuzzing,stateful",
             ],
             capture_output=True,
             text=True,
@@ -39,5 +41,6 @@ def test_openapi_fuzzing_finds_no_server_errors(tmp_path: Path) -> None:
             cwd=tmp_path,
         )
         server_log = server.log.read_text()
+    print(run.stdout[-1500:])
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
     assert "Traceback" not in server_log, server_log[-4000:]
