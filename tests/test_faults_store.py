@@ -420,6 +420,9 @@ async def results_through_an_outage(
             asked = len(s.events)
             await s.send({"type": "user-message", "content": "hello during the outage"})
             await asyncio.sleep(max(0.0, outage - (time.monotonic() - broke)))
+            # From here the store may answer before ``repair`` returns (PostgreSQL takes
+            # connections before pg_ctl says so): events shown from then on may be stored.
+            repairing = time.monotonic()
             await asyncio.to_thread(repair)
             repaired = time.monotonic()
             await asyncio.gather(*senders)
@@ -458,7 +461,7 @@ async def results_through_an_outage(
             # Events that also go to the server URL are shown to the client only once
             # stored: none may reach it while the store could not have stored them.
             shown_unstored = sum(
-                broke + 1.0 < at < repaired and e.get("type") in SERVER_MESSAGES
+                broke + 1.0 < at < repairing and e.get("type") in SERVER_MESSAGES
                 for at, e in zip(s.arrived, s.events, strict=True)
             )
             if shown_unstored:

@@ -567,10 +567,10 @@ class Call:
         if record.delivery is Delivery.SILENT:
             return
         spec = self.specs.get(record.name)
-        fixed = spec.spoken.complete if spec and record.error is None else None
-        if spec and record.error is not None:
-            fixed = spec.spoken.failed
         failed = record.error is not None
+        fixed, hint = spec.spoken.after(not failed) if spec else (None, None)
+        if not (record.message or fixed) and hint:  # ``role: system``: the model answers
+            self.conversation.add_note(Message("system", hint))
         self.announce(record, record.message or fixed, failed=failed, content=content)
 
     def announce(

@@ -46,6 +46,8 @@ class ToolMessage(WireModel):
     content: str | None = None
     blocking: bool = False
     timing_milliseconds: int | None = None
+    #: ``system``: the line is a hint for the model, not words to say (Vapi's ``role``).
+    role: str | None = None
 
 
 class ServerConfig(WireModel):

@@ -199,7 +199,10 @@ class ToolRuns:
             lambda: self.call.ledger.mark_delivered(self.call.call_id, inv.tool_call_id),
             "note a delivery",
         )
-        line = result.message or (spoken.complete if result.ok else spoken.failed)
+        fixed, hint = spoken.after(result.ok)
+        line = result.message or fixed
+        if not line and hint:  # a ``role: system`` line: the model answers from it
+            self.call.conversation.add_note(Message("system", hint))
         if line:
             response.speak_aside(line)
 

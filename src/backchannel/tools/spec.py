@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -12,6 +13,9 @@ from ..errors import ConfigError
 
 DEFAULT_SYNC_TIMEOUT = 20.0
 DEFAULT_ASYNC_TIMEOUT = 300.0
+
+
+log = logging.getLogger("backchannel.tools")
 
 
 class Route(StrEnum):
@@ -41,6 +45,14 @@ class Spoken:
     failed: str | None = None
     delayed: str | None = None
     delayed_after: float = 0.0
+    #: ``request-complete`` / ``request-failed`` lines with ``role: system``: not said,
+    #: but given to the model, whose answer is said instead (Vapi's ``role``).
+    complete_hint: str | None = None
+    failed_hint: str | None = None
+
+    def after(self, ok: bool) -> tuple[str | None, str | None]:
+        """The line to say once the result is in, and the hint for the model."""
+        return (self.complete, self.complete_hint) if ok else (self.failed, self.failed_hint)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,13 +91,22 @@ def _spoken(messages: list[ToolMessage]) -> Spoken:
         found.setdefault(m.type, m)
     start = found.get("request-start")
     delayed = found.get("request-response-delayed")
+
+    def line(kind: str, *, hint: bool) -> str | None:
+        m = found.get(kind)
+        if m is None or (m.role == "system") != hint:
+            return None
+        return m.content
+
     return Spoken(
         start=start.content if start else None,
         start_blocking=bool(start and start.blocking),
-        complete=(found["request-complete"].content if "request-complete" in found else None),
-        failed=(found["request-failed"].content if "request-failed" in found else None),
+        complete=line("request-complete", hint=False),
+        failed=line("request-failed", hint=False),
         delayed=delayed.content if delayed else None,
         delayed_after=(delayed.timing_milliseconds or 0) / 1000 if delayed else 0.0,
+        complete_hint=line("request-complete", hint=True),
+        failed_hint=line("request-failed", hint=True),
     )
 
 
@@ -173,6 +194,11 @@ def resolve_tools(
     registered = dict(in_process or {})
     specs: dict[str, ToolSpec] = {}
     for tool in assistant.model.tools:
+        if tool.type != "function" and tool.type not in BUILTIN_TYPES:
+            # A tool kind Vapi runs itself (apiRequest, dtmf, query, …): kept in the
+            # assistant as given, not offered to the model, which could not use it here.
+            log.info("tool of type %r is not run by backchannel; not offered", tool.type)
+            continue
         spec = resolve_tool(tool, assistant, frozenset(registered))
         if spec.name in specs:
             raise ConfigError(f"two tools are named {spec.name!r}", code="duplicate_tool")
