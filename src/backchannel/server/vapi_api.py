@@ -62,7 +62,14 @@ def vapi_routes(management: list[Any]) -> APIRouter:
 
     # -- /assistant ----------------------------------------------------------------
 
-    @router.post("/assistant", status_code=201)
+    @router.post(
+        "/assistant",
+        status_code=201,
+        operation_id="createAssistant",
+        openapi_extra=_links(
+            "201", "assistant_id", "getAssistant", "updateAssistant", "deleteAssistant"
+        ),
+    )
     async def create_assistant(request: Request, body: JsonBody) -> dict[str, Any]:
         host = _host(request)
         config = AssistantConfig.from_json(_owned_out(body))
@@ -82,11 +89,11 @@ def vapi_routes(management: list[Any]) -> APIRouter:
     async def list_assistants(request: Request, limit: Limit = 100) -> list[dict[str, Any]]:
         return await _list(_host(request), assistants, limit)
 
-    @router.get("/assistant/{assistant_id}")
+    @router.get("/assistant/{assistant_id}", operation_id="getAssistant")
     async def get_assistant(request: Request, assistant_id: Id) -> dict[str, Any]:
         return await _one(_host(request), assistants, assistant_id, "unknown_assistant")
 
-    @router.patch("/assistant/{assistant_id}")
+    @router.patch("/assistant/{assistant_id}", operation_id="updateAssistant")
     async def update_assistant(
         request: Request, assistant_id: Id, body: JsonBody
     ) -> dict[str, Any]:
@@ -97,13 +104,18 @@ def vapi_routes(management: list[Any]) -> APIRouter:
         await _update(host, assistants, assistant_id, assistant_document(config))
         return await _one(host, assistants, assistant_id, "unknown_assistant")
 
-    @router.delete("/assistant/{assistant_id}")
+    @router.delete("/assistant/{assistant_id}", operation_id="deleteAssistant")
     async def delete_assistant(request: Request, assistant_id: Id) -> dict[str, Any]:
         return await _delete(_host(request), assistants, assistant_id, "unknown_assistant")
 
     # -- /tool ---------------------------------------------------------------------
 
-    @router.post("/tool", status_code=201)
+    @router.post(
+        "/tool",
+        status_code=201,
+        operation_id="createTool",
+        openapi_extra=_links("201", "tool_id", "getTool", "updateTool", "deleteTool"),
+    )
     async def create_tool(request: Request, body: JsonBody) -> dict[str, Any]:
         host = _host(request)
         document = _tool_document(body)
@@ -119,24 +131,29 @@ def vapi_routes(management: list[Any]) -> APIRouter:
     async def list_tools(request: Request, limit: Limit = 100) -> list[dict[str, Any]]:
         return await _list(_host(request), tools, limit)
 
-    @router.get("/tool/{tool_id}")
+    @router.get("/tool/{tool_id}", operation_id="getTool")
     async def get_tool(request: Request, tool_id: Id) -> dict[str, Any]:
         return await _one(_host(request), tools, tool_id, "unknown_tool")
 
-    @router.patch("/tool/{tool_id}")
+    @router.patch("/tool/{tool_id}", operation_id="updateTool")
     async def update_tool(request: Request, tool_id: Id, body: JsonBody) -> dict[str, Any]:
         host = _host(request)
         current = await _one(host, tools, tool_id, "unknown_tool")
         await _update(host, tools, tool_id, _tool_document({**_owned_out(current), **body}))
         return await _one(host, tools, tool_id, "unknown_tool")
 
-    @router.delete("/tool/{tool_id}")
+    @router.delete("/tool/{tool_id}", operation_id="deleteTool")
     async def delete_tool(request: Request, tool_id: Id) -> dict[str, Any]:
         return await _delete(_host(request), tools, tool_id, "unknown_tool")
 
     # -- /call ---------------------------------------------------------------------
 
-    @router.post("/call", status_code=201)
+    @router.post(
+        "/call",
+        status_code=201,
+        operation_id="createCall",
+        openapi_extra=_links("201", "call_id", "getCall"),
+    )
     async def create_call(request: Request, body: JsonBody) -> dict[str, Any]:
         host = _host(request)
         kind = body.get("type") or ("phone" if body.get("customer") else "text")
@@ -160,14 +177,19 @@ def vapi_routes(management: list[Any]) -> APIRouter:
         host = _host(request)
         return [await vapi_call_out(host, await host.get(i)) for i in await host.ids(limit)]
 
-    @router.get("/call/{call_id}")
+    @router.get("/call/{call_id}", operation_id="getCall")
     async def get_call(request: Request, call_id: Id) -> dict[str, Any]:
         host = _host(request)
         return await vapi_call_out(host, await host.get(call_id))
 
     # -- /phone-number -------------------------------------------------------------
 
-    @router.post("/phone-number", status_code=201)
+    @router.post(
+        "/phone-number",
+        status_code=201,
+        operation_id="createPhoneNumber",
+        openapi_extra=_links("201", "number_id", "getPhoneNumber", "deletePhoneNumber"),
+    )
     async def create_number(request: Request, body: JsonBody) -> dict[str, Any]:
         host = _host(request)
         number, assistant_id = body.get("number"), body.get("assistantId")
@@ -193,12 +215,12 @@ def vapi_routes(management: list[Any]) -> APIRouter:
             rows = (await conn.execute(phone_numbers.select().limit(limit))).all()
         return [_number_out(host, dict(r._mapping)) for r in rows]
 
-    @router.get("/phone-number/{number_id}")
+    @router.get("/phone-number/{number_id}", operation_id="getPhoneNumber")
     async def get_number(request: Request, number_id: Id) -> dict[str, Any]:
         host = _host(request)
         return _number_out(host, await _number_row(host, number_id))
 
-    @router.delete("/phone-number/{number_id}")
+    @router.delete("/phone-number/{number_id}", operation_id="deletePhoneNumber")
     async def delete_number(request: Request, number_id: Id) -> dict[str, Any]:
         host = _host(request)
         row = await _number_row(host, number_id)
@@ -207,6 +229,21 @@ def vapi_routes(management: list[Any]) -> APIRouter:
         return _number_out(host, row)
 
     return router
+
+
+def _links(status: str, parameter: str, *operations: str) -> dict[str, Any]:
+    """OpenAPI links from a create to the operations on what it made (clients and
+    stateful API testers follow them)."""
+    return {
+        "responses": {
+            status: {
+                "links": {
+                    op: {"operationId": op, "parameters": {parameter: "$response.body#/id"}}
+                    for op in operations
+                }
+            }
+        }
+    }
 
 
 def _tool_document(body: dict[str, Any]) -> dict[str, Any]:
