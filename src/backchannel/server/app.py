@@ -310,17 +310,7 @@ def _routes(app: FastAPI, secrets: Secrets) -> None:
     async def create_assistant(request: Request, config: AssistantConfig) -> AssistantOut:
         """Store an assistant; server-owned fields in the body (``id``, ``orgId``,
         ``createdAt``, ``updatedAt``: a Vapi export) are ignored."""
-        host = _host(request)
-        await host.check_assistant(config)
-        now = time.time()
-        assistant_id = str(uuid.uuid4())
-        document = assistant_document(config)
-        async with host.db.transaction() as conn:
-            await conn.execute(
-                assistants.insert().values(
-                    id=assistant_id, config=document, created_at=now, updated_at=now
-                )
-            )
+        assistant_id, now, document = await _host(request).store_assistant(config)
         return AssistantOut(id=assistant_id, created_at=now, updated_at=now, **document)
 
     @app.get("/assistants", dependencies=management, tags=["assistants"], **as_stored)

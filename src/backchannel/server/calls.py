@@ -45,7 +45,7 @@ from .outbox import DEFAULT_SERVER_MESSAGES, Outbox, Route
 from .providers import LOCAL_LLM, Providers
 from .settings import Settings
 from .urls import check_webhook_url
-from .wire import CallOut, CreateCall, Customer, Monitor
+from .wire import CallOut, CreateCall, Customer, Monitor, assistant_document
 
 log = logging.getLogger("backchannel.calls")
 
@@ -166,6 +166,13 @@ class CallHost:
             urls.add(assistant.model.url)  # one URL policy for everything the server calls
         for url in sorted(urls):
             await check_webhook_url(url, allow_private=self.settings.allow_private_webhooks)
+
+    async def store_assistant(self, config: AssistantConfig) -> tuple[str, float, dict[str, Any]]:
+        """Check and store a new assistant: its id, creation time and stored document."""
+        await self.check_assistant(config)
+        document = assistant_document(config)
+        assistant_id, created_at = await insert_document(self.db, assistants, document)
+        return assistant_id, created_at, document
 
     async def assistant_row(self, assistant_id: str) -> dict[str, Any]:
         """A stored assistant's row (id, config, times); ``unknown_assistant`` if none."""
@@ -418,3 +425,16 @@ def event_route(assistant: AssistantConfig) -> Route | None:
     # ``tool-calls`` goes to one URL only, as Vapi routes it: the tool webhook (the
     # tool's server URL, else this one). Sending it here as well would run tools twice.
     return Route(server.url, headers, types - {"tool-calls"})
+
+
+async def insert_document(
+    db: SqlStore, table: sa.Table, document: dict[str, Any]
+) -> tuple[str, float]:
+    """Store a new JSON resource (an assistant, a tool); its new id and creation time."""
+    now = time.time()
+    row_id = str(uuid.uuid4())
+    async with db.transaction() as conn:
+        await conn.execute(
+            table.insert().values(id=row_id, config=document, created_at=now, updated_at=now)
+        )
+    return row_id, now

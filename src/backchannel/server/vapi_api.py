@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from ..config import AssistantConfig, ToolConfig
 from ..errors import ConfigError, NotFound
 from ..reports import transcript_text
-from .calls import VAPI_CALL_TYPES, CallHost, HostedCall
+from .calls import VAPI_CALL_TYPES, CallHost, HostedCall, insert_document
 from .db import assistants, phone_numbers, tools
 from .phone import place_call
 from .wire import SERVER_OWNED, CallOut, CreateCall, assistant_document
@@ -72,17 +72,9 @@ def vapi_routes(management: list[Any]) -> APIRouter:
     )
     async def create_assistant(request: Request, body: JsonBody) -> dict[str, Any]:
         host = _host(request)
-        config = AssistantConfig.from_json(_owned_out(body))
-        await host.check_assistant(config)
-        now = time.time()
-        assistant_id = str(uuid.uuid4())
-        document = assistant_document(config)
-        async with host.db.transaction() as conn:
-            await conn.execute(
-                assistants.insert().values(
-                    id=assistant_id, config=document, created_at=now, updated_at=now
-                )
-            )
+        assistant_id, _at, _doc = await host.store_assistant(
+            AssistantConfig.from_json(_owned_out(body))
+        )
         return await _one(host, assistants, assistant_id, "unknown_assistant")
 
     @router.get("/assistant")
@@ -118,13 +110,7 @@ def vapi_routes(management: list[Any]) -> APIRouter:
     )
     async def create_tool(request: Request, body: JsonBody) -> dict[str, Any]:
         host = _host(request)
-        document = _tool_document(body)
-        now = time.time()
-        tool_id = str(uuid.uuid4())
-        async with host.db.transaction() as conn:
-            await conn.execute(
-                tools.insert().values(id=tool_id, config=document, created_at=now, updated_at=now)
-            )
+        tool_id, _at = await insert_document(host.db, tools, _tool_document(body))
         return await _one(host, tools, tool_id, "unknown_tool")
 
     @router.get("/tool")
