@@ -122,8 +122,6 @@ class Outbox:
         #: Sends in flight per receiver URL.
         self._busy: dict[str, int] = {}
         self._last_created = 0.0
-        #: Delivery failures since start, for metrics and tests.
-        self.failures = 0
 
     def route(self, call_id: str, route: Route | None) -> None:
         """Send this call's events to ``route`` (``None``: the call has no server URL)."""
@@ -369,7 +367,6 @@ class Outbox:
         if error is None:
             values |= {"status": "delivered", "delivered_at": now}
         else:
-            self.failures += 1
             if now - float(row["created_at"]) > self.max_age:
                 values |= {"status": "dead"}
                 log.warning(
@@ -396,9 +393,3 @@ class Outbox:
         if released.rowcount:
             self._due.set()
         return int(released.rowcount)
-
-    async def backlog(self) -> int:
-        """Events stored and not yet delivered (or given up)."""
-        query = sa.select(sa.func.count()).select_from(outbox).where(outbox.c.status == "pending")
-        async with self.store.engine.connect() as conn:
-            return int((await conn.execute(query)).scalar_one())

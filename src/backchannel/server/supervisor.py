@@ -6,7 +6,7 @@ one task group. A worker that raises is logged once for the episode, restarted a
 capped exponential backoff, and counted; the others go on. A worker that has run
 cleanly for a while is considered healthy again and its backoff starts over.
 
-``status()`` reports each worker's state for ``/ready``; ``restarts`` feeds metrics.
+``status()`` reports each worker's state for ``/ready``.
 """
 
 from __future__ import annotations
@@ -36,8 +36,6 @@ class WorkerState(StrEnum):
 class _Record:
     name: str
     state: WorkerState = WorkerState.RUNNING
-    restarts: int = 0
-    last_error: str | None = None
 
 
 class Supervisor:
@@ -90,20 +88,18 @@ class Supervisor:
             record.state = WorkerState.RUNNING
             try:
                 await worker()
-                error = "returned"
+                error = "it returned"
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"
-                if failures == 0:
-                    log.error("worker %s failed: %s; restarting", record.name, error)
-                else:
-                    log.debug("worker %s failed again: %s", record.name, error)
             if self.clock.monotonic() - started >= self.healthy_after:
-                failures = 0
+                failures = 0  # it had been healthy: a new episode
+            if failures == 0:
+                log.error("worker %s failed: %s; restarting", record.name, error)
+            else:
+                log.debug("worker %s failed again: %s", record.name, error)
             failures += 1
-            record.restarts += 1
-            record.last_error = error
             record.state = WorkerState.BACKING_OFF
             delay = min(self.max_backoff, self.first_backoff * 2 ** (failures - 1))
             await self.clock.sleep(delay)
@@ -113,11 +109,3 @@ class Supervisor:
     def status(self) -> dict[str, str]:
         """Each worker's state, by name."""
         return {name: r.state.value for name, r in self._workers.items()}
-
-    @property
-    def healthy(self) -> bool:
-        return all(r.state is WorkerState.RUNNING for r in self._workers.values())
-
-    @property
-    def restarts(self) -> dict[str, int]:
-        return {name: r.restarts for name, r in self._workers.items()}
