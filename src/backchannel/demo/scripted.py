@@ -15,11 +15,15 @@ def scripted_order_desk() -> LLM:
             return say("I'm on it; the warehouse takes a moment.")
         user = next((str(m["content"]) for m in reversed(messages) if m["role"] == "user"), "")
         lowered = user.lower()
+        # The caller's words wait for an answer when they are the newest thing said; a
+        # result that landed during them rides along as a system note after them.
+        spoken = [m for m in messages if m["role"] != "system"]
+        asked = bool(spoken) and spoken[-1]["role"] == "user"
         reply: list[LLMChunk] = []
         if last["role"] == "user" and "order" in lowered and "shipping" not in lowered:
             digits = "".join(c for c in user if c.isdigit()) or "unknown"
             return [*say("Let me check that order."), call("check_order", {"order_id": digits})]
-        if last["role"] == "user" and "shipping" in lowered:
+        if asked and "shipping" in lowered:
             reply += say("Shipping is free on orders over fifty dollars, five dollars otherwise. ")
         if last["role"] == "system" and "background tool calls" in str(last["content"]):
             note = next(
@@ -29,7 +33,7 @@ def scripted_order_desk() -> LLM:
             )
             status = "out for delivery" if "out for delivery" in note else "being checked"
             reply += say(f"Your order is {status}, arriving this afternoon.")
-        if last["role"] == "user" and ("bye" in lowered or "thank" in lowered):
+        if asked and ("bye" in lowered or "thank" in lowered):
             reply += say("You're welcome. Goodbye!")
         return reply or say("Is there anything else I can do?")
 
