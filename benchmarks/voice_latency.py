@@ -131,6 +131,7 @@ async def main() -> None:
     rows: list[dict[str, float]] = []
     announce: list[float] = []
     missed = 0
+    unanswered = 0
     async with engine.call(config, output=output, events=events) as live:
         session = VoiceSession(live, TurnDetector(SileroVAD()), whisper)
 
@@ -149,16 +150,38 @@ async def main() -> None:
             n_events, n_frames, n_llm = len(events.events), len(frames), len(llm.first_chunk)
             n_queued = len(queued)
             end = await feed(question, 2.5)
-            for _ in range(400):  # a real model may still be on its first sentence
-                if len(frames) > n_frames:
+
+            def answered(
+                since: tuple[int, int, int, int] = (n_events, n_llm, n_queued, n_frames),
+            ) -> bool:
+                """This turn's transcript, model output, sentence and audio all exist
+                (audio of an earlier answer still playing does not count)."""
+                events_at, llm_at, queued_at, frames_at = since
+                return (
+                    any(
+                        e.type == "transcript" and e.data["role"] == "user"
+                        for e in events.events[events_at:]
+                    )
+                    and len(llm.first_chunk) > llm_at
+                    and len(queued) > queued_at
+                    and len(frames) > frames_at
+                    and frames[-1] >= queued[queued_at]
+                )
+
+            for _ in range(600):  # a real model may still be on its first sentence
+                if answered():
                     break
                 await asyncio.sleep(0.05)
+            if not answered():
+                unanswered += 1  # the turn was not heard, or the model said nothing
+                await asyncio.sleep(3.0)
+                continue
             new = events.events[n_events:]
             stopped = next(e.at for e in new if e.data == {"role": "user", "status": "stopped"})
             heard = next(e.at for e in new if e.type == "transcript" and e.data["role"] == "user")
             first_chunk = llm.first_chunk[n_llm]
             sentence = queued[n_queued]
-            first_frame = frames[n_frames]
+            first_frame = next(f for f in frames[n_frames:] if f >= sentence)
             rows.append(
                 {
                     "total": first_frame - end,
@@ -201,21 +224,29 @@ async def main() -> None:
             await asyncio.sleep(6.0 if args.llm == "local" else 3.0)
     await engine.close()
 
-    def med(key: str) -> float:
-        return statistics.median(r[key] for r in rows) * 1000
+    def med(key: str) -> str:
+        """Median and p90 over the rounds, in ms."""
+        values = sorted(r[key] * 1000 for r in rows)
+        p90 = values[min(len(values) - 1, int(0.9 * len(values)))]
+        return f"{statistics.median(values):.0f} ms (p90 {p90:.0f})"
 
-    print(f"end of caller speech -> first assistant audio frame ({len(rows)} rounds, medians):")
-    print(f"  total {med('total'):.0f} ms")
-    print(f"  VAD (0.5 s of silence to close the turn, by design) {med('vad'):.0f} ms")
-    print(f"  STT (Whisper tiny.en, one utterance) {med('stt'):.0f} ms")
-    what = "scripted, answers at once" if args.llm == "scripted" else "Qwen2.5 1.5B, llama.cpp"
+    if not rows:
+        print(f"no round was answered ({unanswered} of {args.rounds})")
+        return
     print(
-        f"  LLM ({what}): transcript -> first token {med('llm_first'):.1f} ms, "
-        f"-> first whole sentence {med('llm'):.1f} ms"
+        f"end of caller speech -> first assistant audio frame ({len(rows)} rounds; "
+        f"{unanswered} not answered): median (p90)"
     )
-    print(f"  TTS (Piper: first sentence synthesized, resampled, sent) {med('tts'):.0f} ms")
-    rest = med("total") - med("vad") - med("stt") - med("llm") - med("tts")
-    print(f"  orchestration (the rest) {rest:.1f} ms")
+    print(f"  total {med('total')}")
+    print(f"  VAD (0.5 s of silence to close the turn, by design) {med('vad')}")
+    print(f"  STT (Whisper tiny.en, one utterance) {med('stt')}")
+    what = "scripted, answers at once" if args.llm == "scripted" else "Qwen2.5 1.5B, llama.cpp"
+    print(f"  LLM ({what}): transcript -> first token {med('llm_first')}")
+    print(f"  LLM: transcript -> first whole sentence {med('llm')}")
+    print(f"  TTS (Piper: first sentence synthesized, resampled, sent) {med('tts')}")
+    print(
+        "  (per round, VAD + STT + LLM + TTS is the total: each stage ends where the next begins)"
+    )
     print(
         f"result arrival -> first audio frame of its announcement ({what}, Piper, 5 rounds): "
         f"p50 {statistics.median(announce or [0]) * 1000:.0f} ms, "
