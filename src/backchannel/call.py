@@ -15,11 +15,11 @@ import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
-from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .arbiter import Announcement, Arbiter, PlanKind, SayRequest, Verdict
+from .clock import iso_time
 from .config import AssistantConfig, Delivery
 from .conversation import Conversation, Message, Role
 from .errors import BackchannelError, CallEnded
@@ -625,8 +625,11 @@ class Call:
         with the call's status and the time of this change."""
         if not self.details:
             return None
-        now = datetime.fromtimestamp(self.clock.wall(), tz=UTC).isoformat()
-        return {**self.details, "status": self.state.value, "updatedAt": now}
+        return {
+            **self.details,
+            "status": self.state.value,
+            "updatedAt": iso_time(self.clock.wall()),
+        }
 
     def _ensure_live(self) -> None:
         if self._closing:

@@ -11,6 +11,7 @@ import asyncio
 import heapq
 import itertools
 import time
+from datetime import UTC, datetime
 from typing import Protocol
 
 
@@ -28,6 +29,11 @@ class Clock(Protocol):
     async def sleep(self, seconds: float) -> None:
         """Return once ``seconds`` have passed on this clock."""
         ...
+
+
+def iso_time(at: float) -> str:
+    """A wall time as ISO 8601 in UTC (``…Z``), as Vapi writes timestamps."""
+    return datetime.fromtimestamp(at, tz=UTC).isoformat().replace("+00:00", "Z")
 
 
 class SystemClock:

@@ -55,7 +55,6 @@ from .vapi_api import vapi_routes
 from .webhooks import WebhookSender, WebhookToolServer
 from .wire import (
     ERROR_RESPONSES,
-    SERVER_OWNED,
     Accepted,
     AssistantOut,
     CallOut,
@@ -64,6 +63,7 @@ from .wire import (
     ResolutionOut,
     ResultBody,
     assistant_document,
+    without_owned,
 )
 
 log = logging.getLogger("backchannel.server")
@@ -340,7 +340,7 @@ def _routes(app: FastAPI, secrets: Secrets) -> None:
         """Merge top-level fields into the stored assistant (Vapi's update semantics).
         Server-owned fields (ids, timestamps) cannot be changed and are ignored."""
         row = await _assistant_row(request, assistant_id)
-        changes = {k: v for k, v in changes.items() if k not in SERVER_OWNED}
+        changes = without_owned(changes)
         config = AssistantConfig.from_json({**row["config"], **changes})
         host = _host(request)
         await host.check_assistant(config)
@@ -438,7 +438,7 @@ async def _assistant_row(request: Request, assistant_id: str) -> dict[str, Any]:
 
 
 def _assistant_out(m: Any) -> AssistantOut:
-    document = {k: v for k, v in m["config"].items() if k not in SERVER_OWNED}
+    document = without_owned(m["config"])
     return AssistantOut(
         id=m["id"], created_at=m["created_at"], updated_at=m["updated_at"], **document
     )

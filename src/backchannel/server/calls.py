@@ -21,12 +21,12 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 
 from ..call import Call
+from ..clock import iso_time
 from ..config import AssistantConfig
 from ..engine import Engine
 from ..errors import Conflict, NotFound
@@ -232,7 +232,7 @@ class CallHost:
     def vapi_call(self, hosted: HostedCall) -> dict[str, Any]:
         """Vapi's ``call`` object for this call's events and webhooks (status and
         ``updatedAt`` are added per event)."""
-        created = datetime.fromtimestamp(hosted.created_at, tz=UTC).isoformat()
+        created = iso_time(hosted.created_at)
         call: dict[str, Any] = {
             "id": hosted.id,
             "orgId": self.org_id,

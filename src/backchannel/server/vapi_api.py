@@ -13,20 +13,21 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Body, Path, Query, Request
 from pydantic import ValidationError
 
+from ..clock import iso_time
 from ..config import AssistantConfig, ToolConfig
 from ..errors import ConfigError, NotFound
 from ..reports import transcript_text
 from .calls import VAPI_CALL_TYPES, CallHost, HostedCall, insert_document
 from .db import assistants, phone_numbers, tools
 from .phone import place_call
-from .wire import SERVER_OWNED, CallOut, CreateCall, assistant_document
+from .wire import CallOut, CreateCall, assistant_document, without_owned
 
 Id = Annotated[str, Path(min_length=1, max_length=256)]
 Limit = Annotated[int, Query(ge=1, le=1000)]
@@ -38,99 +39,22 @@ def _host(request: Request) -> CallHost:
     return host
 
 
-def iso(at: float) -> str:
-    return datetime.fromtimestamp(at, tz=UTC).isoformat().replace("+00:00", "Z")
-
-
 def _resource(host: CallHost, row: Any) -> dict[str, Any]:
     m = row._mapping
     return {
         **m["config"],
         "id": m["id"],
         "orgId": host.org_id,
-        "createdAt": iso(m["created_at"]),
-        "updatedAt": iso(m["updated_at"]),
+        "createdAt": iso_time(m["created_at"]),
+        "updatedAt": iso_time(m["updated_at"]),
     }
-
-
-def _owned_out(data: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in data.items() if k not in SERVER_OWNED}
 
 
 def vapi_routes(management: list[Any]) -> APIRouter:
     router = APIRouter(dependencies=management, tags=["vapi"])
 
-    # -- /assistant ----------------------------------------------------------------
-
-    @router.post(
-        "/assistant",
-        status_code=201,
-        operation_id="createAssistant",
-        openapi_extra=_links(
-            "201", "assistant_id", "getAssistant", "updateAssistant", "deleteAssistant"
-        ),
-    )
-    async def create_assistant(request: Request, body: JsonBody) -> dict[str, Any]:
-        host = _host(request)
-        assistant_id, _at, _doc = await host.store_assistant(
-            AssistantConfig.from_json(_owned_out(body))
-        )
-        return await _one(host, assistants, assistant_id, "unknown_assistant")
-
-    @router.get("/assistant")
-    async def list_assistants(request: Request, limit: Limit = 100) -> list[dict[str, Any]]:
-        return await _list(_host(request), assistants, limit)
-
-    @router.get("/assistant/{assistant_id}", operation_id="getAssistant")
-    async def get_assistant(request: Request, assistant_id: Id) -> dict[str, Any]:
-        return await _one(_host(request), assistants, assistant_id, "unknown_assistant")
-
-    @router.patch("/assistant/{assistant_id}", operation_id="updateAssistant")
-    async def update_assistant(
-        request: Request, assistant_id: Id, body: JsonBody
-    ) -> dict[str, Any]:
-        host = _host(request)
-        current = await _one(host, assistants, assistant_id, "unknown_assistant")
-        config = AssistantConfig.from_json({**_owned_out(current), **_owned_out(body)})
-        await host.check_assistant(config)
-        await _update(host, assistants, assistant_id, assistant_document(config))
-        return await _one(host, assistants, assistant_id, "unknown_assistant")
-
-    @router.delete("/assistant/{assistant_id}", operation_id="deleteAssistant")
-    async def delete_assistant(request: Request, assistant_id: Id) -> dict[str, Any]:
-        return await _delete(_host(request), assistants, assistant_id, "unknown_assistant")
-
-    # -- /tool ---------------------------------------------------------------------
-
-    @router.post(
-        "/tool",
-        status_code=201,
-        operation_id="createTool",
-        openapi_extra=_links("201", "tool_id", "getTool", "updateTool", "deleteTool"),
-    )
-    async def create_tool(request: Request, body: JsonBody) -> dict[str, Any]:
-        host = _host(request)
-        tool_id, _at = await insert_document(host.db, tools, _tool_document(body))
-        return await _one(host, tools, tool_id, "unknown_tool")
-
-    @router.get("/tool")
-    async def list_tools(request: Request, limit: Limit = 100) -> list[dict[str, Any]]:
-        return await _list(_host(request), tools, limit)
-
-    @router.get("/tool/{tool_id}", operation_id="getTool")
-    async def get_tool(request: Request, tool_id: Id) -> dict[str, Any]:
-        return await _one(_host(request), tools, tool_id, "unknown_tool")
-
-    @router.patch("/tool/{tool_id}", operation_id="updateTool")
-    async def update_tool(request: Request, tool_id: Id, body: JsonBody) -> dict[str, Any]:
-        host = _host(request)
-        current = await _one(host, tools, tool_id, "unknown_tool")
-        await _update(host, tools, tool_id, _tool_document({**_owned_out(current), **body}))
-        return await _one(host, tools, tool_id, "unknown_tool")
-
-    @router.delete("/tool/{tool_id}", operation_id="deleteTool")
-    async def delete_tool(request: Request, tool_id: Id) -> dict[str, Any]:
-        return await _delete(_host(request), tools, tool_id, "unknown_tool")
+    _document_routes(router, "assistant", assistants, "unknown_assistant", _assistant_document)
+    _document_routes(router, "tool", tools, "unknown_tool", _tool_document)
 
     # -- /call ---------------------------------------------------------------------
 
@@ -232,18 +156,67 @@ def _links(status: str, parameter: str, *operations: str) -> dict[str, Any]:
     }
 
 
-def _tool_document(body: dict[str, Any]) -> dict[str, Any]:
+Prepare = Callable[[CallHost, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+def _document_routes(
+    router: APIRouter, kind: str, table: sa.Table, code: str, prepare: Prepare
+) -> None:
+    """Create, list, get, update (top-level merge) and delete for a JSON resource kept
+    as given; ``prepare`` checks a body and makes the document to store."""
+    name = kind.capitalize()
+
+    @router.post(
+        f"/{kind}",
+        status_code=201,
+        operation_id=f"create{name}",
+        openapi_extra=_links("201", "resource_id", f"get{name}", f"update{name}", f"delete{name}"),
+    )
+    async def create(request: Request, body: JsonBody) -> dict[str, Any]:
+        host = _host(request)
+        document = await prepare(host, without_owned(body))
+        resource_id, _at = await insert_document(host.db, table, document)
+        return await _one(host, table, resource_id, code)
+
+    @router.get(f"/{kind}", operation_id=f"list{name}s")
+    async def list_all(request: Request, limit: Limit = 100) -> list[dict[str, Any]]:
+        return await _list(_host(request), table, limit)
+
+    @router.get(f"/{kind}/{{resource_id}}", operation_id=f"get{name}")
+    async def get(request: Request, resource_id: Id) -> dict[str, Any]:
+        return await _one(_host(request), table, resource_id, code)
+
+    @router.patch(f"/{kind}/{{resource_id}}", operation_id=f"update{name}")
+    async def update(request: Request, resource_id: Id, body: JsonBody) -> dict[str, Any]:
+        host = _host(request)
+        current = await _one(host, table, resource_id, code)
+        merged = {**without_owned(current), **without_owned(body)}
+        await _update(host, table, resource_id, await prepare(host, merged))
+        return await _one(host, table, resource_id, code)
+
+    @router.delete(f"/{kind}/{{resource_id}}", operation_id=f"delete{name}")
+    async def delete(request: Request, resource_id: Id) -> dict[str, Any]:
+        return await _delete(_host(request), table, resource_id, code)
+
+
+async def _assistant_document(host: CallHost, body: dict[str, Any]) -> dict[str, Any]:
+    """An assistant as stored: checked like any other (tools, URLs), kept as given."""
+    config = AssistantConfig.from_json(body)
+    await host.check_assistant(config)
+    return assistant_document(config)
+
+
+async def _tool_document(_host: CallHost, body: dict[str, Any]) -> dict[str, Any]:
     """A tool as stored: checked against the tool shape, kept as given."""
-    document = _owned_out(body)
     try:
-        ToolConfig.model_validate(document)
+        ToolConfig.model_validate(body)
     except ValidationError as exc:
         raise ConfigError(
             "tool configuration is invalid",
             code="invalid_tool",
             errors=exc.errors(include_url=False, include_input=False, include_context=False),
         ) from exc
-    return document
+    return body
 
 
 async def _one(host: CallHost, table: sa.Table, row_id: str, code: str) -> dict[str, Any]:
@@ -295,8 +268,8 @@ def _number_out(host: CallHost, row: dict[str, Any], provider: Any = None) -> di
         "number": row["number"],
         "assistantId": row["assistant_id"],
         "twilioAccountSid": host.settings.twilio_account_sid or "",
-        "createdAt": iso(row["created_at"]),
-        "updatedAt": iso(row["created_at"]),
+        "createdAt": iso_time(row["created_at"]),
+        "updatedAt": iso_time(row["created_at"]),
     }
 
 
@@ -308,8 +281,8 @@ async def vapi_call_out(host: CallHost, hosted: HostedCall) -> dict[str, Any]:
         "orgId": host.org_id,
         "type": VAPI_CALL_TYPES.get(out.type, out.type),
         "status": out.status,
-        "createdAt": iso(out.created_at),
-        "updatedAt": iso(out.ended_at or out.created_at),
+        "createdAt": iso_time(out.created_at),
+        "updatedAt": iso_time(out.ended_at or out.created_at),
         "monitor": {"controlUrl": out.monitor.control_url},
         "clientUrl": out.client_url,
         "artifact": {
@@ -321,7 +294,7 @@ async def vapi_call_out(host: CallHost, hosted: HostedCall) -> dict[str, Any]:
     if out.assistant_id is not None:
         call["assistantId"] = out.assistant_id
     if out.ended_at is not None:
-        call["endedAt"] = iso(out.ended_at)
+        call["endedAt"] = iso_time(out.ended_at)
     if out.ended_reason is not None:
         call["endedReason"] = out.ended_reason
     if out.customer is not None:

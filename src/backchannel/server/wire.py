@@ -45,9 +45,14 @@ class AssistantOut(AssistantConfig):
 SERVER_OWNED = frozenset({"id", "orgId", "createdAt", "updatedAt", "isServerUrlSecretSet"})
 
 
+def without_owned(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` less the server-owned fields."""
+    return {k: v for k, v in data.items() if k not in SERVER_OWNED}
+
+
 def assistant_document(config: AssistantConfig) -> dict[str, Any]:
     """What is stored for an assistant: the config as given, less server-owned fields."""
-    return {k: v for k, v in config.to_json().items() if k not in SERVER_OWNED}
+    return without_owned(config.to_json())
 
 
 class Customer(WireModel):
