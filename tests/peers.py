@@ -32,6 +32,7 @@ from sqlalchemy.engine import make_url
 from backchannel import parse_tool_calls, results, verify_webhook
 
 from .fake_openai import chunk
+from .fake_openai import serve as serve_model
 
 POSTGRES_URL = os.environ.get("BACKCHANNEL_TEST_POSTGRES_URL")
 REDIS_URL = os.environ.get("BACKCHANNEL_TEST_REDIS_URL")
@@ -309,3 +310,18 @@ def server_process(
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@contextmanager
+def stack(
+    tmp: Path, *, env: dict[str, str] | None = None
+) -> Iterator[tuple[ServerProcess, ToolServer, str]]:
+    """A server process on the rule model, with a tool server that checks its
+    signatures: ``(server, tools, tools_url)``."""
+    with (
+        tool_server() as (tools, tools_url),
+        serve_model(rule_model) as (_model, model_url),
+        server_process(tmp, model_url, env=env) as server,
+    ):
+        tools.secret = server.webhook_secret
+        yield server, tools, tools_url

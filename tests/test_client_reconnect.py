@@ -19,9 +19,9 @@ from websockets.asyncio.client import connect
 from backchannel import Client
 
 from .e2e_calls import Session, said, tool_call_id, tool_calls_named, vapi_assistant, wait_for
-from .fake_openai import serve as serve_model
 from .faults import stoppable_client
-from .peers import ServerProcess, ToolServer, rule_model, server_process, tool_server
+from .peers import ServerProcess, ToolServer
+from .peers import stack as server_stack
 
 pytestmark = pytest.mark.anyio
 
@@ -37,12 +37,7 @@ with connect(sys.argv[1]) as ws:
 
 
 def _stack(tmp: Path, **env: str) -> Iterator[tuple[ServerProcess, ToolServer, str]]:
-    with (
-        tool_server() as (tools, tools_url),
-        serve_model(rule_model) as (_model, model_url),
-        server_process(tmp, model_url, env=env) as server,
-    ):
-        tools.secret = server.webhook_secret
+    with server_stack(tmp, env=env) as (server, tools, tools_url):
         tools.modes["check_order"] = "ack"
         yield server, tools, tools_url
 

@@ -17,8 +17,8 @@ from websockets.asyncio.client import connect
 from backchannel import parse_tool_calls
 
 from .e2e_calls import Session, said, tool_call_id, tool_calls_named, vapi_assistant, wait_for
-from .fake_openai import serve as serve_model
-from .peers import ServerProcess, ToolServer, rule_model, server_process, tool_server
+from .peers import ServerProcess, ToolServer
+from .peers import stack as server_stack
 
 pytestmark = pytest.mark.anyio
 
@@ -28,13 +28,8 @@ def stack(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[ServerProcess, ToolServer, str]]:
     tmp = tmp_path_factory.mktemp("vapi")
-    with (
-        tool_server() as (tools, tools_url),
-        serve_model(rule_model) as (_model, model_url),
-        server_process(tmp, model_url) as server,
-    ):
-        tools.secret = server.webhook_secret
-        yield server, tools, tools_url
+    with server_stack(tmp) as running:
+        yield running
 
 
 def _admin(server: ServerProcess) -> httpx.AsyncClient:

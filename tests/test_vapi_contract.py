@@ -25,9 +25,9 @@ from backchannel.events import EventLog
 from backchannel.llm.scripted import say
 
 from .e2e_calls import Session, said, tool_call_id, tool_calls_named, vapi_assistant, wait_for
-from .fake_openai import serve as serve_model
 from .harness import assistant, running_call
-from .peers import ServerProcess, ToolServer, rule_model, server_process, tool_server
+from .peers import ServerProcess, ToolServer
+from .peers import stack as server_stack
 
 pytestmark = pytest.mark.anyio
 
@@ -76,13 +76,8 @@ def stack(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[ServerProcess, ToolServer, str]]:
     tmp = tmp_path_factory.mktemp("contract")
-    with (
-        tool_server() as (tools, tools_url),
-        serve_model(rule_model) as (_model, model_url),
-        server_process(tmp, model_url) as server,
-    ):
-        tools.secret = server.webhook_secret
-        yield server, tools, tools_url
+    with server_stack(tmp) as running:
+        yield running
 
 
 async def test_webhooks_and_client_events_validate_against_vapis_sdk_models(

@@ -20,20 +20,15 @@ from vapi.tools.types.create_tools_response import CreateToolsResponse_Function
 from websockets.asyncio.client import connect
 
 from .e2e_calls import Session, said, tool_call_id, tool_calls_named, wait_for
-from .fake_openai import serve as serve_model
-from .peers import ServerProcess, ToolServer, rule_model, server_process, tool_server
+from .peers import ServerProcess, ToolServer
+from .peers import stack as server_stack
 
 pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[tuple[ServerProcess, ToolServer, str]]:
-    with (
-        tool_server() as (tools, tools_url),
-        serve_model(rule_model) as (_model, model_url),
-        server_process(tmp_path, model_url) as server,
-    ):
-        tools.secret = server.webhook_secret
+    with server_stack(tmp_path) as (server, tools, tools_url):
         tools.modes["check_order"] = "ack"
         yield server, tools, tools_url
 

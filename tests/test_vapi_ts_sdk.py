@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from .fake_openai import serve as serve_model
-from .peers import ServerProcess, ToolServer, rule_model, server_process, tool_server
+from .peers import ServerProcess, ToolServer
+from .peers import stack as server_stack
 
 FLOW_DIR = Path(__file__).parent / "vapi_ts"
 NODE = shutil.which("node")
@@ -30,12 +30,7 @@ def stack(tmp_path: Path) -> Iterator[tuple[ServerProcess, ToolServer, str]]:
         pytest.skip("node is not on PATH")
     if not (FLOW_DIR / "node_modules").is_dir():
         pytest.skip("tests/vapi_ts/node_modules is missing: npm ci --prefix tests/vapi_ts")
-    with (
-        tool_server() as (tools, tools_url),
-        serve_model(rule_model) as (_model, model_url),
-        server_process(tmp_path, model_url) as server,
-    ):
-        tools.secret = server.webhook_secret
+    with server_stack(tmp_path) as (server, tools, tools_url):
         tools.modes["check_order"] = "ack"
         yield server, tools, tools_url
 
