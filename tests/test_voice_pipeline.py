@@ -132,11 +132,17 @@ async def test_12_barge_in_stops_playback_within_a_frame_and_cuts_history(
     llm = ScriptedLLM([say(LONG), say("Sure, go ahead.")])
     async with voice_call(llm, piper, whisper, plain()) as (live, session, line, events, _engine):
         await speak(session, await voice(piper, "When are you open?"))
+
+        def user_heard() -> bool:
+            return any(e.data["role"] == "user" for e in events.of_type("transcript"))
+
+        await eventually(user_heard)  # Whisper may still be at work on a busy machine
         heard = next(e for e in events.of_type("transcript") if e.data["role"] == "user")
         assert "open" in heard.data["transcript"].lower()
         await eventually(lambda: len(line.frames) >= 100)  # 2 s of the assistant's answer
         interruption = await voice(piper, "Wait, one question.")
         await speak(session, interruption, then_silence=1.5)
+        await eventually(lambda: bool(events.of_type("user-interrupted")))
         barge = next(e for e in events.of_type("user-interrupted"))
         frame_times = [t for t, _ in line.frames]
         assert len(frame_times) > 100
