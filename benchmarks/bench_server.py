@@ -86,6 +86,8 @@ class ScenarioLLM:
 
 
 class ScenarioSTT:
+    repeatable = False
+
     async def transcribe(self, audio: AsyncIterable[Samples]) -> str:
         async for _ in audio:  # the turn's audio, to its end
             pass

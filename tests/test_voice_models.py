@@ -25,11 +25,16 @@ def speech_clip() -> Samples:
     pytest.skip("shared/bench speech clip not present")
 
 
-def turns(detector: TurnDetector, samples: Samples) -> list[tuple[str, float]]:
+def turns(
+    detector: TurnDetector, samples: Samples, *, pauses: bool = False
+) -> list[tuple[str, float]]:
+    """The detector's changes and when (s); pauses and resumptions only if asked."""
     out = []
     for i in range(0, samples.size, 320):
         out += [
-            (a.value, round((i + 320) / 16_000, 2)) for a in detector.feed(samples[i : i + 320])
+            (a.value, round((i + 320) / 16_000, 2))
+            for a in detector.feed(samples[i : i + 320])
+            if pauses or a in (Activity.STARTED, Activity.STOPPED)
         ]
     return out
 
@@ -43,6 +48,27 @@ def test_silero_opens_and_closes_a_turn_on_speech_and_ignores_noise() -> None:
     assert 2.8 <= stopped <= 3.3, "speech ends near 2.5 s, plus 0.5 s of silence"
     noise = np.random.default_rng(0).normal(0, 300, 48_000).astype(np.int16)
     assert turns(TurnDetector(SileroVAD()), noise) == []
+
+
+def test_a_pause_inside_a_turn_is_reported_and_speech_after_it_resumes_the_turn() -> None:
+    clip = speech_clip()
+    gap = np.zeros(int(0.35 * 16_000), np.int16)  # longer than the pause, shorter than stop
+    audio = np.concatenate([np.zeros(8_000, np.int16), clip, gap, clip, np.zeros(16_000, np.int16)])
+    got = [a for a, _ in turns(TurnDetector(SileroVAD()), audio, pauses=True)]
+    assert got[0] == Activity.STARTED and got[-2:] == [Activity.PAUSED, Activity.STOPPED]
+    assert got.count(Activity.STARTED) == 1, "the gap did not end the turn"
+    i = got.index(Activity.RESUMED)  # speech after the gap's pause resumed the turn
+    assert got[i - 1] == Activity.PAUSED
+
+
+def test_a_turn_ended_early_listens_for_the_next_one() -> None:
+    detector = TurnDetector(SileroVAD())
+    audio = np.concatenate([np.zeros(8_000, np.int16), speech_clip()])
+    assert [a for a, _ in turns(detector, audio)] == [Activity.STARTED]
+    detector.end_turn()
+    assert not detector.speaking and not detector.paused
+    again = np.concatenate([np.zeros(8_000, np.int16), speech_clip()])
+    assert [a for a, _ in turns(detector, again)] == [Activity.STARTED]
 
 
 def test_energy_vad_sees_loud_speech() -> None:
@@ -141,6 +167,7 @@ async def test_a_telephone_phrase_opens_its_turn_at_once_wherever_the_frames_fal
                 changes += [
                     (c, (i + 160 - frames * 160 - onset) / 8_000)
                     for c in detector.feed(up(phone[i : i + 160]))
+                    if c in (Activity.STARTED, Activity.STOPPED)
                 ]
             assert [c for c, _ in changes] == [Activity.STARTED, Activity.STOPPED], frames
             assert changes[0][1] <= PRE_ROLL_SECONDS + detector.start_secs, (frames, changes)

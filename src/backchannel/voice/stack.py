@@ -9,6 +9,7 @@ from typing import Any
 
 from .stt import STT, WhisperSTT
 from .tts import TTS, EspeakTTS
+from .turn_model import TurnModel, load_turn_model
 from .vad import VAD, SileroVAD
 
 log = logging.getLogger("backchannel.voice")
@@ -18,6 +19,8 @@ log = logging.getLogger("backchannel.voice")
 class VoiceStack:
     stt: STT
     tts: TTS
+    #: Ends turns by meaning as well as silence; ``None``: silence alone.
+    turn_model: TurnModel | None = None
 
     def vad(self) -> VAD:
         """A VAD per call (each keeps its own stream state) on one shared model session."""
@@ -53,6 +56,8 @@ class LazyVoice:
     async def get(self) -> VoiceStack:
         async with self._lock:
             if self._stack is None:
-                stt, tts = await asyncio.to_thread(lambda: (WhisperSTT(), default_tts()))
-                self._stack = VoiceStack(stt, tts)
+                stt, tts, turns = await asyncio.to_thread(
+                    lambda: (WhisperSTT(), default_tts(), load_turn_model())
+                )
+                self._stack = VoiceStack(stt, tts, turns)
             return self._stack

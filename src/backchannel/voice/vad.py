@@ -95,6 +95,10 @@ NARROWBAND_CONFIDENCE = 0.3
 
 class Activity(StrEnum):
     STARTED = "started"
+    #: Silence of ``pause_secs`` within a turn: a moment to check whether it is over.
+    PAUSED = "paused"
+    #: Speech again after a pause, within the same turn.
+    RESUMED = "resumed"
     STOPPED = "stopped"
 
 
@@ -107,6 +111,11 @@ HYSTERESIS = 0.15
 class TurnDetector:
     """Hysteresis over VAD scores: ``start_secs`` of speech opens, ``stop_secs`` closes.
 
+    Within a turn, ``pause_secs`` of silence reports a pause (once, until speech comes
+    back): the session then asks the turn model whether the speaker is done and ends the
+    turn early with :meth:`end_turn`; ``stop_secs`` is the fallback for a turn the model
+    judges unfinished (or when there is no model).
+
     A window scoring at least ``confidence`` is speech; one below ``confidence -
     HYSTERESIS`` is silence; one in between changes nothing. Without that band, a
     single soft window in the middle of a word restarted the count, and telephone
@@ -117,6 +126,7 @@ class TurnDetector:
     confidence: float = 0.7
     start_secs: float = 0.2
     stop_secs: float = 0.5
+    pause_secs: float = 0.2
 
     @classmethod
     def for_rate(cls, vad: VAD, rate: int) -> TurnDetector:
@@ -130,8 +140,13 @@ class TurnDetector:
 
     def __post_init__(self) -> None:
         self.speaking = False
+        self.paused = False
         self._run = 0.0
         self._pending = np.zeros(0, dtype=np.int16)
+
+    def end_turn(self) -> None:
+        """The turn was judged over before ``stop_secs``: listen for the next one."""
+        self.speaking, self.paused, self._run = False, False, 0.0
 
     def feed(self, samples: Samples) -> list[Activity]:
         """Score the new audio window by window; the changes it caused, in order."""
@@ -152,9 +167,15 @@ class TurnDetector:
                 continue
             if heard != self.speaking:
                 self._run += seconds
+                if self.speaking and not self.paused and self._run >= self.pause_secs:
+                    self.paused = True
+                    changes.append(Activity.PAUSED)
                 if self._run >= (self.start_secs if heard else self.stop_secs):
-                    self.speaking, self._run = heard, 0.0
+                    self.speaking, self.paused, self._run = heard, False, 0.0
                     changes.append(Activity.STARTED if heard else Activity.STOPPED)
             else:
                 self._run = 0.0
+                if heard and self.paused:
+                    self.paused = False
+                    changes.append(Activity.RESUMED)
         return changes

@@ -1,0 +1,69 @@
+"""Whether what the caller says over the assistant is an interruption.
+
+People acknowledge while they listen ("mm-hmm", "okay", "right"); a voice assistant that
+stops for each of those is hard to talk to. The rules are Vapi's ``stopSpeakingPlan``:
+acknowledgement phrases never cut, interruption phrases always do, other words cut once
+there are ``numWords`` of them (at least one). A sound with no words (a cough, a door)
+never cuts by its words; a tentative turn that goes on longer than any acknowledgement
+cuts anyway, and if it then brings no words the call resumes the cut sentence.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ..config import StopSpeakingPlan
+
+#: Longer than any acknowledgement ("yeah okay, sure"): speech over the assistant that
+#: lasts this long cuts it, words or not.
+MAX_ACKNOWLEDGEMENT_SECONDS = 1.2
+#: Non-lexical sounds recognisers write for murmurs; they are not words.
+_MURMURS = frozenset({"mm", "mmm", "hm", "hmm", "mhm", "uh", "um", "er", "ah", "oh"})
+_ANNOTATION = re.compile(r"\([^)]*\)|\[[^\]]*\]|\*[^*]*\*")
+_NOT_WORD = re.compile(r"[^a-z0-9\- ]+")
+
+
+def words(text: str) -> list[str]:
+    """Lower-case words without punctuation; apostrophes dropped ("don't" → "dont"),
+    hyphens kept ("mm-hmm"), annotations such as "(coughs)" removed."""
+    text = _ANNOTATION.sub(" ", text.lower()).replace("'", "").replace("\u2019", "")
+    return [w.strip("-") for w in _NOT_WORD.sub(" ", text).split() if w.strip("-")]
+
+
+def _key(phrase: str) -> str:
+    return " ".join(words(phrase)).replace("-", "")
+
+
+class Interruptions:
+    def __init__(self, plan: StopSpeakingPlan) -> None:
+        self.num_words = plan.num_words
+        self._acks = {_key(p) for p in plan.acknowledgement_phrases}
+        self._ack_words = {k for k in self._acks if " " not in k} | _MURMURS
+        self._cutters = {_key(p) for p in plan.interruption_phrases}
+
+    @property
+    def enabled(self) -> bool:
+        """Whether speech over the assistant is weighed at all (else it cuts at once)."""
+        return bool(self._acks) or self.num_words > 0
+
+    def too_long(self, seconds: float) -> bool:
+        return seconds >= MAX_ACKNOWLEDGEMENT_SECONDS
+
+    def cuts(self, text: str, *, final: bool = False) -> bool:
+        """Whether these words cut the assistant. While the caller is still talking,
+        ``numWords`` real words are needed; once they have stopped, any real word makes
+        it a turn of its own."""
+        said = [w.replace("-", "") for w in words(text)]
+        if not said:
+            return False
+        joined = " ".join(said)
+        if any(_contains(joined, cutter) for cutter in self._cutters):
+            return True
+        if joined in self._acks:
+            return False
+        real = [w for w in said if w not in self._ack_words]
+        return len(real) >= (1 if final else max(1, self.num_words))
+
+
+def _contains(text: str, phrase: str) -> bool:
+    return f" {phrase} " in f" {text} "
