@@ -103,6 +103,13 @@ class FirstWord:
     def stop(self) -> Any:
         return self.inner.stop()
 
+    def drop(self, utterance_id: int) -> None:
+        self.inner.drop(utterance_id)
+
+    @property
+    def clause_first(self) -> bool:
+        return bool(self.inner.clause_first)
+
     async def run(self) -> None:
         await self.inner.run()
 

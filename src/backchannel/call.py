@@ -511,7 +511,7 @@ class Call:
             self._response = None
         self._conversation_changed()
         verdict = self.arbiter.finished(response.plan, unspoken)
-        for a in response.plan.announcements:
+        for a in response.announcements:
             if response.spoke(a):
                 self.announced.append(a)
                 if a.key == a.tool_call_id:
@@ -569,6 +569,13 @@ class Call:
             else ""
         )
         content = stored_result(record).model_content()
+        if self._absorb(record, content):
+            if record.delivered_at is None:
+                await self.note(
+                    lambda: self.ledger.mark_delivered(self.call_id, record.tool_call_id),
+                    "note a delivery",
+                )
+            return
         self.conversation.add_note(
             Message(
                 "system",
@@ -589,6 +596,32 @@ class Call:
         if not (record.message or fixed) and hint:  # ``role: system``: the model answers
             self.conversation.add_note(Message("system", hint))
         self.announce(record, record.message or fixed, failed=failed, content=content)
+
+    def _absorb(self, record: ToolCallRecord, content: str) -> bool:
+        """A result that lands before the response that called its tool has said
+        anything after the call: that response answers from it (no placeholder line,
+        no announcement later). Only for results the model is to speak about."""
+        response, task = self._response, self._response_task
+        if response is None or task is None or record.delivery is Delivery.SILENT:
+            return False
+        spec = self.specs.get(record.name)
+        failed = record.error is not None
+        fixed, hint = spec.spoken.after(not failed) if spec else (None, None)
+        if record.message or fixed or hint or record.state is ToolCallState.TIMED_OUT:
+            return False
+        announcement = Announcement(
+            key=record.tool_call_id,
+            tool_call_id=record.tool_call_id,
+            name=record.name,
+            text=None,
+            failed=failed,
+            content=content,
+        )
+        if not response.absorb(announcement, content):
+            return False
+        if response.restarting:
+            task.cancel()
+        return True
 
     def announce(
         self,

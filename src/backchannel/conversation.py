@@ -105,7 +105,8 @@ class Conversation:
 
     def to_openai(self, extra: Sequence[Mapping[str, Any]] = ()) -> list[dict[str, Any]]:
         """The history as chat-completions ``messages``, with transient ``extra`` at the end."""
-        return [*self.preamble, *(m.to_openai() for m in self.messages), *map(dict, extra)]
+        said = (m for m in self.messages if m.role != "assistant" or m.content or m.tool_calls)
+        return [*self.preamble, *(m.to_openai() for m in said), *map(dict, extra)]
 
     def transcript(self) -> list[dict[str, Any]]:
         """What was said, by whom: user and assistant text only."""

@@ -10,6 +10,7 @@ tool-call block left open, and reports which announcements were really spoken.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import itertools
 import json
@@ -29,6 +30,9 @@ if TYPE_CHECKING:
 
 MAX_MODEL_STEPS = 8
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+#: A clause ends at a comma, semicolon, colon or dash followed by a space, after at
+#: least two words ("Sure, …" waits for more; "Yes, we do, …" goes at the second comma).
+_CLAUSE_END = re.compile(r"[,;:\u2014]\s+")
 
 
 @dataclass
@@ -50,21 +54,86 @@ class Response:
         #: Announcements whose fixed line was fully played.
         self._lines_spoken: set[str] = set()
         self.end_call_after = bool(plan.say and plan.say.end_call_after)
+        #: Async tool calls of this response whose placeholder is in the history, by
+        #: the placeholder's index; the step generated after them; results taken in.
+        self._placeholders: dict[str, int] = {}
+        self._followup: int | None = None
+        self._restart = False
+        self.absorbed: list[Announcement] = []
+        #: Whether the model's words have started to go to speech: the first clause
+        #: goes alone, as soon as it is complete; the rest sentence by sentence.
+        self._spoke_any = False
 
     # -- the turn ----------------------------------------------------------------------
 
     async def run(self) -> None:
         self.open_turn()
         await self.say_fixed_lines()
-        if self.needs_model():
-            for _ in range(MAX_MODEL_STEPS):
-                step = await self.generate()
-                if not step.tool_calls:
-                    break
-                await self.call.tools.run_step(self, step)
-                if self.end_call_after:
-                    break
-        await self.tracker.drain()
+        steps, generating = 0, self.needs_model()
+        while True:
+            try:
+                if generating and steps < MAX_MODEL_STEPS:
+                    steps += 1
+                    step = await self.generate()
+                    if step.tool_calls:
+                        await self.call.tools.run_step(self, step)
+                        if not self.end_call_after:
+                            continue
+                    generating = False
+                await self.tracker.drain()
+                return
+            except asyncio.CancelledError:
+                if not self._restart or self.cut:
+                    raise
+                current = asyncio.current_task()
+                if current is not None:
+                    current.uncancel()
+                self._drop_followup()
+                generating = True  # answer again, now with the result
+
+    # -- results that arrive before their placeholder is heard -------------------------
+
+    def placeholder(self, tool_call_id: str, index: int) -> None:
+        """An async tool call of this response got its placeholder at ``index``."""
+        self._placeholders[tool_call_id] = index
+
+    def absorb(self, announcement: Announcement, content: str) -> bool:
+        """Take a result whose placeholder this response gave and has not yet talked
+        about: the result replaces the placeholder in the history and the model answers
+        again from it, so the caller never hears "I'm checking" for an answer already
+        in hand. False once the step after the tool call has been heard."""
+        index = self._placeholders.get(announcement.tool_call_id)
+        followup = self._followup
+        if (
+            index is None
+            or self.cut
+            or (followup is not None and self.tracker.started_any(followup))
+        ):
+            return False
+        del self._placeholders[announcement.tool_call_id]
+        self.call.conversation.replace(
+            index, Message("tool", content, tool_call_id=announcement.tool_call_id)
+        )
+        self.absorbed.append(announcement)
+        if followup is not None:
+            self._restart = True
+        return True
+
+    @property
+    def restarting(self) -> bool:
+        return self._restart
+
+    def _drop_followup(self) -> None:
+        """Forget the step that followed the tool calls: its queued speech and its text."""
+        self._restart = False
+        tag, self._followup = self._followup, None
+        if tag is None:
+            return
+        for utterance_id in self.tracker.drop(tag):
+            self.call.output.drop(utterance_id)
+        index = self._messages.pop(tag, None)
+        if index is not None:
+            self.call.conversation.replace(index, Message("assistant", None))
 
     # -- the steps ---------------------------------------------------------------------
 
@@ -89,6 +158,8 @@ class Response:
     async def generate(self) -> Step:
         """Stream one model step; each sentence goes to speech as soon as it is complete."""
         step = Step(tag=next(self._tags))
+        if self._placeholders:  # the step that talks while async tools run
+            self._followup = step.tag
         buffer = ""
         request = self.call.llm_request(self.call.conversation.to_openai(self._instructions()))
         async for chunk in self.call.llm.stream(request):
@@ -97,12 +168,17 @@ class Response:
                 buffer += chunk.text
                 if self.call.engine.speak_chunks:
                     sentences, buffer = [buffer], ""
+                elif not self._spoke_any and self.call.output.clause_first:
+                    *sentences, buffer = _split_first_clause(buffer)
                 else:
                     *sentences, buffer = _split_sentences(buffer)
                 for sentence in sentences:
                     if sentence.strip():
+                        self._spoke_any = True
                         self.tracker.speak(sentence, step.tag)
             else:
+                if self._followup == step.tag:
+                    self._followup = None  # a step that calls tools is not restarted
                 step.tool_calls.append(chunk)
         if buffer.strip():
             self.tracker.speak(buffer, step.tag)
@@ -159,7 +235,12 @@ class Response:
         for tool_call_id in sorted(conversation.unanswered):
             conversation.append(Message("tool", _INTERRUPTED, tool_call_id=tool_call_id))
         conversation.drop_empty()
-        return tuple(a for a in self.plan.announcements if not self.spoke(a))
+        return tuple(a for a in self.announcements if not self.spoke(a))
+
+    @property
+    def announcements(self) -> tuple[Announcement, ...]:
+        """The plan's announcements and the results taken in while it ran."""
+        return (*self.plan.announcements, *self.absorbed)
 
     def spoke(self, a: Announcement) -> bool:
         """Whether an announcement reached the listener whole."""
@@ -175,6 +256,18 @@ _INTERRUPTED = json.dumps(
         "It will be added to the conversation when it arrives.",
     }
 )
+
+
+def _split_first_clause(text: str) -> list[str]:
+    """The response's opening: its first sentence or clause as soon as it is complete
+    (speech can start on it while the model goes on), then whole sentences."""
+    sentences = _split_sentences(text)
+    if len(sentences) > 1:
+        return sentences
+    for m in _CLAUSE_END.finditer(text):
+        if len(text[: m.start()].split()) >= 2:
+            return [text[: m.end()], text[m.end() :]]
+    return [text]
 
 
 def _split_sentences(text: str) -> list[str]:

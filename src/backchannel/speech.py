@@ -42,6 +42,9 @@ class SpeechListener(Protocol):
 class SpeechOutput(Protocol):
     #: While true the output plays silence in place of speech (``mute-assistant``).
     muted: bool
+    #: Whether a response's first clause is worth sending alone: for audio, whose
+    #: synthesis must finish a piece before it plays, so a short first piece plays sooner.
+    clause_first: bool
 
     def attach(self, listener: SpeechListener) -> None: ...
 
@@ -51,6 +54,10 @@ class SpeechOutput(Protocol):
 
     def stop(self) -> Cut | None:
         """Stop now and drop the queue; the cut of the utterance that was playing, if any."""
+        ...
+
+    def drop(self, utterance_id: int) -> None:
+        """Take a queued utterance out of the queue (one playing is not touched)."""
         ...
 
     async def run(self) -> None:
@@ -74,6 +81,9 @@ class UtteranceQueue:
 
     def clear(self) -> None:
         self._items.clear()
+
+    def remove(self, utterance_id: int) -> None:
+        self._items = deque(u for u in self._items if u.id != utterance_id)
 
     async def next(self) -> Utterance:
         while not self._items:
@@ -103,12 +113,16 @@ class PacedSpeech:
         self._player: asyncio.Task[None] | None = None
         self.played: list[tuple[Utterance, float, float, int]] = []
         self.muted = False
+        self.clause_first = False
 
     def attach(self, listener: SpeechListener) -> None:
         self._listener = listener
 
     def speak(self, utterance: Utterance) -> None:
         self._queue.push(utterance)
+
+    def drop(self, utterance_id: int) -> None:
+        self._queue.remove(utterance_id)
 
     def stop(self) -> Cut | None:
         self._queue.clear()

@@ -91,9 +91,10 @@ class ToolRuns:
             else:
                 self.runs[inv.tool_call_id] = self.call.spawn(self._execute(inv))
             if inv.spec.is_async:
-                self.call.conversation.append(
+                index = self.call.conversation.append(
                     Message("tool", PLACEHOLDER, tool_call_id=inv.tool_call_id)
                 )
+                response.placeholder(inv.tool_call_id, index)
                 self.timers[inv.tool_call_id] = self.call.spawn(self._async_timeout(inv))
         await asyncio.gather(*(self._await_sync(response, inv) for inv in sync))
 

@@ -80,6 +80,20 @@ class SpeechTracker:
         self._done_callbacks.clear()
         self._check()
 
+    def started_any(self, tag: int) -> bool:
+        """Whether any utterance under ``tag`` has started to play."""
+        return any(s.started for s in self._spoken.values() if s.tag == tag)
+
+    def drop(self, tag: int) -> list[int]:
+        """Forget the utterances under ``tag`` (none has started): they count as done,
+        unheard. Returns their ids, for the output to drop from its queue."""
+        dropped = [i for i, s in self._spoken.items() if s.tag == tag and not s.done]
+        for i in dropped:
+            self._spoken[i].done = True
+            self._done_callbacks.pop(i, None)
+        self._check()
+        return dropped
+
     def remainder(self, cut: Cut | None) -> list[str]:
         """What a cut is about to stop: the playing sentence, whole, and the queued ones."""
         return [

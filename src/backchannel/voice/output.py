@@ -42,6 +42,7 @@ class AudioOutput:
         self.clock = clock or SystemClock()
         self.clear = clear
         self.muted = False
+        self.clause_first = True
         self.frames_sent = 0
         self._listener: SpeechListener | None = None
         self._queue = UtteranceQueue()
@@ -57,6 +58,9 @@ class AudioOutput:
 
     def speak(self, utterance: Utterance) -> None:
         self._queue.push(utterance)
+
+    def drop(self, utterance_id: int) -> None:
+        self._queue.remove(utterance_id)
 
     def stop(self) -> Cut | None:
         """Stop before the next frame; drop the queue; ask the transport to clear."""
