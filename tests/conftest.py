@@ -78,6 +78,15 @@ def whisper() -> Any:
 
 
 @pytest.fixture(scope="session")
+def turn_model() -> Any:
+    """Smart Turn v3, as ``backchannel model fetch`` installs it (a missing model fails
+    here with that instruction)."""
+    from backchannel.voice.turn_model import SmartTurn
+
+    return SmartTurn()
+
+
+@pytest.fixture(scope="session")
 def local_llm() -> Iterator[Any]:
     """Qwen2.5 1.5B through llama.cpp, loaded once for the whole run.
 

@@ -27,7 +27,7 @@ from .events import Event, EventSink
 from .ledger.ledger import Outcome, Resolution, stored_result, unsaid
 from .ledger.records import ToolCallRecord
 from .ledger.retry import is_store_error, persistently
-from .lifecycle import CallState, ToolCallState, transition
+from .lifecycle import CallState, ToolCallState, TurnState, transition
 from .llm.base import LLM, LLMRequest
 from .reports import ended_events
 from .response import Response
@@ -105,6 +105,7 @@ class Call:
         self._spoken: set[str] = set()
         #: What the last barge-in cut, said again if the turn brings no words.
         self._resumable: tuple[str, ...] = ()
+        self._prefilling: asyncio.Task[Any] | None = None
         output.attach(self)
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -288,8 +289,21 @@ class Call:
         if resume and not text.strip() and not self.arbiter.user_speaking:
             # A false interruption (a cough, noise): no words came, so the sentence it
             # cut is said again, whole, before anything else.
-            self.arbiter.say(SayRequest(" ".join(resume)))
+            self.arbiter.say(SayRequest(" ".join(line.strip() for line in resume)))
         self._apply(self.arbiter.user_transcript(text))
+
+    def user_partial(self, text: str) -> None:
+        """The caller's words so far, while they are still talking: shown as a partial
+        transcript, and given to the model ahead, so its reply need not evaluate them."""
+        if not text.strip() or self.ended.is_set():
+            return
+        self.emit("transcript", role="user", transcriptType="partial", transcript=text)
+        if self._prefilling is not None and not self._prefilling.done():
+            return  # one at a time; the next partial catches up
+        if self.arbiter.state is not TurnState.USER or self.conversation.block_open:
+            return
+        ahead = [*self.conversation.to_openai(), {"role": "user", "content": text}]
+        self._prefilling = self.spawn(self.llm.prepare(self.llm_request(ahead)))
 
     def send_text(self, text: str) -> None:
         """A typed user message (text calls): a whole user turn at once."""

@@ -76,14 +76,15 @@ class Conversation:
         """Add a message now; returns its index (for a later :meth:`replace`)."""
         message = self._stamped(message)
         self.messages.append(message)
+        index = len(self.messages) - 1
         if message.role == "assistant" and message.tool_calls:
             self._unanswered.update(tc.id for tc in message.tool_calls)
         if message.role == "tool" and message.tool_call_id is not None:
             self._unanswered.discard(message.tool_call_id)
             if not self._unanswered:
                 held, self._held = self._held, []
-                self.messages.extend(held)
-        return len(self.messages) - 1
+                self.messages.extend(held)  # notes held back follow it
+        return index
 
     def add_note(self, message: Message) -> None:
         """Add a message that may wait: held back while a tool-call block is open."""

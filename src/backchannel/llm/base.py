@@ -51,9 +51,10 @@ class LLM(Protocol):
         ...
 
     async def prepare(self, request: LLMRequest) -> None:
-        """Get ready for requests that start like this one (system prompt and tools), while
-        the call opens; a local model evaluates the shared prompt once, so the first turn
-        does not pay for it. Remote models have nothing to do."""
+        """Get ready for requests that start like this one: while the call opens (system
+        prompt and tools), and while the caller is still talking (their words so far). A
+        local model evaluates the prompt ahead, so the reply does not pay for it. Remote
+        models have nothing to do."""
         ...
 
 

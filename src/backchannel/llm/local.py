@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import functools
 import json
 import os
 import threading
@@ -117,23 +118,29 @@ class LlamaCppLLM:
         evaluating it again: its first turn is as fast as the later ones.
         """
         prompt, _stop = self.render(request)
-        await asyncio.to_thread(self._prepare, prompt)
+        # An opening prompt is kept; one with the caller's words (a partial transcript,
+        # evaluated while they are still talking) only warms the cache for the reply.
+        opening = not any(m.get("role") == "user" for m in request.messages)
+        await asyncio.to_thread(functools.partial(self._prepare, prompt, keep=opening))
 
-    def _prepare(self, prompt: str) -> None:
+    def _prepare(self, prompt: str, *, keep: bool) -> None:
         tokens = tuple(self.model.tokenize(prompt.encode("utf-8"), special=True))
         with self._model_lock:
             held = _common_prefix(self.model._input_ids.tolist(), tokens)
-            if held >= len(tokens) - 1:
+            if held >= len(tokens):
                 return  # already in the cache
-            saved = self._states.pop(tokens, None)
+            saved = self._states.pop(tokens, None) if keep else None
             if saved is not None:
                 self._states[tokens] = saved  # most recently used last
                 self._restore(tokens, saved)
                 return
-            self.model.create_completion(prompt, max_tokens=1, temperature=0.0)
-            self._states[tokens] = self._save()
-            while len(self._states) > PROMPT_STATES:
-                del self._states[next(iter(self._states))]
+            # Evaluate only what the cache does not hold yet; generate nothing.
+            self.model.n_tokens = held
+            self.model.eval(tokens[held:])
+            if keep:
+                self._states[tokens] = self._save()
+                while len(self._states) > PROMPT_STATES:
+                    del self._states[next(iter(self._states))]
 
     def _save(self) -> bytes:
         import llama_cpp
@@ -150,7 +157,6 @@ class LlamaCppLLM:
         buffer = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
         if llama_cpp.llama_state_set_data(self.model._ctx.ctx, buffer, len(data)) != len(data):
             raise ProviderError("could not restore the model's prompt state", code="llm_error")
-        # The saved state holds the prompt and the one token generated after it.
         n = min(len(tokens), self.model.n_ctx())
         self.model.input_ids[:n] = tokens[:n]
         self.model.n_tokens = n

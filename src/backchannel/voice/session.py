@@ -48,6 +48,8 @@ COMPLETE = 0.5
 #: Over the assistant's speech, a tentative turn is transcribed again each time it has
 #: grown by this much, to hear its first real words early.
 PARTIAL_EVERY_SECONDS = 0.3
+#: Otherwise, each time it has grown by this much: the partial transcript.
+TRANSCRIPT_EVERY_SECONDS = 0.5
 log = logging.getLogger("backchannel.voice")
 T = TypeVar("T")
 
@@ -98,6 +100,10 @@ class VoiceSession:
         self._resample = StreamResampler(rate, RATE)
         self._recent: list[Samples] = []
         self._turn: _Turn | None = None
+        #: The turn model's verdicts, in order; what was heard over the assistant and
+        #: let pass (acknowledgements, sounds): for tests and the curious.
+        self.verdicts: list[float] = []
+        self.let_pass: list[str] = []
 
     def feed(self, pcm: bytes) -> None:
         """Take one frame of microphone audio (any length; an odd byte is dropped).
@@ -122,8 +128,7 @@ class VoiceSession:
             turn.audio.append(samples)
             if turn.stream is not None:
                 turn.stream.put_nowait(samples)
-            if not turn.committed:
-                self._weigh(turn)
+            self._weigh(turn)
 
     def _remember(self, samples: Samples) -> None:
         self._recent.append(samples)
@@ -152,22 +157,30 @@ class VoiceSession:
             self.call.user_started_speaking()
 
     def _weigh(self, turn: _Turn) -> None:
-        """Over the assistant's speech: cut once the turn is too long for an
-        acknowledgement; transcribe it as it grows, to cut on its first real words."""
-        seconds = turn.size / RATE - PRE_ROLL_SECONDS
-        if self.interruptions.too_long(seconds):
-            self._commit(turn)
-            return
-        grown = turn.size - turn.checked >= PARTIAL_EVERY_SECONDS * RATE
+        """Transcribe the turn as it grows. Over the assistant's speech, to cut on its
+        first real words (or once it is too long for an acknowledgement); otherwise to
+        show the words so far and let the model read them ahead."""
+        if not turn.committed:
+            seconds = turn.size / RATE - PRE_ROLL_SECONDS
+            if self.interruptions.too_long(seconds):
+                self._commit(turn)
+                return
+        every = PARTIAL_EVERY_SECONDS if not turn.committed else TRANSCRIPT_EVERY_SECONDS
+        grown = turn.size - turn.checked >= every * RATE
         busy = any(not t.done() for t in turn.tasks)  # one partial at a time
-        if self.stt.repeatable and grown and not busy:
+        if self.stt.repeatable and grown and not busy and not self.detector.paused:
             turn.checked = turn.size
             self._spawn(turn, self._partial(turn, turn.samples()))
 
     async def _partial(self, turn: _Turn, audio: Samples) -> None:
+        was_committed = turn.committed
         text = await self._transcribe(audio)
+        if turn.ended:
+            return
         if not turn.committed and self.interruptions.cuts(text):
             self._commit(turn)
+        elif was_committed:
+            self.call.user_partial(text)
 
     def _pause(self) -> None:
         turn = self._turn
@@ -191,6 +204,7 @@ class VoiceSession:
         except Exception:  # a failed check leaves the silence rule in charge
             log.exception("call %s: the turn model failed", self.call.call_id)
             return
+        self.verdicts.append(done)
         if done >= COMPLETE and self._turn is turn and self.detector.paused:
             self.detector.end_turn()
             self._end_turn()
@@ -222,6 +236,7 @@ class VoiceSession:
         if not turn.committed:
             if not self.interruptions.cuts(text, final=True):
                 log.debug("call %s: not an interruption: %r", self.call.call_id, text)
+                self.let_pass.append(text)
                 return
             self._commit(turn)
             self.call.user_stopped_speaking()
