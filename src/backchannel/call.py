@@ -95,7 +95,7 @@ class Call:
         #: ``call`` object of every event and webhook.
         self.details: dict[str, Any] = {}
         self.transfer_to: str | None = None
-        self._greeted = asyncio.Event()  # the assistant has finished a sentence once
+        self._greeted = asyncio.Event()  # the assistant's first sentence has started playing
         self._away = False  # the client dropped and may come back
         self._failures = 0  # responses that failed in a row
         self._heard_plan: int | None = None  # the last plan whose speech was heard
@@ -128,8 +128,9 @@ class Call:
         return self
 
     async def _prepare_llm(self, *, after_greeting: bool) -> None:
-        """Let the model get ready while the call opens: after the greeting, so a local
-        model's prompt evaluation (seconds of CPU) overlaps the caller's first words
+        """Let the model get ready while the call opens: once the greeting plays, so a
+        local model's prompt evaluation (seconds of CPU, or milliseconds for an opening
+        prompt it has seen before) overlaps the greeting and the caller's first words
         rather than slowing the greeting's speech synthesis."""
         if after_greeting:
             await self._greeted.wait()
@@ -313,6 +314,7 @@ class Call:
     # -- events in: the speech output (SpeechListener) ---------------------------------
 
     def speech_started(self, utterance_id: int) -> None:
+        self._greeted.set()
         if self._response is not None and self._response.tracker.owns(utterance_id):
             self._response.tracker.started(utterance_id)
             self._heard_plan = self._response.plan.id
@@ -320,7 +322,6 @@ class Call:
         self.emit("speech-update", role="assistant", status="started")
 
     def speech_finished(self, utterance_id: int) -> None:
-        self._greeted.set()
         text = None
         if self._response is not None and self._response.tracker.owns(utterance_id):
             text = self._response.tracker.text(utterance_id)

@@ -30,8 +30,7 @@ if TYPE_CHECKING:
 
 MAX_MODEL_STEPS = 8
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
-#: A clause ends at a comma, semicolon, colon or dash followed by a space, after at
-#: least two words ("Sure, …" waits for more; "Yes, we do, …" goes at the second comma).
+#: A clause ends at a comma, semicolon, colon or dash followed by a space ("Sure, …").
 _CLAUSE_END = re.compile(r"[,;:\u2014]\s+")
 
 
@@ -264,10 +263,10 @@ def _split_first_clause(text: str) -> list[str]:
     sentences = _split_sentences(text)
     if len(sentences) > 1:
         return sentences
-    for m in _CLAUSE_END.finditer(text):
-        if len(text[: m.start()].split()) >= 2:
-            return [text[: m.end()], text[m.end() :]]
-    return [text]
+    m = _CLAUSE_END.search(text)
+    if m is None or not text[: m.start()].strip():
+        return [text]
+    return [text[: m.end()], text[m.end() :]]
 
 
 def _split_sentences(text: str) -> list[str]:

@@ -41,6 +41,10 @@ class Caller:
     _last_heard: float = 0.0
     #: When the first microphone frame went out, on the timeline: the WAV's zero.
     mic_started: float = 0.0
+    #: The caller's lines: (start, end) of their audio on the timeline, and the text.
+    lines: list[tuple[float, float, str]] = field(default_factory=list)
+    #: When each event arrived, on the timeline (parallel to ``events``).
+    event_at: list[float] = field(default_factory=list)
 
     def now(self) -> float:
         return time.monotonic() - self.t0
@@ -69,10 +73,12 @@ class Caller:
         """Speak a line into the microphone and return once it has been sent."""
         audio = await spoken(self.voice, text)
         audio = resample(audio, self.voice.sample_rate, RATE)
-        self.timeline(self.now(), "caller", f'says "{text}"')
+        start = self.now()
+        self.timeline(start, "caller", f'says "{text}"')
         done = asyncio.Event()
         self._speech.append((audio, done))
         await done.wait()
+        self.lines.append((start, self.now(), text))
 
     async def until(self, check: Callable[[], bool], *, within: float = 60.0) -> None:
         deadline = time.monotonic() + within
@@ -119,6 +125,7 @@ class Caller:
                 continue
             event = json.loads(message)
             self.events.append(event)
+            self.event_at.append(self.now())
             self._narrate(event)
 
     def _narrate(self, event: dict[str, Any]) -> None:

@@ -29,6 +29,7 @@ from ..llm.base import LLM
 from ..server.app import create_app
 from ..server.settings import Settings
 from .caller import Caller
+from .feel import Feel, feel
 from .scripted import scripted_order_desk
 from .tool_server import order_desk
 
@@ -104,6 +105,7 @@ class DemoResult:
     heard: list[tuple[float, bytes]]
     #: Wall-clock time of the timeline's zero, to place the ledger's timestamps on it.
     wall0: float
+    feel: Feel
 
 
 async def run_demo(
@@ -160,9 +162,16 @@ async def run_demo(
             await caller.run(conversation)
     seconds = caller.write_wav(wav)
     report = next(e for e in caller.events if e.get("type") == "end-of-call-report")
-    return DemoResult(
-        caller.events, wav, seconds, list(report.get("toolCalls", [])), caller.heard, wall0
+    tool_calls = list(report.get("toolCalls", []))
+    arrived = next((tc["resolvedAt"] - wall0 for tc in tool_calls if tc.get("resolvedAt")), None)
+    how = feel(
+        lines=caller.lines,
+        heard=caller.heard,
+        events=caller.events,
+        event_at=caller.event_at,
+        result_at=arrived,
     )
+    return DemoResult(caller.events, wav, seconds, tool_calls, caller.heard, wall0, how)
 
 
 def _print_line(at: float, who: str, text: str) -> None:
@@ -182,6 +191,9 @@ def print_report(result: DemoResult) -> None:
             if tc.get(key) is not None:
                 print(f"    {tc[key] - result.wall0:6.2f}s  {label}")
         print(f"    result: {json.dumps(tc['result'])}")
+    print()
+    for line in result.feel.lines():
+        print(line)
     print(f"\nboth sides of the call ({result.seconds:.1f} s): {result.wav}")
     print("  left channel: the caller; right channel: the assistant")
 

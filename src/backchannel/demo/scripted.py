@@ -12,6 +12,8 @@ def scripted_order_desk() -> LLM:
         messages = list(request.messages)
         last = messages[-1]
         if last["role"] == "tool":
+            if "out for delivery" in str(last["content"]):  # the result came in first
+                return say("Your order is out for delivery, arriving this afternoon.")
             return say("I'm on it; the warehouse takes a moment.")
         user = next((str(m["content"]) for m in reversed(messages) if m["role"] == "user"), "")
         lowered = user.lower()

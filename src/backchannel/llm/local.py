@@ -101,7 +101,7 @@ class LlamaCppLLM:
         """The prompt text and stop strings, exactly as the model will see them."""
         messages = [_for_template(m) for m in request.messages]
         if request.tools:
-            messages = _with_guidance(messages)
+            messages = _with_guidance(messages, TOOL_GUIDANCE)
         if _answering(request):
             messages.append({"role": "system", "content": ANSWER_NOW})
         tools: Any = list(request.tools) or None  # OpenAI-format, as the template expects
@@ -252,11 +252,11 @@ def _arguments(function: Mapping[str, Any]) -> Any:
     return raw
 
 
-def _with_guidance(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _with_guidance(messages: list[dict[str, Any]], guidance: str) -> list[dict[str, Any]]:
     if messages and messages[0].get("role") == "system":
-        first = {**messages[0], "content": f"{messages[0]['content']}\n\n{TOOL_GUIDANCE}"}
+        first = {**messages[0], "content": f"{messages[0]['content']}\n\n{guidance}"}
         return [first, *messages[1:]]
-    return [{"role": "system", "content": TOOL_GUIDANCE}, *messages]
+    return [{"role": "system", "content": guidance}, *messages]
 
 
 def resolve_model(name: str) -> Path:

@@ -1,0 +1,96 @@
+"""How the demo call felt, from the caller's side: the silences after they stopped
+talking, and how soon the order result was said once the floor was free.
+
+Everything is read off what the caller sent and heard (audio frames and events, each
+with its time on the demo's timeline) and the ledger's times for the tool call.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+from typing import Any
+
+#: Assistant frames further apart than this are a silence.
+GAP = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    line: str
+    #: End of the caller's line → the assistant's first audio after it (s).
+    first_audio: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Feel:
+    replies: list[Reply]
+    #: The order result: when it arrived, when the floor was first free after that, and
+    #: when its announcement started to play (s on the timeline).
+    result_at: float | None
+    floor_free_at: float | None
+    announced_at: float | None
+
+    def lines(self) -> list[str]:
+        out = ["how it felt (seconds):"]
+        for r in self.replies:
+            waited = f"{r.first_audio:.2f}" if r.first_audio is not None else "no answer"
+            out.append(f"  caller stops -> first assistant audio {waited}  ({r.line!r})")
+        if self.result_at is not None and self.announced_at is not None:
+            free = self.floor_free_at if self.floor_free_at is not None else self.result_at
+            out.append(
+                f"  order result: arrived {self.result_at:.2f}, floor free {free:.2f}, "
+                f"announcement starts {self.announced_at:.2f} "
+                f"({self.announced_at - free:.2f} after the floor was free)"
+            )
+        return out
+
+
+def feel(
+    *,
+    lines: list[tuple[float, float, str]],
+    heard: list[tuple[float, bytes]],
+    events: list[dict[str, Any]],
+    event_at: list[float],
+    result_at: float | None,
+) -> Feel:
+    frames = [at for at, _ in heard]
+    replies = []
+    for _start, end, text in lines:
+        after = next((t for t in frames if t > end), None)
+        replies.append(Reply(text, None if after is None else after - end))
+    floor = None if result_at is None else _floor_free(result_at, lines, frames)
+    return Feel(replies, result_at, floor, _announcement(events, event_at))
+
+
+def _floor_free(since: float, lines: list[tuple[float, float, str]], frames: list[float]) -> float:
+    """The first moment from ``since`` on when neither side is talking."""
+    t, moved = since, True
+    while moved:
+        moved = False
+        for start, end, _text in lines:
+            if start <= t < end:
+                t, moved = end, True
+        i = bisect.bisect_right(frames, t - GAP)
+        if i < len(frames) and frames[i] <= t + GAP:  # the assistant is playing
+            while i + 1 < len(frames) and frames[i + 1] - frames[i] <= GAP:
+                i += 1
+            if frames[i] > t:
+                t, moved = frames[i], True
+    return t
+
+
+def _announcement(events: list[dict[str, Any]], event_at: list[float]) -> float | None:
+    """When the assistant started the utterance that first told the order's status."""
+    started = None
+    for event, at in zip(events, event_at, strict=False):
+        if event.get("type") == "speech-update" and event.get("role") == "assistant":
+            if event.get("status") == "started":
+                started = at
+        elif (
+            event.get("type") == "transcript"
+            and event.get("role") == "assistant"
+            and "deliver" in str(event.get("transcript"))
+        ):
+            return started
+    return None
