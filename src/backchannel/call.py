@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .arbiter import Announcement, Arbiter, PlanKind, SayRequest, Verdict
+from .arbiter import Announcement, Arbiter, Plan, PlanKind, SayRequest, Verdict
 from .clock import iso_time
 from .config import AssistantConfig, Delivery
 from .conversation import Conversation, Message, Role
@@ -30,7 +30,7 @@ from .ledger.retry import is_store_error, persistently
 from .lifecycle import CallState, ToolCallState, TurnState, transition
 from .llm.base import LLM, LLMRequest
 from .reports import ended_events
-from .response import Response
+from .response import Response, instructions
 from .results import ResultSource, ToolResult
 from .speech import SpeechOutput
 from .tool_runs import ToolRuns, result_event
@@ -299,12 +299,26 @@ class Call:
         if not text.strip() or self.ended.is_set():
             return
         self.emit("transcript", role="user", transcriptType="partial", transcript=text)
-        if self._prefilling is not None and not self._prefilling.done():
+        if self._prefilling_now():
             return  # one at a time; the next partial catches up
         if self.arbiter.state is not TurnState.USER or self.conversation.block_open:
             return
         ahead = [*self.conversation.to_openai(), {"role": "user", "content": text}]
         self._prefilling = self.spawn(self.llm.prepare(self.llm_request(ahead)))
+
+    def prepare_next(self) -> None:
+        """A response has said all it will and is being heard: if results wait to be told
+        by the model, let it read their request ahead, so the announcement starts soon
+        after the floor frees."""
+        waiting = tuple(a for a in self.arbiter.pending if a.text is None)
+        if not waiting or self.conversation.block_open or self._prefilling_now():
+            return
+        plan = Plan(0, PlanKind.ANNOUNCE, announcements=waiting)
+        ahead = self.conversation.to_openai(instructions(plan))
+        self._prefilling = self.spawn(self.llm.prepare(self.llm_request(ahead)))
+
+    def _prefilling_now(self) -> bool:
+        return self._prefilling is not None and not self._prefilling.done()
 
     def send_text(self, text: str) -> None:
         """A typed user message (text calls): a whole user turn at once."""

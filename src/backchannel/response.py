@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from .arbiter import Announcement, Plan, PlanKind
 from .conversation import Message
-from .llm.base import TextDelta, ToolCallRequest
+from .llm.base import TextDelta, ToolCallRequest, ToolCallStarting
 from .speech import Utterance
 from .tracker import SpeechTracker
 
@@ -79,6 +79,7 @@ class Response:
                         if not self.end_call_after:
                             continue
                     generating = False
+                self.call.prepare_next()  # while this one is still being heard
                 await self.tracker.drain()
                 return
             except asyncio.CancelledError:
@@ -175,6 +176,8 @@ class Response:
                     if sentence.strip():
                         self._spoke_any = True
                         self.tracker.speak(sentence, step.tag)
+            elif isinstance(chunk, ToolCallStarting):
+                self.call.tools.starting(self, chunk.name)
             else:
                 if self._followup == step.tag:
                     self._followup = None  # a step that calls tools is not restarted
@@ -204,22 +207,7 @@ class Response:
 
     def _instructions(self) -> list[dict[str, Any]]:
         """Transient guidance for this request only; never stored in the history."""
-        generated = [a for a in self.plan.announcements if a.text is None]
-        if not generated:
-            return []
-        items = "; ".join(
-            f"{a.name} (toolCallId {a.tool_call_id})"
-            + (f" returned {a.content}" if a.content else "")
-            for a in generated
-        )
-        lead = "Also briefly tell" if self.plan.kind is PlanKind.REPLY else "Briefly tell"
-        return [
-            {
-                "role": "system",
-                "content": f"{lead} the user what came back from these background tool calls: "
-                f"{items}. Use the results in the conversation; do not invent anything.",
-            }
-        ]
+        return instructions(self.plan)
 
     # -- the end -----------------------------------------------------------------------
 
@@ -255,6 +243,25 @@ _INTERRUPTED = json.dumps(
         "It will be added to the conversation when it arrives.",
     }
 )
+
+
+def instructions(plan: Plan) -> list[dict[str, Any]]:
+    """What a plan's request adds after the history: the results to tell the user."""
+    generated = [a for a in plan.announcements if a.text is None]
+    if not generated:
+        return []
+    items = "; ".join(
+        f"{a.name} (toolCallId {a.tool_call_id})" + (f" returned {a.content}" if a.content else "")
+        for a in generated
+    )
+    lead = "Also briefly tell" if plan.kind is PlanKind.REPLY else "Briefly tell"
+    return [
+        {
+            "role": "system",
+            "content": f"{lead} the user what came back from these background tool calls: "
+            f"{items}. Use the results in the conversation; do not invent anything.",
+        }
+    ]
 
 
 def _split_first_clause(text: str) -> list[str]:

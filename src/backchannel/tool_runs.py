@@ -47,6 +47,8 @@ class ToolRuns:
         self.timers: dict[str, asyncio.Task[Any]] = {}
         #: In-call executors (in-process tools), cancellable with the call.
         self.runs: dict[str, asyncio.Task[Any]] = {}
+        #: Start lines already said while a call to the tool was being generated.
+        self._started_early: dict[str, int] = {}
 
     def waiter(self, tool_call_id: str) -> asyncio.Future[ToolResult] | None:
         return self.waiters.get(tool_call_id)
@@ -54,6 +56,15 @@ class ToolRuns:
     def expecting_background(self) -> bool:
         """Whether any async call of this call may still deliver a result."""
         return any(spec.is_async for spec in self.open.values())
+
+    def starting(self, response: Response, name: str) -> None:
+        """The model has begun a call to ``name``: its start line plays now, while the
+        arguments are still being generated (a small local model takes seconds to write
+        them), instead of after the call is complete."""
+        spec = self.call.specs.get(name)
+        if spec is not None and spec.spoken.start and not spec.spoken.start_blocking:
+            response.speak_aside(spec.spoken.start)
+            self._started_early[name] = self._started_early.get(name, 0) + 1
 
     def stop_all(self) -> None:
         """The call is ending: stop timers and in-call executors (a tool server's request
@@ -72,10 +83,13 @@ class ToolRuns:
             ],
         )
         for inv in invocations:
-            if inv.spec.spoken.start:
+            if self._started_early.get(inv.spec.name, 0) > 0:
+                self._started_early[inv.spec.name] -= 1  # said already
+            elif inv.spec.spoken.start:
                 utterance = response.speak_aside(inv.spec.spoken.start)
                 if inv.spec.spoken.start_blocking:
                     await response.tracker.spoken(utterance)
+        self._started_early.clear()  # a call begun but never completed says no more
         sync = [i for i in invocations if not i.spec.is_async and i.spec.route is not Route.BUILTIN]
         loop = asyncio.get_running_loop()
         for inv in sync:  # before any executor runs, so no answer can slip past its waiter

@@ -25,8 +25,9 @@ class Reply:
 @dataclass(frozen=True, slots=True)
 class Feel:
     replies: list[Reply]
-    #: The order result: when it arrived, when the floor was first free after that, and
-    #: when its announcement started to play (s on the timeline).
+    #: The order result: when it arrived, when the floor was free for it (after the
+    #: caller's line or the reply owed to it), and when its announcement started to play
+    #: (s on the timeline).
     result_at: float | None
     floor_free_at: float | None
     announced_at: float | None
@@ -59,25 +60,24 @@ def feel(
     for _start, end, text in lines:
         after = next((t for t in frames if t > end), None)
         replies.append(Reply(text, None if after is None else after - end))
-    floor = None if result_at is None else _floor_free(result_at, lines, frames)
-    return Feel(replies, result_at, floor, _announcement(events, event_at))
+    announced = _announcement(events, event_at)
+    floor = None
+    if result_at is not None and announced is not None:
+        floor = _floor_free(result_at, announced, lines, frames)
+    return Feel(replies, result_at, floor, announced)
 
 
-def _floor_free(since: float, lines: list[tuple[float, float, str]], frames: list[float]) -> float:
-    """The first moment from ``since`` on when neither side is talking."""
-    t, moved = since, True
-    while moved:
-        moved = False
-        for start, end, _text in lines:
-            if start <= t < end:
-                t, moved = end, True
-        i = bisect.bisect_right(frames, t - GAP)
-        if i < len(frames) and frames[i] <= t + GAP:  # the assistant is playing
-            while i + 1 < len(frames) and frames[i + 1] - frames[i] <= GAP:
-                i += 1
-            if frames[i] > t:
-                t, moved = frames[i], True
-    return t
+def _floor_free(
+    since: float, before: float, lines: list[tuple[float, float, str]], frames: list[float]
+) -> float:
+    """When the floor was last taken before the announcement (at ``before``) and then
+    freed: the end of the caller's line or of the assistant's speech just before it (a
+    reply owed to the caller comes first), and never before the result arrived."""
+    ends = [end for _start, end, _text in lines if end <= before]
+    i = bisect.bisect_left(frames, before - GAP / 2)  # frames of the announcement itself
+    if i > 0:
+        ends.append(frames[i - 1])
+    return max([since, *ends])
 
 
 def _announcement(events: list[dict[str, Any]], event_at: list[float]) -> float | None:

@@ -65,6 +65,8 @@ def assistant(tools_url: str, llm: str, model: str) -> dict[str, Any]:
                         },
                     },
                     "server": {"url": f"{tools_url}/tools"},
+                    # Said the moment the model starts the call, before its arguments.
+                    "messages": [{"type": "request-start", "content": "Let me check that order."}],
                 }
             ],
         },

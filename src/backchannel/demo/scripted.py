@@ -24,7 +24,7 @@ def scripted_order_desk() -> LLM:
         reply: list[LLMChunk] = []
         if last["role"] == "user" and "order" in lowered and "shipping" not in lowered:
             digits = "".join(c for c in user if c.isdigit()) or "unknown"
-            return [*say("Let me check that order."), call("check_order", {"order_id": digits})]
+            return [call("check_order", {"order_id": digits})]  # its start line plays
         if asked and "shipping" in lowered:
             reply += say("Shipping is free on orders over fifty dollars, five dollars otherwise. ")
         if last["role"] == "system" and "background tool calls" in str(last["content"]):

@@ -23,7 +23,15 @@ class ToolCallRequest:
     arguments: Mapping[str, Any] = field(default_factory=dict)
 
 
-LLMChunk = TextDelta | ToolCallRequest
+@dataclass(frozen=True, slots=True)
+class ToolCallStarting:
+    """The model has begun a call to this tool (its arguments are still coming): enough
+    to say the tool's start line while the rest is generated."""
+
+    name: str
+
+
+LLMChunk = TextDelta | ToolCallRequest | ToolCallStarting
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from ..errors import ConfigError, ProviderError
-from .base import LLMChunk, LLMRequest, TextDelta
+from .base import LLMChunk, LLMRequest, TextDelta, ToolCallStarting
 from .tool_markup import ToolMarkupScanner
 
 # Appended to the system prompt when tools are offered: small models call tools far
@@ -198,6 +198,8 @@ class LlamaCppLLM:
                     raise ProviderError(f"local model failed: {piece}", code="llm_error")
                 if text := scanner.feed(str(piece)):
                     yield TextDelta(text)
+                if name := scanner.starting():
+                    yield ToolCallStarting(name)
             rest, calls = scanner.finish()
             if rest.strip():
                 yield TextDelta(rest)

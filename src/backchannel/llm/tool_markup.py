@@ -29,6 +29,8 @@ from .base import ToolCallRequest, parse_arguments
 OPENERS = ("<tool_call>", "<tools>", "<function_call>")
 _BLOCK = re.compile(r"<(tool_call|tools|function_call)>(.*?)(?:</\1>|$)", re.DOTALL)
 _FENCE = re.compile(r"```(?:json)?", re.IGNORECASE)
+#: A call's name, as soon as it is written ("name": "check_order").
+_NAMED = re.compile(r"""["']name["']\s*:\s*["']([A-Za-z0-9_.\-]+)["']""")
 
 
 class ToolMarkupScanner:
@@ -37,6 +39,7 @@ class ToolMarkupScanner:
         self._pending = ""  # released nothing of this yet
         self._held = False  # a call has begun (or the reply opened like bare JSON)
         self._started = False  # some non-space text has been released
+        self._announced = 0  # calls reported by ``starting``
 
     def feed(self, text: str) -> str:
         """Take generated text; return what can be spoken now."""
@@ -59,6 +62,17 @@ class ToolMarkupScanner:
         cut = len(self._pending) - keep
         out, self._pending = self._pending[:cut], self._pending[cut:]
         return self._release(out)
+
+    def starting(self) -> str | None:
+        """The name of a tool whose call has begun in the held text, once per call."""
+        if not self._held:
+            return None
+        found = _NAMED.findall(self._pending)
+        if len(found) <= self._announced:
+            return None
+        name = str(found[self._announced])
+        self._announced += 1
+        return name if name in self.tool_names else None
 
     def finish(self) -> tuple[str, list[ToolCallRequest]]:
         """The rest of the text and the tool calls, once generation has ended."""

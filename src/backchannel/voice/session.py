@@ -45,6 +45,11 @@ PRE_ROLL_SECONDS = 0.8
 SILENCE_SECONDS = 0.5
 #: The turn model's verdict: at or above, the speaker is done.
 COMPLETE = 0.5
+#: A turn shorter than this (a word or two: "Hello,", "Also,") is a lead-in as often as
+#: an answer, and the turn model hears it as finished either way: it ends, if the model
+#: says so, only after ``SHORT_TURN_WAIT_SECONDS`` of silence.
+SHORT_TURN_SECONDS = 0.8
+SHORT_TURN_WAIT_SECONDS = 0.5
 #: Over the assistant's speech, a tentative turn is transcribed again each time it has
 #: grown by this much, to hear its first real words early.
 PARTIAL_EVERY_SECONDS = 0.3
@@ -63,6 +68,8 @@ class _Turn:
     #: The transcript of the audio up to the pause, while no speech came after it.
     speculation: asyncio.Task[str] | None = None
     checked: int = 0  # samples covered by the last partial transcript
+    opened: int = 0  # samples in the turn when it opened (the pre-roll)
+    pauses: int = 0  # pauses in the current silence
     ended: bool = False
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
@@ -91,6 +98,7 @@ class VoiceSession:
         self.turn_model = turn_model if start.smart else None
         detector.start_secs = max(stop.voice_seconds, 0.05)
         detector.pause_secs = start.wait_seconds
+        detector.later_pauses = (max(SHORT_TURN_WAIT_SECONDS, start.wait_seconds),)
         detector.stop_secs = (
             max(start.transcription_endpointing_plan.on_no_punctuation_seconds, start.wait_seconds)
             if self.turn_model is not None
@@ -141,7 +149,8 @@ class VoiceSession:
     def _start_turn(self) -> None:
         tolerant = self.call.assistant_speaking and self.interruptions.enabled
         turn = _Turn(audio=self._recent[:-1], committed=not tolerant)  # the current frame
-        self._turn = turn  # is appended by ``feed``
+        turn.opened = turn.size  # is appended by ``feed``
+        self._turn = turn
         if not self.stt.repeatable:
             turn.stream = asyncio.Queue()
             for samples in turn.audio:
@@ -186,15 +195,20 @@ class VoiceSession:
         turn = self._turn
         if turn is None:
             return
+        turn.pauses += 1
         audio = turn.samples()
-        if self.stt.repeatable:
+        if self.stt.repeatable and turn.speculation is None:
             turn.speculation = self._spawn(turn, self._transcribe(audio), guard=False)
-        if self.turn_model is not None:
+        spoken = (
+            (turn.size - turn.opened) / RATE + self.detector.start_secs - self.detector.pause_secs
+        )
+        if self.turn_model is not None and (turn.pauses > 1 or spoken >= SHORT_TURN_SECONDS):
             self._spawn(turn, self._check_complete(turn, audio))
 
     def _resume(self) -> None:
         if self._turn is not None:
             self._turn.speculation = None  # the speaker went on: that transcript is short
+            self._turn.pauses = 0
 
     async def _check_complete(self, turn: _Turn, audio: Samples) -> None:
         model = self.turn_model

@@ -111,10 +111,11 @@ HYSTERESIS = 0.15
 class TurnDetector:
     """Hysteresis over VAD scores: ``start_secs`` of speech opens, ``stop_secs`` closes.
 
-    Within a turn, ``pause_secs`` of silence reports a pause (once, until speech comes
-    back): the session then asks the turn model whether the speaker is done and ends the
-    turn early with :meth:`end_turn`; ``stop_secs`` is the fallback for a turn the model
-    judges unfinished (or when there is no model).
+    Within a turn, ``pause_secs`` of silence reports a pause, and so does each of the
+    longer ``later_pauses`` (each once, until speech comes back): the session then asks
+    the turn model whether the speaker is done and ends the turn early with
+    :meth:`end_turn`; ``stop_secs`` is the fallback for a turn the model judges
+    unfinished (or when there is no model).
 
     A window scoring at least ``confidence`` is speech; one below ``confidence -
     HYSTERESIS`` is silence; one in between changes nothing. Without that band, a
@@ -127,6 +128,7 @@ class TurnDetector:
     start_secs: float = 0.2
     stop_secs: float = 0.5
     pause_secs: float = 0.2
+    later_pauses: tuple[float, ...] = ()
 
     @classmethod
     def for_rate(cls, vad: VAD, rate: int) -> TurnDetector:
@@ -142,11 +144,12 @@ class TurnDetector:
         self.speaking = False
         self.paused = False
         self._run = 0.0
+        self._marks = 0  # pauses reported in this silence
         self._pending = np.zeros(0, dtype=np.int16)
 
     def end_turn(self) -> None:
         """The turn was judged over before ``stop_secs``: listen for the next one."""
-        self.speaking, self.paused, self._run = False, False, 0.0
+        self.speaking, self.paused, self._run, self._marks = False, False, 0.0, 0
 
     def feed(self, samples: Samples) -> list[Activity]:
         """Score the new audio window by window; the changes it caused, in order."""
@@ -167,15 +170,16 @@ class TurnDetector:
                 continue
             if heard != self.speaking:
                 self._run += seconds
-                if self.speaking and not self.paused and self._run >= self.pause_secs:
-                    self.paused = True
+                marks = (self.pause_secs, *self.later_pauses)
+                if self.speaking and self._marks < len(marks) and self._run >= marks[self._marks]:
+                    self.paused, self._marks = True, self._marks + 1
                     changes.append(Activity.PAUSED)
                 if self._run >= (self.start_secs if heard else self.stop_secs):
-                    self.speaking, self.paused, self._run = heard, False, 0.0
+                    self.speaking, self.paused, self._run, self._marks = heard, False, 0.0, 0
                     changes.append(Activity.STARTED if heard else Activity.STOPPED)
             else:
                 self._run = 0.0
                 if heard and self.paused:
-                    self.paused = False
+                    self.paused, self._marks = False, 0
                     changes.append(Activity.RESUMED)
         return changes
