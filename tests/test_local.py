@@ -11,6 +11,7 @@ import pytest
 
 from backchannel import LLMRequest, TextDelta, ToolCallRequest
 from backchannel.errors import ConfigError
+from backchannel.llm.base import ToolCallStarting
 from backchannel.llm.local import LazyLlamaCpp, LlamaCppLLM, resolve_model
 from backchannel.tool_runs import PLACEHOLDER
 
@@ -134,3 +135,43 @@ async def test_prepare_leaves_the_shared_prompt_in_the_cache(local_llm: LlamaCpp
     prompt, _stop = local_llm.render(request)
     tokens = local_llm.model.tokenize(prompt.encode(), special=True)
     assert list(local_llm.model._input_ids[: len(tokens)]) == tokens
+
+
+async def test_an_opening_prompt_is_restored_not_evaluated_again_and_answers_the_same(
+    local_llm: LlamaCppLLM,
+) -> None:
+    other = LLMRequest(messages=[{"role": "system", "content": "You sell bicycles."}], tools=TOOLS)
+    opening = LLMRequest(messages=[SYSTEM], tools=TOOLS)
+    await local_llm.prepare(opening)
+    first = text_of(await collect(local_llm, [SYSTEM, {"role": "user", "content": "Hi!"}]))
+    await local_llm.prepare(other)  # another assistant's prompt takes the cache
+    prompt, _stop = local_llm.render(opening)
+    key = tuple(local_llm.model.tokenize(prompt.encode(), special=True))
+    assert key in local_llm._states, "an opening prompt's state is kept"
+    await local_llm.prepare(opening)  # restored from the saved state
+    assert list(local_llm.model._input_ids) == list(key)
+    again = text_of(await collect(local_llm, [SYSTEM, {"role": "user", "content": "Hi!"}]))
+    assert again == first, "the restored state answers exactly as the evaluated one"
+
+
+async def test_the_callers_words_so_far_warm_the_cache_and_are_not_kept(
+    local_llm: LlamaCppLLM,
+) -> None:
+    partial = LLMRequest(messages=[*ASKED[:1], {"role": "user", "content": "Can you check"}])
+    kept = len(local_llm._states)
+    await local_llm.prepare(partial)
+    prompt, _stop = local_llm.render(partial)
+    tokens = local_llm.model.tokenize(prompt.encode(), special=True)
+    assert list(local_llm.model._input_ids) == tokens
+    assert len(local_llm._states) == kept, "a prompt with the caller's words is not kept"
+
+
+async def test_a_tool_call_is_announced_as_soon_as_the_tool_is_named(
+    local_llm: LlamaCppLLM,
+) -> None:
+    chunks = await collect(local_llm, ASKED)
+    starting = [i for i, c in enumerate(chunks) if isinstance(c, ToolCallStarting)]
+    calls = [i for i, c in enumerate(chunks) if isinstance(c, ToolCallRequest)]
+    assert calls, "the model called the tool"
+    assert len(starting) == 1 and chunks[starting[0]].name == "check_order"
+    assert starting[0] < calls[0]

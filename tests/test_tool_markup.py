@@ -118,3 +118,18 @@ def test_garbage_inside_the_tags_yields_no_call_and_no_crash() -> None:
     spoken, calls = scan(["<tool_call>{name: check_order(((</tool_call> sorry"])
     assert calls == []
     assert spoken == "sorry"
+
+
+def test_a_call_is_named_as_soon_as_its_name_is_written_once_per_call() -> None:
+    scanner = ToolMarkupScanner(TOOLS)
+    named = []
+    text = '<tool_call>\n{"name": "check_order", "arguments": {"order_id": "4417"}}</tool_call>'
+    text += '<tool_call>{"name": "nope", "arguments": {}}</tool_call>'
+    text += "<tool_call>{'name': 'get_weather', 'arguments': {}}</tool_call>"
+    for i, piece in enumerate(chars(text)):
+        scanner.feed(piece)
+        if name := scanner.starting():
+            named.append((name, i))
+    assert [n for n, _ in named] == ["check_order", "get_weather"], "unknown tools unnamed"
+    assert named[0][1] < text.index("arguments"), "before the arguments are written"
+    assert scanner.starting() is None

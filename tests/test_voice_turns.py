@@ -135,10 +135,7 @@ async def test_words_over_the_assistant_cut_it(
         # Playback stops within one frame of the cut; the buffer is cleared.
         assert len([t for t, _ in line.frames if barge.at < t < barge.at + 0.3]) <= 1
         assert line.clears and line.clears[0] >= barge.at
-        try:
-            await eventually(lambda: said(events, "Sure, what is it?"), within=30)
-        except AssertionError:
-            raise AssertionError([(e.type, e.data) for e in events.events][-20:]) from None
+        await eventually(lambda: said(events, "what is it?"), within=30)  # after "Sure,"
 
 
 async def test_a_wordless_barge_in_resumes_the_cut_sentence(

@@ -170,7 +170,7 @@ class VoiceSession:
         first real words (or once it is too long for an acknowledgement); otherwise to
         show the words so far and let the model read them ahead."""
         if not turn.committed:
-            seconds = turn.size / RATE - PRE_ROLL_SECONDS
+            seconds = (turn.size - turn.opened) / RATE + self.detector.start_secs
             if self.interruptions.too_long(seconds):
                 self._commit(turn)
                 return

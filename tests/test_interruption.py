@@ -1,0 +1,35 @@
+"""Which words over the assistant's speech cut it: Vapi's stopSpeakingPlan rules."""
+
+from __future__ import annotations
+
+from backchannel.config import StopSpeakingPlan
+from backchannel.voice.interruption import Interruptions, words
+
+
+def test_words_are_lower_case_without_punctuation_or_annotations() -> None:
+    assert words("Mm-hmm. Don't (coughs) STOP!") == ["mm-hmm", "dont", "stop"]
+    assert words("  ...  ") == []
+
+
+def test_acknowledgements_never_cut_and_real_words_do() -> None:
+    rules = Interruptions(StopSpeakingPlan())
+    for ack in ("Okay.", "Yeah, right.", "Mm-hmm", "I see.", "uh-huh", "Mhm.", "Yeah okay"):
+        assert not rules.cuts(ack), ack
+        assert not rules.cuts(ack, final=True), ack
+    assert not rules.cuts("") and not rules.cuts("(coughs)"), "a sound is not words"
+    assert rules.cuts("What time do you close?")
+    assert rules.cuts("Wait"), "an interruption phrase cuts at once"
+    assert rules.cuts("Yeah, but no."), "it cuts even beside an acknowledgement"
+
+
+def test_num_words_needs_that_many_words_while_the_caller_talks() -> None:
+    rules = Interruptions(StopSpeakingPlan(num_words=3, interruption_phrases=[]))
+    assert not rules.cuts("Where is")
+    assert rules.cuts("Where is my")
+    assert rules.cuts("Where is", final=True), "once they stop, any real word is a turn"
+
+
+def test_with_no_acknowledgements_and_no_word_count_speech_cuts_at_once() -> None:
+    assert not Interruptions(StopSpeakingPlan(acknowledgement_phrases=[])).enabled
+    assert Interruptions(StopSpeakingPlan()).enabled
+    assert Interruptions(StopSpeakingPlan(acknowledgement_phrases=[], num_words=2)).enabled
