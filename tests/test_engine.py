@@ -3,12 +3,16 @@ from __future__ import annotations
 import pytest
 
 from backchannel import (
+    AssistantConfig,
     ConfigError,
     Engine,
     EventLog,
     Ledger,
+    LLMRequest,
+    ManualClock,
     MemoryStore,
     NotFound,
+    PacedSpeech,
     ResultSource,
     ScriptedLLM,
     ToolResult,
@@ -49,3 +53,37 @@ async def test_results_for_unknown_calls_and_ids_are_refused() -> None:
         await engine.submit_result("no-call", ToolResult("x", result=1), ResultSource.API)
     assert exc.value.code == "unknown_tool_call"
     assert events.events == []
+
+
+async def test_warming_an_assistant_prepares_exactly_the_prompt_its_calls_open_with(
+    clock: ManualClock,
+) -> None:
+    class Preparing(ScriptedLLM):
+        def __init__(self) -> None:
+            super().__init__(clock=clock)
+            self.prepared: list[LLMRequest] = []
+
+        async def prepare(self, request: LLMRequest) -> None:
+            self.prepared.append(request)
+
+    llm = Preparing()
+    engine = Engine(Ledger(MemoryStore(), clock), llm=llm, clock=clock)
+    await engine.open()
+    config = AssistantConfig.from_json(
+        {
+            "firstMessage": "Hello, how can I help?",
+            "model": {
+                "model": "scripted",
+                "messages": [{"role": "system", "content": "You are a shop."}],
+                "tools": [{"type": "function", "function": {"name": "check_order"}}],
+            },
+        }
+    )
+    await engine.warm(config)
+    assert engine.live == {}, "no call was opened"
+    async with engine.call(config, output=PacedSpeech(clock)) as _call:
+        for _ in range(5):
+            await clock.advance(0.1)
+    await engine.close()
+    warm, opened = llm.prepared[0], llm.prepared[1]
+    assert warm.messages == opened.messages and warm.tools == opened.tools

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from .call import Call
 from .clock import Clock, SystemClock
 from .config import AssistantConfig, ModelConfig
+from .conversation import Message
 from .errors import BackchannelError, ConfigError
 from .events import DurableSink, Event, EventLog, EventSink, event_id
 from .ledger.ledger import Ledger, Resolution, owed_report
@@ -142,6 +143,24 @@ class Engine:
             events=events or EventLog(),
             llm=llm or self._make_llm(assistant.model),
         )
+
+    async def warm(self, assistant: AssistantConfig, *, llm: LLM | None = None) -> None:
+        """Have the model evaluate the assistant's opening prompt (system prompt, tools
+        and greeting) ahead of its calls, as a server that has served it before has: a
+        local model keeps the state, so the first call's first turn is as fast as any.
+        Nothing is recorded; no call is opened."""
+        model = llm or self._make_llm(assistant.model)
+        opening = Call(
+            self,
+            assistant,
+            call_id="warm-up",
+            output=PacedSpeech(self.clock),
+            events=EventLog(),
+            llm=model,
+        )
+        if assistant.first_message and assistant.first_message_mode == "assistant-speaks-first":
+            opening.conversation.append(Message("assistant", assistant.first_message))
+        await model.prepare(opening.llm_request(opening.conversation.to_openai()))
 
     async def submit_result(
         self, call_id: str, result: ToolResult, source: ResultSource

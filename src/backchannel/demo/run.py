@@ -24,7 +24,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from ..client import Client
-from ..config import ModelConfig
+from ..config import AssistantConfig, ModelConfig
 from ..llm.base import LLM
 from ..server.app import create_app
 from ..server.settings import Settings
@@ -149,7 +149,13 @@ async def run_demo(
         host = app.state.host
         voice = await host.providers.voice.get()
         if llm == "local":
-            await host.providers.llm(ModelConfig(provider="llama.cpp", model=model)).get()
+            local = host.providers.llm(ModelConfig(provider="llama.cpp", model=model))
+            # Like a server that has served this assistant before: its opening prompt
+            # is evaluated (seconds of CPU, once per assistant) before the call.
+            config = AssistantConfig.from_json(
+                assistant(f"http://127.0.0.1:{tools_port}", llm, model)
+            )
+            await host.engine.warm(config, llm=local)
         say(time.monotonic() - started, "demo", "ready; the call starts")
         async with Client(settings.base_url, api_key=settings.api_key) as admin:
             call = await admin.create_call(
