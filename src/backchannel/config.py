@@ -170,7 +170,7 @@ class StopSpeakingPlan(WireModel):
     has gone on too long to be an acknowledgement; a sound with no words never does.
     """
 
-    num_words: int = Field(default=0, ge=0, le=10)
+    num_words: float = Field(default=0, ge=0, le=10)
     voice_seconds: float = Field(default=0.2, ge=0.0, le=0.5)
     backoff_seconds: float = 1.0
     acknowledgement_phrases: list[str] = Field(default_factory=lambda: [*ACKNOWLEDGEMENT_PHRASES])

@@ -10,6 +10,7 @@ cuts anyway, and if it then brings no words the call resumes the cut sentence.
 
 from __future__ import annotations
 
+import math
 import re
 
 from ..config import StopSpeakingPlan
@@ -62,7 +63,7 @@ class Interruptions:
         if joined in self._acks:
             return False
         real = [w for w in said if w not in self._ack_words]
-        return len(real) >= (1 if final else max(1, self.num_words))
+        return len(real) >= (1 if final else max(1, math.ceil(self.num_words)))
 
 
 def _contains(text: str, phrase: str) -> bool:
