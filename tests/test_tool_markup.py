@@ -133,3 +133,17 @@ def test_a_call_is_named_as_soon_as_its_name_is_written_once_per_call() -> None:
     assert [n for n, _ in named] == ["check_order", "get_weather"], "unknown tools unnamed"
     assert named[0][1] < text.index("arguments"), "before the arguments are written"
     assert scanner.starting() is None
+
+
+def test_with_a_single_tool_the_call_tag_is_enough_to_name_it() -> None:
+    scanner = ToolMarkupScanner(["check_order"])
+    text = '<tool_call>\n{"name": "check_order", "arguments": {}}</tool_call>'
+    named = []
+    for i, piece in enumerate(chars(text)):
+        scanner.feed(piece)
+        if name := scanner.starting():
+            named.append((name, i))
+    assert named == [("check_order", len("<tool_call>") - 1)], "at the tag, and once"
+    bare = ToolMarkupScanner(["check_order"])
+    bare.feed('{"not": "a tag"')
+    assert bare.starting() is None, "bare JSON may be no call: wait for the name"

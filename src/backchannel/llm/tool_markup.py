@@ -64,9 +64,13 @@ class ToolMarkupScanner:
         return self._release(out)
 
     def starting(self) -> str | None:
-        """The name of a tool whose call has begun in the held text, once per call."""
+        """The name of a tool whose call has begun in the held text, once per call. With
+        a single tool, a call tag is enough: the call can only be to that tool."""
         if not self._held:
             return None
+        if len(self.tool_names) == 1 and not self._announced and self._pending.startswith(OPENERS):
+            self._announced = 1  # its name, when written, is this call's
+            return next(iter(self.tool_names))
         found = _NAMED.findall(self._pending)
         if len(found) <= self._announced:
             return None
