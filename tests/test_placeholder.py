@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from backchannel import ManualClock, ScriptedLLM
+from backchannel import ManualClock, ResultSource, ScriptedLLM, ToolResult
 from backchannel.llm.base import LLMChunk, LLMRequest
 from backchannel.llm.scripted import call, say
 from backchannel.tool_runs import PLACEHOLDER
@@ -82,4 +82,26 @@ async def test_a_result_that_lands_while_the_placeholder_is_generated_restarts_i
         h.call.send_text("Where is my order?")
         await h.advance(15)
         assert h.spoken() == [ANSWER]
+        assert [a.tool_call_id for a in h.call.announced] == ["c1"]
+
+
+async def test_a_wordless_barge_in_over_an_announcement_says_it_again_once(
+    clock: ManualClock,
+) -> None:
+    line = "Your order has shipped and it arrives on Tuesday at noon."
+    llm = ScriptedLLM(respond=respond, clock=clock)
+    async with running_call(assistant(order_tool()), llm, clock=clock) as h:
+        h.server.modes["check_order"] = "ack"  # the result comes later, over the API
+        h.call.send_text("Where is my order?")
+        await h.advance(5)
+        await h.call.submit_result(
+            ToolResult("c1", result={"status": "shipped"}, message=line), ResultSource.API
+        )
+        await h.advance(1)  # the announcement is playing
+        h.call.user_started_speaking()  # a cough
+        h.call.user_stopped_speaking()
+        h.call.user_transcript("")
+        await h.advance(10)
+        plays = [(text, whole) for text, _start, _end, whole in h.played() if text == line]
+        assert plays == [(line, False), (line, True)], "cut once, then said whole once"
         assert [a.tool_call_id for a in h.call.announced] == ["c1"]

@@ -94,3 +94,33 @@ async def test_stop_takes_effect_before_the_next_frame_and_reports_what_was_hear
     await clock.advance(1)
     assert np.abs(np.frombuffer(frames[-1], "<i2")).max() == 0, "muted plays silence"
     player.cancel()
+
+
+async def test_a_sentence_dropped_while_it_is_synthesized_never_plays() -> None:
+    clock = ManualClock()
+    frames: list[bytes] = []
+    release = asyncio.Event()
+
+    class SlowTTS(ToneTTS):
+        async def synthesize(self, text: str) -> AsyncIterator[Samples]:
+            if text == "checking":
+                await release.wait()  # still synthesizing when it is dropped
+            async for chunk in super().synthesize(text):
+                yield chunk
+
+    async def send(frame: bytes) -> None:
+        frames.append(frame)
+
+    out = AudioOutput(SlowTTS(), send, rate=16_000, clock=clock)
+    listener = Listener()
+    out.attach(listener)
+    player = asyncio.ensure_future(out.run())
+    out.speak(Utterance(1, "checking", 1))
+    out.speak(Utterance(2, "answer", 1))
+    await clock.advance(0.1)
+    out.drop(1)  # off the queue already, in the synthesizer, not a frame out
+    release.set()
+    await clock.advance(2)
+    assert listener.log == [("started", 2), ("finished", 2)]
+    assert len(frames) == 13, "only the answer played (12.5 frames, the last padded)"
+    player.cancel()

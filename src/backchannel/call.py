@@ -490,7 +490,13 @@ class Call:
             return ()
         response.cut = True
         cut = self.output.stop()
-        stopped = tuple(response.tracker.remainder(cut))
+        # Said again after a wordless barge-in: only a response that had said all it
+        # would, with no results riding on it (those go back in line themselves) and no
+        # hang-up after it.
+        plain = response.done_generating and not response.announcements
+        stopped = tuple(response.tracker.remainder(cut)) if plain else ()
+        if response.end_call_after:
+            stopped = ()
         response.tracker.cut(cut)
         if cut is not None and cut.heard_chars and response.tracker.owns(cut.utterance_id):
             heard = response.tracker.text(cut.utterance_id)[: cut.heard_chars].strip()
@@ -524,7 +530,7 @@ class Call:
             if current is not None:
                 current.uncancel()
         except Exception as exc:
-            failed = True
+            failed = response.failed = True
             log.exception("call %s: response %s failed", self.call_id, response.plan.id)
             error = exc if isinstance(exc, BackchannelError) else None
             self.emit(

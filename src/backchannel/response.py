@@ -59,6 +59,11 @@ class Response:
         self._followup: int | None = None
         self._restart = False
         self.absorbed: list[Announcement] = []
+        #: The model will say nothing more: its last step is done (or there is none).
+        self.done_generating = False
+        self.failed = False
+        #: Start lines said while a call to the tool was being generated, this step.
+        self.started_early: dict[str, int] = {}
         #: Whether the model's words have started to go to speech: the first clause
         #: goes alone, as soon as it is complete; the rest sentence by sentence.
         self._spoke_any = False
@@ -79,16 +84,19 @@ class Response:
                         if not self.end_call_after:
                             continue
                     generating = False
+                self.done_generating = True
                 self.call.prepare_next()  # while this one is still being heard
                 await self.tracker.drain()
                 return
             except asyncio.CancelledError:
-                if not self._restart or self.cut:
-                    raise
                 current = asyncio.current_task()
-                if current is not None:
-                    current.uncancel()
+                # Only the restart's own cancellation is taken back; any other (a cut,
+                # the call ending) goes on up.
+                if not self._restart or self.cut or current is None or current.cancelling() > 1:
+                    raise
+                current.uncancel()
                 self._drop_followup()
+                self.done_generating = False
                 generating = True  # answer again, now with the result
 
     # -- results that arrive before their placeholder is heard -------------------------
@@ -108,8 +116,9 @@ class Response:
             index is None
             or self.cut
             or (followup is not None and self.tracker.started_any(followup))
+            or (followup is None and (self.done_generating or self.end_call_after))
         ):
-            return False
+            return False  # heard already, or no step of the model's is left to tell it
         del self._placeholders[announcement.tool_call_id]
         self.call.conversation.replace(
             index, Message("tool", content, tool_call_id=announcement.tool_call_id)
@@ -158,6 +167,7 @@ class Response:
     async def generate(self) -> Step:
         """Stream one model step; each sentence goes to speech as soon as it is complete."""
         step = Step(tag=next(self._tags))
+        self.started_early.clear()
         if self._placeholders:  # the step that talks while async tools run
             self._followup = step.tag
         buffer = ""
@@ -233,7 +243,7 @@ class Response:
         """Whether an announcement reached the listener whole."""
         if a.text is not None:
             return a.key in self._lines_spoken
-        return not self.cut
+        return not self.cut and not self.failed
 
 
 _INTERRUPTED = json.dumps(

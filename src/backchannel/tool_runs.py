@@ -47,8 +47,6 @@ class ToolRuns:
         self.timers: dict[str, asyncio.Task[Any]] = {}
         #: In-call executors (in-process tools), cancellable with the call.
         self.runs: dict[str, asyncio.Task[Any]] = {}
-        #: Start lines already said while a call to the tool was being generated.
-        self._started_early: dict[str, int] = {}
 
     def waiter(self, tool_call_id: str) -> asyncio.Future[ToolResult] | None:
         return self.waiters.get(tool_call_id)
@@ -64,7 +62,7 @@ class ToolRuns:
         spec = self.call.specs.get(name)
         if spec is not None and spec.spoken.start and not spec.spoken.start_blocking:
             response.speak_aside(spec.spoken.start)
-            self._started_early[name] = self._started_early.get(name, 0) + 1
+            response.started_early[name] = response.started_early.get(name, 0) + 1
 
     def stop_all(self) -> None:
         """The call is ending: stop timers and in-call executors (a tool server's request
@@ -83,13 +81,13 @@ class ToolRuns:
             ],
         )
         for inv in invocations:
-            if self._started_early.get(inv.spec.name, 0) > 0:
-                self._started_early[inv.spec.name] -= 1  # said already
+            if response.started_early.get(inv.spec.name, 0) > 0:
+                response.started_early[inv.spec.name] -= 1  # said already
             elif inv.spec.spoken.start:
                 utterance = response.speak_aside(inv.spec.spoken.start)
                 if inv.spec.spoken.start_blocking:
                     await response.tracker.spoken(utterance)
-        self._started_early.clear()  # a call begun but never completed says no more
+        response.started_early.clear()  # a call begun but never completed says no more
         sync = [i for i in invocations if not i.spec.is_async and i.spec.route is not Route.BUILTIN]
         loop = asyncio.get_running_loop()
         for inv in sync:  # before any executor runs, so no answer can slip past its waiter

@@ -134,7 +134,11 @@ class LlamaCppLLM:
                 self._states[tokens] = saved  # most recently used last
                 self._restore(tokens, saved)
                 return
-            # Evaluate only what the cache does not hold yet; generate nothing.
+            # Evaluate only what the cache does not hold yet; generate nothing. A cache
+            # that cannot drop a partial range (recurrent models) starts over.
+            if held and not self.model._ctx.kv_cache_seq_rm(-1, held, -1):
+                held = 0
+                cast(Any, self.model).reset()
             self.model.n_tokens = held
             self.model.eval(tokens[held:])
             if keep:
@@ -156,6 +160,9 @@ class LlamaCppLLM:
 
         buffer = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
         if llama_cpp.llama_state_set_data(self.model._ctx.ctx, buffer, len(data)) != len(data):
+            model: Any = self.model  # what the cache holds is unknown now: start afresh
+            model.reset()
+            model._ctx.kv_cache_clear()
             raise ProviderError("could not restore the model's prompt state", code="llm_error")
         n = min(len(tokens), self.model.n_ctx())
         self.model.input_ids[:n] = tokens[:n]

@@ -52,6 +52,11 @@ class AudioOutput:
         self._complete = False
         self._stopped = False
         self._carry: Samples = np.zeros(0, np.int16)
+        #: The utterance being synthesized or played, whether a frame of it has gone
+        #: out, and whether it was dropped before that.
+        self._current: int | None = None
+        self._began = False
+        self._skip = False
 
     def attach(self, listener: SpeechListener) -> None:
         self._listener = listener
@@ -60,7 +65,11 @@ class AudioOutput:
         self._queue.push(utterance)
 
     def drop(self, utterance_id: int) -> None:
+        """Out of the queue; or, if it is the one being synthesized and not a frame of it
+        has played, skipped (it started nothing the listener could hear)."""
         self._queue.remove(utterance_id)
+        if self._current == utterance_id and not self._began:
+            self._skip = True
 
     def stop(self) -> Cut | None:
         """Stop before the next frame; drop the queue; ask the transport to clear."""
@@ -95,6 +104,7 @@ class AudioOutput:
         while playing. The TTS is read by a task of its own, so the sentence's length is
         known as soon as the TTS has finished, not when playback reaches the end."""
         self._played, self._total, self._complete = 0, 0, False
+        self._current, self._began, self._skip = utterance.id, False, False
         audio: asyncio.Queue[Samples | None] = asyncio.Queue()
         async with asyncio.TaskGroup() as group:
             fetch = group.create_task(self._fetch(utterance.text, audio))
@@ -123,9 +133,13 @@ class AudioOutput:
         while (chunk := await audio.get()) is not None:
             if self._stopped:
                 return began
+            if self._skip and not began:
+                self._carry = pending  # the sentence before's tail goes to the next
+                return False
             pending = np.concatenate([pending, chunk])
             if not began:
                 began, self._playing, started = True, utterance, self.clock.monotonic()
+                self._began = True
                 if self._listener:
                     self._listener.speech_started(utterance.id)
             elif self.clock.monotonic() > started + (sent + 1) * FRAME_MS / 1000:
@@ -141,6 +155,9 @@ class AudioOutput:
                 await self.clock.sleep(started + sent * FRAME_MS / 1000 - self.clock.monotonic())
         if self._stopped:
             return began
+        if self._skip and not began:
+            self._carry = pending
+            return False
         if not began:  # no audio at all: the sentence is over at once
             self._playing = utterance
             if self._listener:

@@ -70,6 +70,7 @@ class _Turn:
     checked: int = 0  # samples covered by the last partial transcript
     opened: int = 0  # samples in the turn when it opened (the pre-roll)
     pauses: int = 0  # pauses in the current silence
+    silences: int = 0  # silences so far: a verdict counts only for its own
     ended: bool = False
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
@@ -169,7 +170,11 @@ class VoiceSession:
         """Transcribe the turn as it grows. Over the assistant's speech, to cut on its
         first real words (or once it is too long for an acknowledgement); otherwise to
         show the words so far and let the model read them ahead."""
-        if not turn.committed:
+        if not turn.committed and not self.detector.paused:  # silence is not speech
+            if not self.call.assistant_speaking:
+                # The assistant has finished: what the caller says now is a turn.
+                self._commit(turn)
+                return
             seconds = (turn.size - turn.opened) / RATE + self.detector.start_secs
             if self.interruptions.too_long(seconds):
                 self._commit(turn)
@@ -203,14 +208,15 @@ class VoiceSession:
             (turn.size - turn.opened) / RATE + self.detector.start_secs - self.detector.pause_secs
         )
         if self.turn_model is not None and (turn.pauses > 1 or spoken >= SHORT_TURN_SECONDS):
-            self._spawn(turn, self._check_complete(turn, audio))
+            self._spawn(turn, self._check_complete(turn, audio, turn.silences))
 
     def _resume(self) -> None:
         if self._turn is not None:
             self._turn.speculation = None  # the speaker went on: that transcript is short
             self._turn.pauses = 0
+            self._turn.silences += 1
 
-    async def _check_complete(self, turn: _Turn, audio: Samples) -> None:
+    async def _check_complete(self, turn: _Turn, audio: Samples, silence: int) -> None:
         model = self.turn_model
         assert model is not None
         try:
@@ -219,7 +225,8 @@ class VoiceSession:
             log.exception("call %s: the turn model failed", self.call.call_id)
             return
         self.verdicts.append(done)
-        if done >= COMPLETE and self._turn is turn and self.detector.paused:
+        current = self._turn is turn and turn.silences == silence and self.detector.paused
+        if done >= COMPLETE and current:
             self.detector.end_turn()
             self._end_turn()
 
