@@ -90,7 +90,7 @@ async def test_a_trailing_filler_keeps_the_turn_open_until_the_silence_rule(
         await eventually(lambda: bool(user_lines(events)), within=30)
         heard = user_lines(events)
         assert len(heard) == 1, "one turn, both halves"
-        assert "order" in heard[0].lower() and ("4" in heard[0] or "four" in heard[0].lower())
+        assert "number" in heard[0].lower() and ("4" in heard[0] or "four" in heard[0].lower())
 
 
 async def test_an_unfinished_turn_still_ends_on_the_silence_rule(

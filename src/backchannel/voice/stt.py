@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .audio import Samples, to_float
+from .loop_lock import LoopLock
 
 
 class STT(Protocol):
@@ -87,7 +88,7 @@ class WhisperSTT:
         self._prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
         self._mels = int(self.model.model.n_mels)
         self._features = FeatureExtractor(feature_size=self._mels)
-        self._lock = asyncio.Lock()
+        self._lock = LoopLock()
 
     def _run(self, audio: Any) -> str:
         frames = audio.size // 160 + 1
@@ -127,7 +128,7 @@ class WhisperSTT:
         samples = await gather(audio)
         if samples.size == 0:
             return ""
-        async with self._lock:  # one utterance at a time per model
+        async with self._lock():  # one utterance at a time per model
             return await asyncio.to_thread(self._run, to_float(samples))
 
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import ProviderError
 from .audio import Samples
+from .loop_lock import LoopLock
 
 
 class TTS(Protocol):
@@ -45,14 +46,14 @@ class PiperTTS:
 
         self.voice = PiperVoice.load(str(model_path or piper_voice_path()))
         self.sample_rate = int(self.voice.config.sample_rate)
-        self._lock = asyncio.Lock()
+        self._lock = LoopLock()
 
     def _run(self, text: str) -> list[Samples]:
         return [c.audio_int16_array.astype(np.int16) for c in self.voice.synthesize(text)]
 
     async def synthesize(self, text: str) -> AsyncIterator[Samples]:
         # Piper makes a sentence at a time; our text is one sentence already.
-        async with self._lock:
+        async with self._lock():
             chunks = await asyncio.to_thread(self._run, text)
         for chunk in chunks:
             yield chunk
