@@ -11,6 +11,8 @@ import bisect
 from dataclasses import dataclass
 from typing import Any
 
+#: Words that tell the order's status (out for delivery, this afternoon).
+STATUS_WORDS = ("deliver", "afternoon", "on its way", "on the way")
 #: Assistant frames further apart than this are a silence.
 GAP = 0.1
 
@@ -90,7 +92,7 @@ def _announcement(events: list[dict[str, Any]], event_at: list[float]) -> float 
         elif (
             event.get("type") == "transcript"
             and event.get("role") == "assistant"
-            and "deliver" in str(event.get("transcript"))
+            and any(w in str(event.get("transcript")).lower() for w in STATUS_WORDS)
         ):
             return started
     return None
