@@ -104,15 +104,9 @@ def scripted() -> ScriptedLLM:
             return say("Good news, your order is out for delivery.")
         if "order" in text:
             return [call("check_order", id=f"c{next(counter)}")]
-        for key, words in (
-            ("hours", "hours"),
-            ("canada", "canada"),
-            ("card", "card"),
-            ("where", "where"),
-            ("gift", "gift"),
-        ):
-            if words in text:
-                return say(ANSWERS[key])
+        for key, answer in ANSWERS.items():  # each question is named by a word in it
+            if key in text:
+                return say(answer)
         return say("Sorry, could you say that again?")
 
     return ScriptedLLM(respond=respond)

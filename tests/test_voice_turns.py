@@ -62,6 +62,12 @@ async def voice_call(
     await engine.close()
 
 
+async def answer_playing(session: VoiceSession, piper: PiperTTS, line: Line) -> None:
+    """Ask "When are you open?" and wait until 1 s of the long answer has played."""
+    await speak(session, await voice(piper, "When are you open?"), then_silence=1.5)
+    await eventually(lambda: len(line.frames) >= 50, within=30)
+
+
 async def test_a_finished_question_ends_the_turn_after_a_short_pause(
     piper: PiperTTS, whisper: WhisperSTT, turn_model: Any
 ) -> None:
@@ -108,8 +114,7 @@ async def test_an_acknowledgement_over_the_assistant_does_not_cut_it(
 ) -> None:
     llm = ScriptedLLM([say(LONG)])
     async with voice_call(llm, piper, whisper, turn_model) as (live, session, line, events):
-        await speak(session, await voice(piper, "When are you open?"), then_silence=1.5)
-        await eventually(lambda: len(line.frames) >= 50, within=30)  # 1 s of the answer
+        await answer_playing(session, piper, line)
         assert live.assistant_speaking
         await speak(session, await voice(piper, "Okay."), then_silence=0.8)
         await eventually(lambda: bool(session.let_pass), within=30)
@@ -125,8 +130,7 @@ async def test_words_over_the_assistant_cut_it(
 ) -> None:
     llm = ScriptedLLM([say(LONG), say("Sure, what is it?")])
     async with voice_call(llm, piper, whisper, turn_model) as (_live, session, line, events):
-        await speak(session, await voice(piper, "When are you open?"), then_silence=1.5)
-        await eventually(lambda: len(line.frames) >= 50, within=30)
+        await answer_playing(session, piper, line)
         await speak(
             session, await voice(piper, "Sorry, I have another question."), then_silence=0.6
         )
@@ -146,8 +150,7 @@ async def test_a_wordless_barge_in_resumes_the_cut_sentence(
     stt = ScriptedSTT(["When are you open?", ""])
     llm = ScriptedLLM([say(LONG)])
     async with voice_call(llm, piper, stt, turn_model) as (live, session, line, events):
-        await speak(session, await voice(piper, "When are you open?"), then_silence=1.5)
-        await eventually(lambda: len(line.frames) >= 50, within=30)
+        await answer_playing(session, piper, line)
         noise = await voice(piper, "Let me think about that for a second or two.")
         await speak(session, noise, then_silence=1.5)
         await eventually(lambda: bool(events.of_type("user-interrupted")), within=30)

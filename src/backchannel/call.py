@@ -299,26 +299,26 @@ class Call:
         if not text.strip() or self.ended.is_set():
             return
         self.emit("transcript", role="user", transcriptType="partial", transcript=text)
-        if self._prefilling_now():
-            return  # one at a time; the next partial catches up
-        if self.arbiter.state is not TurnState.USER or self.conversation.block_open:
-            return
-        ahead = [*self.conversation.to_openai(), {"role": "user", "content": text}]
-        self._prefilling = self.spawn(self.llm.prepare(self.llm_request(ahead)))
+        if self.arbiter.state is TurnState.USER:
+            self._read_ahead([*self.conversation.to_openai(), {"role": "user", "content": text}])
 
     def prepare_next(self) -> None:
         """A response has said all it will and is being heard: if results wait to be told
         by the model, let it read their request ahead, so the announcement starts soon
         after the floor frees."""
         waiting = tuple(a for a in self.arbiter.pending if a.text is None)
-        if not waiting or self.conversation.block_open or self._prefilling_now():
-            return
-        plan = Plan(0, PlanKind.ANNOUNCE, announcements=waiting)
-        ahead = self.conversation.to_openai(instructions(plan))
-        self._prefilling = self.spawn(self.llm.prepare(self.llm_request(ahead)))
+        if waiting:
+            plan = Plan(0, PlanKind.ANNOUNCE, announcements=waiting)
+            self._read_ahead(self.conversation.to_openai(instructions(plan)))
 
-    def _prefilling_now(self) -> bool:
-        return self._prefilling is not None and not self._prefilling.done()
+    def _read_ahead(self, messages: list[dict[str, Any]]) -> None:
+        """Let the model evaluate a request it is about to get; one at a time (the next
+        chance catches up), and never with a tool-call block still open."""
+        if self.conversation.block_open:
+            return
+        if self._prefilling is not None and not self._prefilling.done():
+            return
+        self._prefilling = self.spawn(self.llm.prepare(self.llm_request(messages)))
 
     def send_text(self, text: str) -> None:
         """A typed user message (text calls): a whole user turn at once."""

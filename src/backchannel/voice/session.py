@@ -74,9 +74,12 @@ class _Turn:
     ended: bool = False
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
-    @property
-    def size(self) -> int:
-        return sum(a.size for a in self.audio)
+    def __post_init__(self) -> None:
+        self.size = sum(a.size for a in self.audio)  # samples so far, kept as it grows
+
+    def add(self, samples: Samples) -> None:
+        self.audio.append(samples)
+        self.size += samples.size
 
     def samples(self) -> Samples:
         return np.concatenate(self.audio) if self.audio else np.zeros(0, np.int16)
@@ -134,7 +137,7 @@ class VoiceSession:
                 self._end_turn()
         turn = self._turn
         if turn is not None:
-            turn.audio.append(samples)
+            turn.add(samples)
             if turn.stream is not None:
                 turn.stream.put_nowait(samples)
             self._weigh(turn)

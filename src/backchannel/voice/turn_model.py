@@ -28,6 +28,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..llm.local_models import download_wheel, models_dir
 from .audio import RATE, Samples, to_float
+from .vad import onnx_session
 
 log = logging.getLogger("backchannel.voice")
 
@@ -117,15 +118,10 @@ class SmartTurn:
 
     @staticmethod
     def load(model_path: Path | None = None) -> Any:
-        import onnxruntime
-
         path = model_path or installed_turn_model()
         if path is None:
             raise ConfigError("the turn model is not installed; run `backchannel model fetch` once")
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return onnx_session(path)
 
     def features(self, audio: Samples) -> np.ndarray[Any, np.dtype[np.float32]]:
         size = WINDOW_SECONDS * RATE

@@ -36,6 +36,18 @@ def silero_model_path() -> Path:
     return Path(os.path.dirname(faster_whisper.__file__)) / "assets" / "silero_vad_v6.onnx"
 
 
+def onnx_session(path: Path) -> Any:
+    """An onnxruntime session on the CPU, one thread: the small voice models (Silero,
+    Smart Turn) run beside each other and beside the LLM on a few cores."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.enable_cpu_mem_arena = False
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
 class SileroVAD:
     """Silero VAD v6 (ONNX) through onnxruntime, one thread, 512-sample windows."""
 
@@ -50,15 +62,7 @@ class SileroVAD:
     def load(model_path: Path | None = None) -> Any:
         """An onnxruntime session for the model. The session holds no per-stream state
         (that travels in ``h``, ``c`` and the context), so one can serve every call."""
-        import onnxruntime
-
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        options.enable_cpu_mem_arena = False
-        return onnxruntime.InferenceSession(
-            str(model_path or silero_model_path()), options, providers=["CPUExecutionProvider"]
-        )
+        return onnx_session(model_path or silero_model_path())
 
     def reset(self) -> None:
         self._h = np.zeros((1, 1, 128), dtype=np.float32)
