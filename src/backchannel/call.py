@@ -688,6 +688,10 @@ class Call:
         if self._gathering is not None and not expecting:
             self._gathering.cancel()
             self._gathering = None
+        response = self._response
+        if verdict is Verdict.NOTHING and response is not None and response.done_generating:
+            # It waits for the response being heard: the model reads it ahead meanwhile.
+            self.prepare_next()
         self._apply(verdict)
 
     async def _gather_then_start(self) -> None:
