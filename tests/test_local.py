@@ -13,6 +13,7 @@ from backchannel import LLMRequest, TextDelta, ToolCallRequest
 from backchannel.errors import ConfigError
 from backchannel.llm.base import ToolCallStarting
 from backchannel.llm.local import LazyLlamaCpp, LlamaCppLLM, resolve_model
+from backchannel.llm.prompt_frame import TOOL_GUIDANCE, TOOL_REMINDER
 from backchannel.tool_runs import PLACEHOLDER
 
 pytestmark = pytest.mark.anyio
@@ -175,3 +176,78 @@ async def test_a_tool_call_is_announced_as_soon_as_the_tool_is_named(
     assert calls, "the model called the tool"
     assert len(starting) == 1 and chunks[starting[0]].name == "check_order"
     assert starting[0] < calls[0]
+
+
+DIGITS_TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "check_order",
+            "description": "Look up an order's delivery status.",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "order_id": {
+                        "type": "string",
+                        "description": "The order number, digits only.",
+                        "pattern": "^[0-9]+$",
+                    }
+                },
+                "required": ["order_id"],
+            },
+        },
+    }
+]
+SHOP = {
+    "role": "system",
+    "content": "You are the voice assistant of the Parcel and Co order desk, on a phone "
+    "call. Shipping is free on orders over fifty dollars and five dollars otherwise.",
+}
+#: Two spoken turns before the request: where a small model used to stop calling tools.
+CHATTED = [
+    SHOP,
+    {"role": "user", "content": "Hi there."},
+    {"role": "assistant", "content": "Hello! How can I help you today?"},
+    {"role": "user", "content": "Do you ship to Canada?"},
+    {"role": "assistant", "content": "Yes, we ship to Canada."},
+]
+
+
+async def test_a_request_after_chit_chat_is_still_a_call_with_digits_as_the_schema_asks(
+    local_llm: LlamaCppLLM,
+) -> None:
+    asked = [*CHATTED, {"role": "user", "content": "Where is my order number 4,417?"}]
+    chunks = [c async for c in local_llm.stream(LLMRequest(messages=asked, tools=DIGITS_TOOLS))]
+    calls = [(c.name, dict(c.arguments)) for c in chunks if isinstance(c, ToolCallRequest)]
+    assert calls == [("check_order", {"order_id": "4417"})], text_of(chunks)
+    assert not text_of(chunks).strip(), "the call is the whole reply"
+
+
+@pytest.mark.parametrize(
+    "words", ["Hi there.", "What does shipping cost?", "Thanks, that's all.", "Can you hear me?"]
+)
+async def test_chit_chat_is_answered_in_words_that_never_describe_a_tool(
+    local_llm: LlamaCppLLM, words: str
+) -> None:
+    for history in ([SHOP], CHATTED):
+        request = LLMRequest(
+            messages=[*history, {"role": "user", "content": words}], tools=DIGITS_TOOLS
+        )
+        chunks = [c async for c in local_llm.stream(request)]
+        said = text_of(chunks)
+        assert not any(isinstance(c, ToolCallRequest) for c in chunks), said
+        assert said.strip()
+        assert not any(mark in said for mark in ("_", "{", "`")), said
+        assert "function" not in said.lower() and "check order" not in said.lower(), said
+
+
+def test_a_reminder_comes_before_the_callers_latest_words_once_there_is_history(
+    local_llm: LlamaCppLLM,
+) -> None:
+    first, _stop = local_llm.render(LLMRequest(messages=ASKED, tools=TOOLS))
+    assert first.count(TOOL_GUIDANCE) == 1 and TOOL_REMINDER not in first
+    later = [*CHATTED, {"role": "user", "content": "Where is my order?"}]
+    prompt, _stop = local_llm.render(LLMRequest(messages=later, tools=TOOLS))
+    assert prompt.count(TOOL_GUIDANCE) == 1 and prompt.count(TOOL_REMINDER) == 1
+    tail = prompt[prompt.rindex(TOOL_REMINDER) :]
+    assert "Do you ship" not in tail and "Where is my order?" in tail

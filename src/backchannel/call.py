@@ -689,8 +689,10 @@ class Call:
             self._gathering.cancel()
             self._gathering = None
         response = self._response
-        if verdict is Verdict.NOTHING and response is not None and response.done_generating:
-            # It waits for the response being heard: the model reads it ahead meanwhile.
+        waits = verdict is Verdict.NOTHING and not self.arbiter.user_speaking
+        if waits and response is not None and response.done_generating:
+            # It waits for the response being heard: the model reads it ahead meanwhile
+            # (not while the caller talks: their words are read ahead then).
             self.prepare_next()
         self._apply(verdict)
 

@@ -22,6 +22,7 @@ from .ledger.retry import is_store_error
 from .llm.base import ToolCallRequest
 from .response import Response, Step
 from .results import ResultSource, ToolResult
+from .tools.arguments import normalise
 from .tools.executors import Invocation, executors_for
 from .tools.spec import Route, ToolSpec
 from .tools.vapi import tool_call_item, tool_with_tool_call
@@ -115,11 +116,10 @@ class ToolRuns:
         if spec is None:
             self._tool_error(req.id, "unknown_tool", f"There is no tool named {req.name!r}.")
             return None
+        arguments = normalise(req.arguments, spec.parameters)  # "4,417" → "4417"
         try:
             await self.call.persist(
-                lambda: self.call.ledger.record(
-                    self.call.call_id, req.id, spec, dict(req.arguments)
-                ),
+                lambda: self.call.ledger.record(self.call.call_id, req.id, spec, arguments),
                 f"record tool call {req.id}",
             )
         except Conflict:
@@ -132,7 +132,7 @@ class ToolRuns:
             return None
         self.open[req.id] = spec
         call = {"id": self.call.call_id, **self.call.details}
-        return Invocation(self.call.call_id, req.id, spec, dict(req.arguments), call)
+        return Invocation(self.call.call_id, req.id, spec, arguments, call)
 
     def _tool_error(self, tool_call_id: str, code: str, message: str) -> None:
         content = json.dumps({"error": {"code": code, "message": message}})

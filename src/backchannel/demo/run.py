@@ -59,7 +59,11 @@ def assistant(tools_url: str, llm: str, model: str) -> dict[str, Any]:
                         "parameters": {
                             "type": "object",
                             "properties": {
-                                "order_id": {"type": "string", "description": "order number"}
+                                "order_id": {
+                                    "type": "string",
+                                    "description": "The order number, digits only.",
+                                    "pattern": "^[0-9]+$",
+                                }
                             },
                             "required": ["order_id"],
                         },

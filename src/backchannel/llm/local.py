@@ -16,27 +16,39 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import functools
-import json
 import os
 import threading
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
+
 from ..errors import ConfigError, ProviderError
 from .base import LLMChunk, LLMRequest, TextDelta, ToolCallStarting
+from .call_grammar import CallGrammars, grounded
+from .prompt_frame import answering, declined, framed
 from .tool_markup import ToolMarkupScanner
 
-# Appended to the system prompt when tools are offered: small models call tools far
-# more reliably when told plainly how, and invent results less when told not to.
-TOOL_GUIDANCE = (
-    "Use a tool only when the user asks for exactly what it does; then output the tool "
-    "call and nothing else. Otherwise reply briefly in words. Never make up a tool's result."
+#: The decision step: a reply opens with a tool call when the model gives the tokens
+#: that open one at least this probability as its first token. Greedy decoding needs a
+#: majority; a small model often wavers below it on a clear request and then describes
+#: the tool in words instead.
+CALL_THRESHOLD = 0.05
+#: From this probability on, the call is sure enough to open before it is checked.
+CALL_SURE = 0.5
+#: Never part of speech when tools are offered: a tool's name (``check_order``), code
+#: marks, braces. Tokens containing them are barred from a spoken reply.
+UNSPEAKABLE = ("_", "`", "{", "}")
+#: Whole words barred too: a model whose call was turned down for invented values tends
+#: to narrate one instead ("I called the check function with the arguments ...").
+UNSPEAKABLE_WORDS = frozenset(
+    {"function", "functions", "tool", "argument", "arguments", "parameter", "parameters"}
 )
-# After its tool calls were answered, a small model tends to apologise or call again;
-# told plainly what to do, it says what is going on.
-ANSWER_NOW = "Now tell the user in one short sentence what is happening with their request."
+#: What opens a call under the grammar (Qwen's tag, as its template writes calls).
+CALL_OPEN, CALL_CLOSE = "<tool_call>\n", "\n</tool_call>"
 _DONE = object()
+_RETRACT = object()  # forget the call tag already given to the scanner
 #: Opening prompts (one per assistant, roughly) whose evaluated state is kept; a few
 #: tens of MB each.
 PROMPT_STATES = 8
@@ -78,7 +90,11 @@ class LlamaCppLLM:
         self.max_tokens = max_tokens
         self.temperature = temperature
         self._model_lock = threading.Lock()
-        self._no_calls = {token: -100.0 for token in self._call_openers()}
+        self._openers = self._call_openers()
+        #: What speech may not contain when tools are offered: the start of a call, and
+        #: the marks of a tool described instead of called (braces, backticks, names).
+        self._no_calls = {token: -100.0 for token in (*self._openers, *self._unspeakable())}
+        self._grammars = CallGrammars()
         #: Evaluated opening prompts: their tokens → the model's saved state.
         self._states: dict[tuple[int, ...], bytes] = {}
 
@@ -92,6 +108,17 @@ class LlamaCppLLM:
                 openers.append(token)
         return openers
 
+    def _unspeakable(self) -> list[int]:
+        tokens = []
+        for token in range(self.model.n_vocab()):
+            text = self.model._model.token_get_text(token)
+            if text.startswith("<|") and text.endswith("|>"):
+                continue  # a control token (``<|im_end|>`` ends the reply)
+            word = text.lstrip("\u0120\u010a ").lower()
+            if any(mark in text for mark in UNSPEAKABLE) or word in UNSPEAKABLE_WORDS:
+                tokens.append(token)
+        return tokens
+
     def close(self) -> None:
         """Free the model's memory now rather than at interpreter exit."""
         with self._model_lock:
@@ -99,11 +126,7 @@ class LlamaCppLLM:
 
     def render(self, request: LLMRequest) -> tuple[str, list[str]]:
         """The prompt text and stop strings, exactly as the model will see them."""
-        messages = [_for_template(m) for m in request.messages]
-        if request.tools:
-            messages = _with_guidance(messages, TOOL_GUIDANCE)
-        if _answering(request):
-            messages.append({"role": "system", "content": ANSWER_NOW})
+        messages = framed(request)
         tools: Any = list(request.tools) or None  # OpenAI-format, as the template expects
         formatted = self._formatter(messages=cast(Any, messages), tools=tools)
         stop = formatted.stop if isinstance(formatted.stop, list) else [formatted.stop or ""]
@@ -146,6 +169,27 @@ class LlamaCppLLM:
                 while len(self._states) > PROMPT_STATES:
                     del self._states[next(iter(self._states))]
 
+    def _call_probability(self, prompt: str, request: LLMRequest) -> float:
+        """The decision step: how likely the reply opens with a tool call. Evaluates the
+        prompt (what the cache does not hold yet) and weighs the first token: the share
+        of its probability on the tokens that open a call (:data:`CALL_THRESHOLD`).
+        Never right after the tools' results (see :func:`.prompt_frame.answering`)."""
+        if not request.tools or answering(request):
+            return 0.0
+        tokens = tuple(self.model.tokenize(prompt.encode("utf-8"), special=True))
+        # The last token is evaluated again even when cached: its logits decide.
+        held = min(_common_prefix(self.model._input_ids.tolist(), tokens), len(tokens) - 1)
+        if held and not self.model._ctx.kv_cache_seq_rm(-1, held, -1):
+            held = 0
+            cast(Any, self.model).reset()
+        self.model.n_tokens = held
+        self.model.eval(tokens[held:])
+        logits = np.ctypeslib.as_array(
+            self.model._ctx.get_logits_ith(-1), shape=(self.model.n_vocab(),)
+        ).astype(np.float64)
+        weights = np.exp(logits - logits.max())
+        return float(weights[self._openers].sum() / weights.sum())
+
     def _save(self) -> bytes:
         import llama_cpp
 
@@ -179,16 +223,41 @@ class LlamaCppLLM:
         def generate() -> None:
             try:
                 with self._model_lock:
-                    chunks: Any = self.model.create_completion(
-                        prompt,
-                        max_tokens=request.max_tokens or self.max_tokens,
-                        temperature=(
+                    p_call = self._call_probability(prompt, request)
+                    speech = prompt
+                    options: dict[str, Any] = {
+                        "max_tokens": request.max_tokens or self.max_tokens,
+                        "temperature": (
                             self.temperature if request.temperature is None else request.temperature
                         ),
-                        stop=stop,
-                        logit_bias=self._no_calls if _answering(request) else None,
-                        stream=True,
-                    )
+                        "stop": stop,
+                        "stream": True,
+                    }
+                    if p_call >= CALL_THRESHOLD:  # the call's JSON, under its grammar
+                        # A sure call opens at once (its start line plays while the
+                        # arguments are written); a doubtful one only once checked.
+                        sure = p_call >= CALL_SURE
+                        if sure:
+                            loop.call_soon_threadsafe(pieces.put_nowait, CALL_OPEN)
+                        options["grammar"] = self._grammars.get(request.tools)
+                        body = ""
+                        call: Any = self.model.create_completion(prompt + CALL_OPEN, **options)
+                        for chunk in call:
+                            if halt.is_set():
+                                return
+                            body += chunk["choices"][0]["text"]
+                        if grounded(body, request):
+                            whole = body + CALL_CLOSE if sure else CALL_OPEN + body + CALL_CLOSE
+                            loop.call_soon_threadsafe(pieces.put_nowait, whole)
+                            return
+                        if sure:  # the open tag is dropped: what follows is speech
+                            loop.call_soon_threadsafe(pieces.put_nowait, _RETRACT)
+                        # Values nobody said: no tool fits, and the model is told so.
+                        del options["grammar"]
+                        speech, _stop = self.render(declined(request))
+                    # Speech, with no call and no tool described in it.
+                    bias = self._no_calls if request.tools else None
+                    chunks: Any = self.model.create_completion(speech, logit_bias=bias, **options)
                     for chunk in chunks:
                         if halt.is_set():
                             break
@@ -203,6 +272,9 @@ class LlamaCppLLM:
             while (piece := await pieces.get()) is not _DONE:
                 if isinstance(piece, Exception):
                     raise ProviderError(f"local model failed: {piece}", code="llm_error")
+                if piece is _RETRACT:  # the call it opened was turned down
+                    scanner = ToolMarkupScanner(scanner.tool_names)
+                    continue
                 if text := scanner.feed(str(piece)):
                     yield TextDelta(text)
                 if name := scanner.starting():
@@ -224,48 +296,6 @@ def _common_prefix(a: list[int], b: tuple[int, ...]) -> int:
             break
         n += 1
     return n
-
-
-def _answering(request: LLMRequest) -> bool:
-    """Right after its tool calls were answered, the model must speak, not call again.
-
-    Small models tend to repeat a call whose result is still pending ("runs in the
-    background") in a loop; barring call openers for that one step stops it, at the
-    price of chained calls (tool A, then B from A's answer) within one turn.
-    """
-    return bool(request.messages) and request.messages[-1].get("role") == "tool"
-
-
-def _for_template(message: Mapping[str, Any]) -> dict[str, Any]:
-    """OpenAI-format message → what chat templates expect: arguments as objects (the
-    template serializes them itself) and no ``None`` content."""
-    out = dict(message)
-    if out.get("content") is None:
-        out["content"] = ""
-    calls = out.get("tool_calls")
-    if calls:
-        out["tool_calls"] = [
-            {**c, "function": {**c["function"], "arguments": _arguments(c["function"])}}
-            for c in calls
-        ]
-    return out
-
-
-def _arguments(function: Mapping[str, Any]) -> Any:
-    raw = function.get("arguments")
-    if isinstance(raw, str):
-        try:
-            return json.loads(raw or "{}")
-        except json.JSONDecodeError:
-            return raw
-    return raw
-
-
-def _with_guidance(messages: list[dict[str, Any]], guidance: str) -> list[dict[str, Any]]:
-    if messages and messages[0].get("role") == "system":
-        first = {**messages[0], "content": f"{messages[0]['content']}\n\n{guidance}"}
-        return [first, *messages[1:]]
-    return [{"role": "system", "content": guidance}, *messages]
 
 
 def resolve_model(name: str) -> Path:

@@ -1,0 +1,109 @@
+"""Spoken numbers in tool-call arguments, read as the tool's schema asks."""
+
+from __future__ import annotations
+
+import pytest
+
+from backchannel.llm.call_grammar import call_schema
+from backchannel.tools.arguments import normalise, spoken_digits, ungrounded
+
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "order_id": {"type": "string", "pattern": "^[0-9]+$"},
+        "zip": {"type": "string", "pattern": r"^\d{5}$"},
+        "party": {"type": "integer"},
+        "name": {"type": "string"},
+        "code": {"type": "string", "pattern": "^[A-Z]{2}[0-9]+$"},
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("said", "digits"),
+    [
+        ("4,417", "4417"),
+        ("4 4 1 7", "4417"),
+        ("44-17", "4417"),
+        ("four four one seven", "4417"),
+        ("Four, four, one, seven.", "4417"),
+        ("double four one seven", "4417"),
+        ("forty four seventeen", "4417"),
+        ("two thousand and five", "2005"),
+        ("one hundred twenty three", "123"),
+        ("oh five", "05"),
+        ("order 4417", None),
+        ("", None),
+    ],
+)
+def test_spoken_digits(said: str, digits: str | None) -> None:
+    assert spoken_digits(said) == digits
+
+
+def test_values_are_read_as_the_schema_asks_and_others_are_left_alone() -> None:
+    arguments = {
+        "order_id": "4,417",
+        "zip": "nine oh two one oh",
+        "party": "four",
+        "name": "Ann 4,4",
+        "code": "AB 12",  # the pattern wants more than digits: left as written
+        "extra": "1,000",  # not in the schema
+    }
+    assert normalise(arguments, SCHEMA) == {
+        "order_id": "4417",
+        "zip": "90210",
+        "party": 4,
+        "name": "Ann 4,4",
+        "code": "AB 12",
+        "extra": "1,000",
+    }
+
+
+def test_values_that_fit_are_untouched() -> None:
+    assert normalise({"order_id": "0042", "party": 3}, SCHEMA) == {"order_id": "0042", "party": 3}
+    assert normalise({"party": "many"}, SCHEMA) == {"party": "many"}
+    assert normalise({"x": "4,417"}, {"type": "object"}) == {"x": "4,417"}
+
+
+def test_a_call_schema_names_each_tool_and_forbids_invented_keys() -> None:
+    tools = [
+        {"type": "function", "function": {"name": "a", "parameters": SCHEMA}},
+        {"type": "function", "function": {"name": "b"}},
+    ]
+    schema = call_schema(tools)
+    first, second = schema["oneOf"]
+    assert first["properties"]["name"] == {"const": "a"}
+    assert first["properties"]["arguments"]["additionalProperties"] is False
+    assert second["properties"]["arguments"] == {"type": "object"}
+    assert call_schema(tools[:1]) == first
+
+
+HEARD = (
+    "Hi, this is Emma Johnson. Do you deliver to zip code nine four one one zero? "
+    "And book me a cleaning next Tuesday; my order was 4,417, or 9 6 1 4."
+)
+BOOKING = {
+    "type": "object",
+    "properties": {
+        "zip": {"type": "string", "pattern": "^[0-9]+$"},
+        "name": {"type": "string"},
+        "day": {"type": "string"},
+        "size": {"type": "string", "enum": ["small", "large"]},
+        "party": {"type": "integer"},
+    },
+}
+
+
+def test_values_the_caller_said_are_grounded_in_any_spoken_form() -> None:
+    said = {"zip": "94110", "name": "Emma Johnson", "day": "next Tuesday", "size": "large"}
+    assert ungrounded(said | {"party": 3}, BOOKING, HEARD) == []
+    assert ungrounded({"zip": "4417"}, BOOKING, HEARD) == []
+    assert ungrounded({"zip": "9614"}, BOOKING, HEARD) == []
+    assert ungrounded({"day": "Tuesday", "name": "emma"}, BOOKING, HEARD) == []
+
+
+def test_placeholders_nobody_said_are_not() -> None:
+    invented = {"zip": "12345", "name": "John Doe", "day": "2023-10-15", "size": "small"}
+    assert ungrounded(invented, BOOKING, HEARD) == ["zip", "name", "day"]
+    assert ungrounded({"zip": "941"}, BOOKING, "zip code nine four one one zero") == []
+    assert ungrounded({"zip": "94111"}, BOOKING, "zip code nine four one one zero") == ["zip"]
