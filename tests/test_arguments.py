@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from backchannel.llm.call_grammar import call_schema
+from backchannel.llm.base import LLMRequest
+from backchannel.llm.call_grammar import call_schema, grounded
 from backchannel.tools.arguments import normalise, spoken_digits, ungrounded
 
 SCHEMA = {
@@ -107,3 +108,28 @@ def test_placeholders_nobody_said_are_not() -> None:
     assert ungrounded(invented, BOOKING, HEARD) == ["zip", "name", "day"]
     assert ungrounded({"zip": "941"}, BOOKING, "zip code nine four one one zero") == []
     assert ungrounded({"zip": "94111"}, BOOKING, "zip code nine four one one zero") == ["zip"]
+
+
+def test_a_call_made_before_is_grounded_only_if_the_caller_asks_again() -> None:
+    tools = [{"type": "function", "function": {"name": "check_order", "parameters": SCHEMA}}]
+    made = {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": "c1",
+                "type": "function",
+                "function": {"name": "check_order", "arguments": '{"order_id": "4417"}'},
+            }
+        ],
+    }
+    asked = {"role": "user", "content": "Where is order 4,417?"}
+    call = '{"name": "check_order", "arguments": {"order_id": "4417"}}'
+    first = LLMRequest(messages=[asked], tools=tools)
+    assert grounded(call, first)
+    bye = LLMRequest(messages=[asked, made, {"role": "user", "content": "Goodbye!"}], tools=tools)
+    assert not grounded(call, bye), "a repeat on goodbye"
+    again = {"role": "user", "content": "Can you check 4417 again?"}
+    assert grounded(call, LLMRequest(messages=[asked, made, again], tools=tools))
+    assert not grounded('{"name": "other", "arguments": {}}', first)
+    assert not grounded("not json", first)
