@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from backchannel.llm.base import LLMRequest
-from backchannel.llm.call_grammar import call_schema, grounded
+from backchannel.llm.call_grammar import CallGrammars, call_schema, grounded
 from backchannel.tools.arguments import normalise, spoken_digits, ungrounded
 
 SCHEMA = {
@@ -133,3 +133,50 @@ def test_a_call_made_before_is_grounded_only_if_the_caller_asks_again() -> None:
     assert grounded(call, LLMRequest(messages=[asked, made, again], tools=tools))
     assert not grounded('{"name": "other", "arguments": {}}', first)
     assert not grounded("not json", first)
+
+
+def test_signs_decimals_and_odd_digits_are_left_as_written() -> None:
+    schema = {"properties": {"n": {"type": "integer"}, "x": {"type": "number"}}}
+    odd = {"n": "-3", "x": "12.50"}
+    assert normalise(odd, schema) == odd
+    assert normalise({"n": "12.50"}, schema) == {"n": "12.50"}
+    assert normalise({"n": "²"}, schema) == {"n": "²"}
+    assert normalise({"n": "1" * 5000}, schema) == {"n": "1" * 5000}
+
+
+def test_only_values_said_as_they_are_are_checked() -> None:
+    schema = {
+        "properties": {
+            "day": {"type": "string", "format": "date"},
+            "code": {"type": "string", "pattern": "^[A-Z]{2}[0-9]+$"},
+            "zip": {"type": "string", "pattern": r"^\d{5}$"},
+            "notes": {"type": "string"},
+        }
+    }
+    reshaped = {"day": "2026-12-01", "code": "AB12", "notes": "caller wants a window seat please"}
+    assert ungrounded(reshaped, schema, "tomorrow, code a b one two, a window seat") == []
+    assert ungrounded({"zip": "12345"}, schema, "zip nine four one one zero") == ["zip"]
+
+
+def test_a_schema_the_grammar_cannot_take_falls_back_to_a_looser_grammar() -> None:
+    calls: list[str] = []
+
+    def valid(rules: str) -> bool:
+        calls.append(rules)
+        return True
+
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "f",
+                "parameters": {"type": "object", "properties": {"a": {"pattern": "(?=x)y"}}},
+            },
+        }
+    ]
+    assert CallGrammars(valid).get(tools) is not None
+    assert len(calls) == 1 and '\\"f\\"' in calls[0], "the loose grammar, the name held"
+    digits = [{"type": "function", "function": {"name": "g", "parameters": SCHEMA}}]
+    assert CallGrammars(valid).get(digits) is not None
+    assert "\\d" not in calls[-1], "escapes llama.cpp does not know are spelled out"
+    assert CallGrammars(lambda rules: False).get(digits) is None

@@ -690,7 +690,7 @@ class Call:
             self._gathering = None
         response = self._response
         waits = verdict is Verdict.NOTHING and not self.arbiter.user_speaking
-        if waits and response is not None and response.done_generating:
+        if waits and response is not None and response.done_generating and not response.cut:
             # It waits for the response being heard: the model reads it ahead meanwhile
             # (not while the caller talks: their words are read ahead then).
             self.prepare_next()

@@ -10,11 +10,14 @@ parse, name a tool that does not exist, or pass "4,417" where the schema asks fo
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..tools.arguments import ungrounded
 from .base import LLMRequest
+
+log = logging.getLogger("backchannel.llm")
 
 
 def call_schema(tools: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -40,27 +43,70 @@ def call_schema(tools: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return options[0] if len(options) == 1 else {"oneOf": options}
 
 
-class CallGrammars:
-    """Compiled grammars, one per set of tools (compiling takes milliseconds, but a call
-    asks for the same tools every turn)."""
+#: Regex escapes llama.cpp's grammar parser does not know, as the classes they stand for.
+_ESCAPES = {r"\d": "[0-9]", r"\w": "[A-Za-z0-9_]", r"\s": "[ \t]", r"\S": "[^ \t]"}
 
-    def __init__(self) -> None:
+
+def _plain_patterns(schema: Any) -> Any:
+    """The schema with ``\\d``-style escapes in its patterns spelled as classes."""
+    if isinstance(schema, dict):
+        out = {k: _plain_patterns(v) for k, v in schema.items()}
+        if isinstance(out.get("pattern"), str):
+            for escape, spelled in _ESCAPES.items():
+                out["pattern"] = out["pattern"].replace(escape, spelled)
+        return out
+    if isinstance(schema, list):
+        return [_plain_patterns(v) for v in schema]
+    return schema
+
+
+def _loose(tools: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The tools with any object as arguments: only the call's shape and name held."""
+    return [
+        {"type": "function", "function": {"name": t["function"]["name"]}}
+        for t in tools
+        if (t.get("function") or {}).get("name")
+    ]
+
+
+class CallGrammars:
+    """Compiled grammars, one per set of tools. A schema the grammar converter or
+    llama.cpp's parser cannot take (lookarounds, unanchored patterns, ``$ref``) falls back
+    to a grammar of the call's shape alone, and failing that to none: a grammar llama.cpp
+    cannot parse would crash the process at the first token, so each is checked with
+    ``valid`` (llama.cpp's own parser) before use."""
+
+    def __init__(self, valid: Callable[[str], bool]) -> None:
+        self._valid = valid
         self._grammars: dict[str, Any] = {}
 
     def get(self, tools: Sequence[Mapping[str, Any]]) -> Any:
-        from llama_cpp.llama_grammar import LlamaGrammar, json_schema_to_gbnf
-
-        schema = json.dumps(call_schema(tools))
-        grammar = self._grammars.get(schema)
-        if grammar is None:
-            # The name first, as the model was trained to write it (and as soon as it is
-            # written, the tool's start line can play).
-            rules = json_schema_to_gbnf(schema, prop_order=["name", "arguments"])
-            grammar = LlamaGrammar.from_string(rules, verbose=False)
-            self._grammars[schema] = grammar
+        """The grammar for one call to any of ``tools``, or None."""
+        key = json.dumps(tools, sort_keys=True, default=str)
+        if key not in self._grammars:
+            self._grammars[key] = self._compile(tools)
             while len(self._grammars) > 32:
                 del self._grammars[next(iter(self._grammars))]
-        return grammar
+        return self._grammars[key]
+
+    def _compile(self, tools: Sequence[Mapping[str, Any]]) -> Any:
+        from llama_cpp.llama_grammar import LlamaGrammar, json_schema_to_gbnf
+
+        for attempt in (_plain_patterns(list(tools)), _loose(tools)):
+            if not attempt:
+                return None
+            try:
+                # The name first, as the model was trained to write it.
+                rules = json_schema_to_gbnf(
+                    json.dumps(call_schema(attempt)), prop_order=["name", "arguments"]
+                )
+            except Exception:  # the converter's own limits: try looser
+                log.warning("tool schemas too rich for a call grammar; using a looser one")
+                continue
+            if self._valid(rules):
+                return LlamaGrammar.from_string(rules, verbose=False)
+            log.warning("llama.cpp refused a call grammar; using a looser one")
+        return None
 
 
 def grounded(body: str, request: LLMRequest) -> bool:
@@ -72,14 +118,19 @@ def grounded(body: str, request: LLMRequest) -> bool:
         call = json.loads(body)
     except json.JSONDecodeError:
         return False
-    schemas = {t["function"]["name"]: t["function"].get("parameters") or {} for t in request.tools}
+    functions = [t.get("function") or {} for t in request.tools]
+    schemas = {f.get("name"): f.get("parameters") or {} for f in functions}
     arguments = call.get("arguments") if isinstance(call, dict) else None
     if not isinstance(arguments, dict) or call.get("name") not in schemas:
         return False
-    messages = [m for m in request.messages if m.get("role") != "system"]
-    if (call["name"], arguments) in _calls_made(messages):
-        latest = [m for m in messages if m.get("role") == "user"][-1:]
-        messages = latest
+    users = [i for i, m in enumerate(request.messages) if m.get("role") == "user"]
+    since = request.messages[users[-1] + 1 :] if users else request.messages
+    made = (call["name"], arguments)
+    if made in _calls_made(since):
+        return False  # made already for these words: never again for them
+    messages = list(request.messages)
+    if made in _calls_made(messages):  # asked again? only the latest words can say so
+        messages = [request.messages[users[-1]]] if users else []
     heard = " ".join(str(m.get("content") or "") for m in messages)
     return not ungrounded(arguments, schemas[call["name"]], heard)
 

@@ -94,7 +94,7 @@ class LlamaCppLLM:
         #: What speech may not contain when tools are offered: the start of a call, and
         #: the marks of a tool described instead of called (braces, backticks, names).
         self._no_calls = {token: -100.0 for token in (*self._openers, *self._unspeakable())}
-        self._grammars = CallGrammars()
+        self._grammars = CallGrammars(self._grammar_parses)
         #: Evaluated opening prompts: their tokens → the model's saved state.
         self._states: dict[tuple[int, ...], bytes] = {}
 
@@ -118,6 +118,17 @@ class LlamaCppLLM:
             if any(mark in text for mark in UNSPEAKABLE) or word in UNSPEAKABLE_WORDS:
                 tokens.append(token)
         return tokens
+
+    def _grammar_parses(self, rules: str) -> bool:
+        """Whether llama.cpp's own parser takes these grammar rules."""
+        import llama_cpp
+
+        vocab = self.model._model.vocab
+        sampler = llama_cpp.llama_sampler_init_grammar(vocab, rules.encode(), b"root")
+        if not sampler:
+            return False
+        llama_cpp.llama_sampler_free(sampler)
+        return True
 
     def close(self) -> None:
         """Free the model's memory now rather than at interpreter exit."""
@@ -173,9 +184,12 @@ class LlamaCppLLM:
         """The decision step: how likely the reply opens with a tool call. Evaluates the
         prompt (what the cache does not hold yet) and weighs the first token: the share
         of its probability on the tokens that open a call (:data:`CALL_THRESHOLD`).
-        Never right after the tools' results (see :func:`.prompt_frame.answering`)."""
-        if not request.tools or answering(request):
-            return 0.0
+        Never right after the tools' results (see :func:`.prompt_frame.answering`) nor
+        for a request that ends in an instruction (an announcement): a small model asked
+        to tell a result calls its tool again, and again for the next result."""
+        last = request.messages[-1].get("role") if request.messages else None
+        if not request.tools or answering(request) or last == "system":
+            return 0.0  # after results, and to announce them: speech
         tokens = tuple(self.model.tokenize(prompt.encode("utf-8"), special=True))
         # The last token is evaluated again even when cached: its logits decide.
         held = min(_common_prefix(self.model._input_ids.tolist(), tokens), len(tokens) - 1)
@@ -236,10 +250,11 @@ class LlamaCppLLM:
                     if p_call >= CALL_THRESHOLD:  # the call's JSON, under its grammar
                         # A sure call opens at once (its start line plays while the
                         # arguments are written); a doubtful one only once checked.
+                        grammar = self._grammars.get(request.tools)
                         sure = p_call >= CALL_SURE
                         if sure:
                             loop.call_soon_threadsafe(pieces.put_nowait, CALL_OPEN)
-                        options["grammar"] = self._grammars.get(request.tools)
+                        options["grammar"] = grammar
                         body = ""
                         call: Any = self.model.create_completion(prompt + CALL_OPEN, **options)
                         for chunk in call:

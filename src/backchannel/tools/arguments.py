@@ -28,10 +28,13 @@ _TENS = {
 _REPEAT = {"double": 2, "triple": 3}
 _WORD = re.compile(r"[a-z]+|\d+")
 _SEPARATORS = re.compile(r"[\s,.\-/#]+")
+_DIGITS = re.compile(r"[0-9]{1,64}")
 
 
 def normalise(arguments: Mapping[str, Any], parameters: Mapping[str, Any]) -> dict[str, Any]:
-    """``arguments`` with each spoken number read as its schema asks (top level only)."""
+    """``arguments`` with each spoken number read as its schema asks (top level only):
+    a string whose ``pattern`` wants digits, an ``integer``. Numbers with a sign or a
+    decimal point, and ``number`` values, are left as written."""
     properties = parameters.get("properties")
     out = dict(arguments)
     if not isinstance(properties, Mapping):
@@ -45,9 +48,9 @@ def normalise(arguments: Mapping[str, Any], parameters: Mapping[str, Any]) -> di
 
 def _as_schema_asks(value: str, schema: Mapping[str, Any]) -> Any:
     kind = schema.get("type")
-    if kind in ("integer", "number"):
-        digits = spoken_digits(value)
-        return int(digits) if digits is not None else value
+    if kind == "integer":  # a sign or a decimal point is not ours to drop
+        digits = None if re.search(r"[-+.]", value) else spoken_digits(value)
+        return int(digits) if digits is not None and len(digits) <= 18 else value
     pattern = schema.get("pattern")
     if kind in (None, "string") and isinstance(pattern, str):
         try:
@@ -70,7 +73,7 @@ def spoken_digits(text: str) -> str | None:
     "two thousand and five" → "2005".
     """
     compact = _SEPARATORS.sub("", text)
-    if compact.isdigit():
+    if _DIGITS.fullmatch(compact):
         return compact
     words = [w for w in _WORD.findall(text.lower()) if w != "and"]
     if not words:
@@ -164,11 +167,23 @@ def ungrounded(
     for name, value in arguments.items():
         schema = properties.get(name)
         schema = schema if isinstance(schema, Mapping) else {}
-        if not isinstance(value, str) or "enum" in schema or "const" in schema:
+        if not isinstance(value, str) or not _checkable(value, schema):
             continue
         if not _said(value, tokens):
             missing.append(name)
     return missing
+
+
+def _checkable(value: str, schema: Mapping[str, Any]) -> bool:
+    """Values a caller says as they are: digits, and short names or words. Not chosen
+    ones (``enum``, ``const``), nor ones the model must reshape (a ``format``, another
+    kind of ``pattern``, free text of more than a few words)."""
+    if "enum" in schema or "const" in schema or "format" in schema:
+        return False
+    pattern = schema.get("pattern")
+    if isinstance(pattern, str):
+        return re.fullmatch(r"\^?(\[0-9\]|\\d)[+*]?(\{\d+(,\d*)?\})?\$?", pattern) is not None
+    return len(value.split()) <= 4
 
 
 def _heard_tokens(text: str) -> list[str]:

@@ -192,6 +192,7 @@ class TurnDetector:
             else:
                 heard = None  # maybe speech: keep the run as it is
             if heard is None:
+                self._quiet = 0.0  # maybe speech: only unbroken silence resets
                 continue
             if not heard and not self.speaking:
                 self._quiet += seconds
