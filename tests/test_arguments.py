@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from backchannel.llm.base import LLMRequest
-from backchannel.llm.call_grammar import CallGrammars, call_schema, grounded
+from backchannel.llm.call_grammar import CallGrammars, call_schema, grounded, possible
 from backchannel.tools.arguments import normalise, spoken_digits, ungrounded
 
 SCHEMA = {
@@ -180,3 +182,17 @@ def test_a_schema_the_grammar_cannot_take_falls_back_to_a_looser_grammar() -> No
     assert CallGrammars(valid).get(digits) is not None
     assert "\\d" not in calls[-1], "escapes llama.cpp does not know are spelled out"
     assert CallGrammars(lambda rules: False).get(digits) is None
+
+
+def test_a_call_is_possible_only_if_a_number_was_said_for_tools_that_need_one() -> None:
+    lookup = {"type": "function", "function": {"name": "check_order", "parameters": SCHEMA}}
+    lookup["function"]["parameters"] = {**SCHEMA, "required": ["order_id"]}
+    book = {"type": "function", "function": {"name": "book", "parameters": BOOKING}}
+    prompt = {"role": "system", "content": "Shipping is five dollars."}
+
+    def request(words: str, *tools: dict[str, Any]) -> LLMRequest:
+        return LLMRequest(messages=[prompt, {"role": "user", "content": words}], tools=tools)
+
+    assert not possible(request("Do you ship to Canada?", lookup))
+    assert possible(request("Where is order four four one seven?", lookup))
+    assert possible(request("Do you ship to Canada?", lookup, book)), "book needs no number"

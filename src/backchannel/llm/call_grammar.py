@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ..tools.arguments import ungrounded
+from ..tools.arguments import digits_only, heard_tokens, ungrounded
 from .base import LLMRequest
 
 log = logging.getLogger("backchannel.llm")
@@ -133,6 +133,25 @@ def grounded(body: str, request: LLMRequest) -> bool:
         messages = [request.messages[users[-1]]] if users else []
     heard = " ".join(str(m.get("content") or "") for m in messages)
     return not ungrounded(arguments, schemas[call["name"]], heard)
+
+
+def possible(request: LLMRequest) -> bool:
+    """Whether any tool could be called with values somebody said: not when every tool
+    needs digits (a ``pattern`` of digits, required) and nobody has said a number. Asked
+    before a doubtful call is written, which costs most of a second on a small model."""
+    messages = list(request.messages)
+    if messages and messages[0].get("role") == "system":
+        messages = messages[1:]  # the assistant's prompt: its numbers are not the caller's
+    heard = " ".join(str(m.get("content") or "") for m in messages)
+    if any(t[:1].isdigit() for t in heard_tokens(heard)):
+        return True
+    for tool in request.tools:
+        parameters = (tool.get("function") or {}).get("parameters") or {}
+        properties = parameters.get("properties") or {}
+        required = parameters.get("required") or []
+        if not any(digits_only(properties.get(name) or {}) for name in required):
+            return True
+    return False
 
 
 def _calls_made(messages: Sequence[Mapping[str, Any]]) -> list[tuple[Any, Any]]:

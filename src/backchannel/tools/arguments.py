@@ -162,7 +162,7 @@ def ungrounded(
     "2023-10-15"); a real request carries the caller's own values."""
     properties = parameters.get("properties")
     properties = properties if isinstance(properties, Mapping) else {}
-    tokens = _heard_tokens(heard)
+    tokens = heard_tokens(heard)
     missing = []
     for name, value in arguments.items():
         schema = properties.get(name)
@@ -180,13 +180,20 @@ def _checkable(value: str, schema: Mapping[str, Any]) -> bool:
     kind of ``pattern``, free text of more than a few words)."""
     if "enum" in schema or "const" in schema or "format" in schema:
         return False
-    pattern = schema.get("pattern")
-    if isinstance(pattern, str):
-        return re.fullmatch(r"\^?(\[0-9\]|\\d)[+*]?(\{\d+(,\d*)?\})?\$?", pattern) is not None
+    if isinstance(schema.get("pattern"), str):
+        return digits_only(schema)
     return len(value.split()) <= 4
 
 
-def _heard_tokens(text: str) -> list[str]:
+def digits_only(schema: Mapping[str, Any]) -> bool:
+    """Whether a string schema's ``pattern`` takes digits and nothing else."""
+    pattern = schema.get("pattern")
+    if not isinstance(pattern, str):
+        return False
+    return re.fullmatch(r"\^?(\[0-9\]|\\d)[+*]?(\{\d+(,\d*)?\})?\$?", pattern) is not None
+
+
+def heard_tokens(text: str) -> list[str]:
     """The words of ``text``, lower case, with each spoken number as one run of digits
     ("order eight one seven two" → ["order", "8172"]; "4,417" → ["4417"])."""
     out: list[str] = []
@@ -205,7 +212,7 @@ def _heard_tokens(text: str) -> list[str]:
 
 
 def _said(value: str, tokens: list[str]) -> bool:
-    for part in _heard_tokens(value):
+    for part in heard_tokens(value):
         if part[0].isdigit():
             if not any(part in t for t in tokens if t[:1].isdigit()):
                 return False
