@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..tools.arguments import digits_only, heard_tokens, ungrounded
-from .base import LLMRequest
+from .base import LLMRequest, parse_arguments
 
 log = logging.getLogger("backchannel.llm")
 
@@ -160,9 +160,6 @@ def _calls_made(messages: Sequence[Mapping[str, Any]]) -> list[tuple[Any, Any]]:
         for tool_call in message.get("tool_calls") or ():
             function = tool_call.get("function") or {}
             raw = function.get("arguments")
-            try:
-                arguments = json.loads(raw) if isinstance(raw, str) else raw
-            except json.JSONDecodeError:
-                continue
+            arguments = parse_arguments(raw) if isinstance(raw, str) or raw is None else raw
             made.append((function.get("name"), arguments))
     return made

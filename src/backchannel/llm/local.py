@@ -92,34 +92,30 @@ class LlamaCppLLM:
         self.max_tokens = max_tokens
         self.temperature = temperature
         self._model_lock = threading.Lock()
-        self._openers = self._call_openers()
+        self._openers, unspeakable = self._scan_vocabulary()
         #: What speech may not contain when tools are offered: the start of a call, and
         #: the marks of a tool described instead of called (braces, backticks, names).
-        self._no_calls = {token: -100.0 for token in (*self._openers, *self._unspeakable())}
+        self._no_calls = {token: -100.0 for token in (*self._openers, *unspeakable)}
         self._grammars = CallGrammars(self._grammar_parses)
         #: Evaluated opening prompts: their tokens → the model's saved state.
         self._states: dict[tuple[int, ...], bytes] = {}
 
-    def _call_openers(self) -> list[int]:
-        """Tokens a tool call can start with: its tags, and ``{``/```` ``` ```` for the
-        bare calls small models write. Special tokens (``<|im_end|>``) are not among them."""
-        openers = []
-        for token in range(self.model.n_vocab()):
-            text = self.model._model.token_get_text(token).lstrip("\u0120\u010a ")
-            if text == "<" or text.startswith(("<tool", "<function", "{", "[{", "```")):
-                openers.append(token)
-        return openers
-
-    def _unspeakable(self) -> list[int]:
-        tokens = []
+    def _scan_vocabulary(self) -> tuple[list[int], list[int]]:
+        """One pass over the vocabulary (150k tokens): the tokens a tool call can start
+        with (its tags, and ``{``/```` ``` ```` for the bare calls small models write), and
+        those barred from speech besides (code marks, tool talk). Control tokens
+        (``<|im_end|>`` ends the reply) are in neither."""
+        openers, unspeakable = [], []
         for token in range(self.model.n_vocab()):
             text = self.model._model.token_get_text(token)
             if text.startswith("<|") and text.endswith("|>"):
-                continue  # a control token (``<|im_end|>`` ends the reply)
-            word = text.lstrip("\u0120\u010a ").lower()
-            if any(mark in text for mark in UNSPEAKABLE) or word in UNSPEAKABLE_WORDS:
-                tokens.append(token)
-        return tokens
+                continue
+            word = text.lstrip("\u0120\u010a ")
+            if word == "<" or word.startswith(("<tool", "<function", "{", "[{", "```")):
+                openers.append(token)
+            elif any(mark in text for mark in UNSPEAKABLE) or word.lower() in UNSPEAKABLE_WORDS:
+                unspeakable.append(token)
+        return openers, unspeakable
 
     def _grammar_parses(self, rules: str) -> bool:
         """Whether llama.cpp's own parser takes these grammar rules."""
@@ -170,17 +166,20 @@ class LlamaCppLLM:
                 self._states[tokens] = saved  # most recently used last
                 self._restore(tokens, saved)
                 return
-            # Evaluate only what the cache does not hold yet; generate nothing. A cache
-            # that cannot drop a partial range (recurrent models) starts over.
-            if held and not self.model._ctx.kv_cache_seq_rm(-1, held, -1):
-                held = 0
-                cast(Any, self.model).reset()
-            self.model.n_tokens = held
-            self.model.eval(tokens[held:])
+            self._evaluate(tokens, held)
             if keep:
                 self._states[tokens] = self._save()
                 while len(self._states) > PROMPT_STATES:
                     del self._states[next(iter(self._states))]
+
+    def _evaluate(self, tokens: tuple[int, ...], held: int) -> None:
+        """Evaluate ``tokens`` past the ``held`` ones the cache already has; generate
+        nothing. A cache that cannot drop a partial range (recurrent models) starts over."""
+        if held and not self.model._ctx.kv_cache_seq_rm(-1, held, -1):
+            held = 0
+            cast(Any, self.model).reset()
+        self.model.n_tokens = held
+        self.model.eval(tokens[held:])
 
     def _call_probability(self, prompt: str, request: LLMRequest) -> float:
         """The decision step: how likely the reply opens with a tool call. Evaluates the
@@ -195,11 +194,7 @@ class LlamaCppLLM:
         tokens = tuple(self.model.tokenize(prompt.encode("utf-8"), special=True))
         # The last token is evaluated again even when cached: its logits decide.
         held = min(_common_prefix(self.model._input_ids.tolist(), tokens), len(tokens) - 1)
-        if held and not self.model._ctx.kv_cache_seq_rm(-1, held, -1):
-            held = 0
-            cast(Any, self.model).reset()
-        self.model.n_tokens = held
-        self.model.eval(tokens[held:])
+        self._evaluate(tokens, held)
         logits = np.ctypeslib.as_array(
             self.model._ctx.get_logits_ith(-1), shape=(self.model.n_vocab(),)
         ).astype(np.float64)
