@@ -88,7 +88,7 @@ class ScenarioLLM:
 class ScenarioSTT:
     repeatable = False
 
-    async def transcribe(self, audio: AsyncIterable[Samples]) -> str:
+    async def transcribe(self, audio: AsyncIterable[Samples], *, listening: bool = False) -> str:
         async for _ in audio:  # the turn's audio, to its end
             pass
         await asyncio.sleep(0.1)

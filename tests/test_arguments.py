@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from backchannel.llm.base import LLMRequest
-from backchannel.llm.call_grammar import CallGrammars, call_schema, grounded, possible
+from backchannel.llm.call_grammar import CallGrammars, arguments_schema, doomed, grounded, possible
 from backchannel.tools.arguments import normalise, spoken_digits, ungrounded
 
 SCHEMA = {
@@ -68,17 +68,12 @@ def test_values_that_fit_are_untouched() -> None:
     assert normalise({"x": "4,417"}, {"type": "object"}) == {"x": "4,417"}
 
 
-def test_a_call_schema_names_each_tool_and_forbids_invented_keys() -> None:
-    tools = [
-        {"type": "function", "function": {"name": "a", "parameters": SCHEMA}},
-        {"type": "function", "function": {"name": "b"}},
-    ]
-    schema = call_schema(tools)
-    first, second = schema["oneOf"]
-    assert first["properties"]["name"] == {"const": "a"}
-    assert first["properties"]["arguments"]["additionalProperties"] is False
-    assert second["properties"]["arguments"] == {"type": "object"}
-    assert call_schema(tools[:1]) == first
+def test_a_tools_arguments_schema_forbids_invented_keys() -> None:
+    assert arguments_schema({"function": {"name": "a", "parameters": SCHEMA}}) == {
+        **SCHEMA,
+        "additionalProperties": False,
+    }
+    assert arguments_schema({"function": {"name": "b"}}) == {"type": "object"}
 
 
 HEARD = (
@@ -176,12 +171,59 @@ def test_a_schema_the_grammar_cannot_take_falls_back_to_a_looser_grammar() -> No
             },
         }
     ]
-    assert CallGrammars(valid).get(tools) is not None
-    assert len(calls) == 1 and '\\"f\\"' in calls[0], "the loose grammar, the name held"
-    digits = [{"type": "function", "function": {"name": "g", "parameters": SCHEMA}}]
-    assert CallGrammars(valid).get(digits) is not None
+    assert CallGrammars(valid).arguments(tools[0]) is not None
+    assert len(calls) == 1 and "(?=x)" not in calls[0], "any object, the loose grammar"
+    digits = {"type": "function", "function": {"name": "g", "parameters": SCHEMA}}
+    assert CallGrammars(valid).arguments(digits) is not None
     assert "\\d" not in calls[-1], "escapes llama.cpp does not know are spelled out"
-    assert CallGrammars(lambda rules: False).get(digits) is None
+    assert CallGrammars(lambda rules: False).arguments(digits).grammar is None
+
+
+def test_a_required_first_key_is_written_out_before_the_grammar_takes_over() -> None:
+    rules: list[str] = []
+    grammars = CallGrammars(lambda text: rules.append(text) is None)
+    lookup = {"function": {"name": "f", "parameters": {**SCHEMA, "required": ["order_id"]}}}
+    assert grammars.arguments(lookup).opening == ' {"order_id": "'
+    root = next(line for line in rules[-1].splitlines() if line.startswith("root ::="))
+    assert root.startswith("root ::= ( [0-9]+"), "the value, past its opening quote"
+    sized = {"type": "object", "properties": {"size": {"enum": ["a", "b"]}}, "required": ["size"]}
+    assert grammars.arguments({"function": {"name": "g", "parameters": sized}}).opening == (
+        ' {"size":'
+    ), "not past the colon: the model writes the space with the value's quote"
+    assert grammars.arguments({"function": {"name": "h", "parameters": SCHEMA}}).opening == "", (
+        "no key is certain when none is required"
+    )
+
+
+def test_the_name_grammar_offers_each_tool_and_closes_the_quote() -> None:
+    calls: list[str] = []
+    tools = [{"function": {"name": "check_order"}}, {"function": {"name": "book"}}]
+    assert CallGrammars(lambda rules: calls.append(rules) is None).names(tools) is not None
+    assert calls == ['root ::= ("check_order" | "book") "\\""']
+
+
+def test_a_call_is_doomed_as_soon_as_it_writes_a_value_nobody_said() -> None:
+    lookup = {"type": "function", "function": {"name": "check_order", "parameters": SCHEMA}}
+    lookup["function"]["parameters"] = {**SCHEMA, "required": ["order_id"]}
+    book = {"type": "function", "function": {"name": "book", "parameters": BOOKING}}
+
+    def request(words: str) -> LLMRequest:
+        return LLMRequest(messages=[{"role": "user", "content": words}], tools=[lookup, book])
+
+    hours = request("What are your opening hours?")
+    assert doomed("check_order", "", hours), "needs a number; none was said"
+    assert not doomed("book", "", hours)
+    assert doomed("book", '{"zip": "1', hours), "no number said holds a 1"
+    assert doomed("book", '{"name": "John ', hours), "a whole word nobody said"
+    assert not doomed("book", '{"name": "Jo', hours), "the word is still being written"
+    assert not doomed("book", '{"size": "sm', hours), "chosen values are not judged"
+    order = request("Where is order four four one seven, for Emma?")
+    assert not doomed("check_order", "", order)
+    assert not doomed("check_order", '{"order_id": "44', order)
+    assert doomed("check_order", '{"order_id": "45', order)
+    assert not doomed("book", '{"name": "Emma", "zip": "441', order)
+    assert doomed("book", '{"name": "Emma", "day": "Monday", "zip": "4', order)
+    assert not doomed("book", '{"name": "Emma", "party": 12', order), "numbers are chosen"
 
 
 def test_a_call_is_possible_only_if_a_number_was_said_for_tools_that_need_one() -> None:

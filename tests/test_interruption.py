@@ -13,13 +13,16 @@ def test_words_are_lower_case_without_punctuation_or_annotations() -> None:
 
 def test_acknowledgements_never_cut_and_real_words_do() -> None:
     rules = Interruptions(StopSpeakingPlan())
-    for ack in ("Okay.", "Yeah, right.", "Mm-hmm", "I see.", "uh-huh", "Mhm.", "Yeah okay"):
+    hums = ("MM", "Mmmm", "Mmmmmmmmmmm", "HMHN", "N-m-m", "N M M", "Uh", "uhhuh")  # Whisper's
+    for ack in ("Okay.", "Yeah, right.", "Mm-hmm", "I see.", "uh-huh", "Mhm.", "Yeah okay", *hums):
         assert not rules.cuts(ack), ack
         assert not rules.cuts(ack, final=True), ack
     assert not rules.cuts("") and not rules.cuts("(coughs)"), "a sound is not words"
     assert rules.cuts("What time do you close?")
     assert rules.cuts("Wait"), "an interruption phrase cuts at once"
     assert rules.cuts("Yeah, but no."), "it cuts even beside an acknowledgement"
+    assert rules.cuts("Mmm, when do you open?"), "a hum before words"
+    assert rules.cuts("Hmm, nah"), "a hum before an interruption phrase"
 
 
 def test_num_words_needs_that_many_words_while_the_caller_talks() -> None:

@@ -12,6 +12,7 @@ import pytest
 from backchannel import LLMRequest, TextDelta, ToolCallRequest
 from backchannel.errors import ConfigError
 from backchannel.llm.base import ToolCallStarting
+from backchannel.llm.call_grammar import CallGrammars
 from backchannel.llm.local import LazyLlamaCpp, LlamaCppLLM, resolve_model
 from backchannel.llm.prompt_frame import TOOL_GUIDANCE, TOOL_REMINDER
 from backchannel.tool_runs import PLACEHOLDER
@@ -251,3 +252,107 @@ def test_a_reminder_comes_before_the_callers_latest_words_once_there_is_history(
     assert prompt.count(TOOL_GUIDANCE) == 1 and prompt.count(TOOL_REMINDER) == 1
     tail = prompt[prompt.rindex(TOOL_REMINDER) :]
     assert "Do you ship" not in tail and "Where is my order?" in tail
+
+
+def test_llama_cpp_takes_every_call_grammar_and_its_written_out_first_key(
+    local_llm: LlamaCppLLM,
+) -> None:
+    refused: list[str] = []
+
+    def valid(rules: str) -> bool:
+        ok = local_llm._grammar_parses(rules)
+        if not ok:
+            refused.append(rules)
+        return ok
+
+    grammars = CallGrammars(valid)
+    first_keys = [
+        ('{"a": "', {"type": "string"}),
+        ('{"a": "', {"type": "string", "pattern": r"^\d{3,5}$"}),
+        ('{"a":', {"type": "string", "enum": ["x", "y"]}),
+        ('{"a":', {"type": "integer"}),
+        ('{"a":', {"type": "boolean"}),
+        ('{"a":', {"type": "array", "items": {"type": "string"}}),
+        ('{"a":', {"type": "object", "properties": {"b": {"type": "string"}}}),
+    ]
+    for opening, first in first_keys:
+        parameters = {
+            "type": "object",
+            "properties": {"a": first, "z": {"type": "integer"}},
+            "required": ["a"],
+        }
+        written = grammars.arguments({"function": {"name": "f", "parameters": parameters}})
+        assert written.grammar is not None and written.opening == " " + opening, first
+    loose = grammars.arguments({"function": {"name": "g"}})
+    assert loose.grammar is not None and loose.opening == ""
+    assert grammars.names([{"function": {"name": "f"}}, {"function": {"name": "g-2"}}])
+    assert not refused
+
+
+BAKERY = {
+    "role": "system",
+    "content": "You are the voice assistant of Kettle and Crumb, a bakery, on a phone call. "
+    "We are open from eight to six. We take cards and cash. Gift cards are sold in the shop.",
+}
+BOOKING_TOOLS = [
+    *TOOLS,
+    {
+        "type": "function",
+        "function": {
+            "name": "book_table",
+            "description": "Book a table for the caller.",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string"},
+                    "people": {"type": "integer"},
+                    "day": {"type": "string", "enum": ["friday", "saturday", "sunday"]},
+                },
+                "required": ["name", "people", "day"],
+            },
+        },
+    },
+]
+
+
+async def test_the_tool_is_chosen_among_several_and_its_arguments_follow_its_schema(
+    local_llm: LlamaCppLLM,
+) -> None:
+    asks = {
+        "Can you check on my order 4417?": ("check_order", {"order_id": "4417"}),
+        "Book a table for four on Saturday, the name is Emma.": (
+            "book_table",
+            {"name": "Emma", "people": 4, "day": "saturday"},
+        ),
+    }
+    for words, expected in asks.items():
+        messages = [BAKERY, {"role": "user", "content": words}]
+        chunks = [c async for c in local_llm.stream(LLMRequest(messages, tools=BOOKING_TOOLS))]
+        calls = [(c.name, dict(c.arguments)) for c in chunks if isinstance(c, ToolCallRequest)]
+        assert calls == [expected], text_of(chunks)
+
+
+@pytest.mark.parametrize(
+    "words", ["Do you sell gift cards?", "Can I pay by card?", "When are you open?"]
+)
+async def test_a_doubtful_call_with_values_nobody_said_gives_way_to_words(
+    local_llm: LlamaCppLLM, words: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No pattern on the order id: the model may start a call and write a placeholder
+    # ("GIFT1234…", "12345"); that call is dropped and the caller is answered.
+    written: list[str] = []  # what the model wrote under a call's grammar
+    complete = local_llm.model.create_completion
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        out = complete(*args, **kwargs)
+        if kwargs.get("grammar") is None or not kwargs.get("stream"):
+            return out
+        return (written.append(c["choices"][0]["text"]) or c for c in out)
+
+    monkeypatch.setattr(local_llm.model, "create_completion", counted)
+    messages = [BAKERY, {"role": "user", "content": words}]
+    chunks = [c async for c in local_llm.stream(LLMRequest(messages, tools=TOOLS))]
+    said = text_of(chunks)
+    assert not any(isinstance(c, ToolCallRequest) for c in chunks), said
+    assert said.strip() and not any(mark in said for mark in ("_", "{", "`")), said
+    assert len(written) <= 8, f"dropped at its first unsaid value, not at its end: {written}"

@@ -11,36 +11,30 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from ..tools.arguments import digits_only, heard_tokens, ungrounded
+from pydantic_core import from_json
+
+from ..tools.arguments import digits_only, heard_tokens, said_so_far, ungrounded
 from .base import LLMRequest, parse_arguments
 
 log = logging.getLogger("backchannel.llm")
 
 
-def call_schema(tools: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """The JSON schema of one call to any of ``tools`` (OpenAI function format), in the
-    ``{"name": ..., "arguments": {...}}`` shape Qwen-style templates put in the tag."""
-    options = []
-    for tool in tools:
-        function = tool.get("function") or {}
-        name = function.get("name")
-        if not name:
-            continue
-        parameters = dict(function.get("parameters") or {"type": "object"})
-        if parameters.get("properties") and "additionalProperties" not in parameters:
-            parameters["additionalProperties"] = False  # no invented keys
-        options.append(
-            {
-                "type": "object",
-                "properties": {"name": {"const": name}, "arguments": parameters},
-                "required": ["name", "arguments"],
-                "additionalProperties": False,
-            }
-        )
-    return options[0] if len(options) == 1 else {"oneOf": options}
+#: How Qwen-style chat templates write a call inside the tag, up to its arguments object.
+NAME_OPEN = '{"name": "'
+ARGUMENTS_OPEN = '", "arguments":'
+
+
+def arguments_schema(tool: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON schema of one tool's arguments, with no keys beyond its own."""
+    parameters = dict((tool.get("function") or {}).get("parameters") or {"type": "object"})
+    if parameters.get("properties") and "additionalProperties" not in parameters:
+        parameters["additionalProperties"] = False  # no invented keys
+    return parameters
 
 
 #: Regex escapes llama.cpp's grammar parser does not know, as the classes they stand for.
@@ -60,53 +54,119 @@ def _plain_patterns(schema: Any) -> Any:
     return schema
 
 
-def _loose(tools: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """The tools with any object as arguments: only the call's shape and name held."""
-    return [
-        {"type": "function", "function": {"name": t["function"]["name"]}}
-        for t in tools
-        if (t.get("function") or {}).get("name")
-    ]
+@dataclass(frozen=True, slots=True)
+class ArgumentsGrammar:
+    """A call's arguments as written: ``opening``, fixed text evaluated in one batch
+    (``{"order_id": "`` when the schema's first key is certain), then what ``grammar``
+    allows (None: anything)."""
+
+    opening: str
+    grammar: Any
+
+
+_RULE = re.compile(r"^([\w-]+) ::= (.*)$")
+
+
+def _opened(rules: str) -> tuple[str, str] | None:
+    """The first key of an object grammar from llama.cpp's converter, when it is certain
+    (a required key comes first), as fixed text up to its value (and the value's opening
+    quote), with the rules for what follows; None when the grammar is not of that shape."""
+    lines = rules.strip().splitlines()
+    table = {m[1]: m[2] for line in lines if (m := _RULE.match(line))}
+    first = re.fullmatch(r'"\{" space ([\w-]+-kv)( .*)', table.get("root", ""))
+    if len(table) != len(lines) or first is None:
+        return None
+    pair = re.fullmatch(r'("(?:[^"\\]|\\.)*") space ":" space ([\w-]+)', table[first[1]])
+    if pair is None:
+        return None
+    try:
+        key = json.loads(json.loads(pair[1]))  # a GBNF literal of a JSON string
+    except (ValueError, TypeError):
+        return None
+    # Up to where the model's own tokens would break: ``": "`` then the value's first
+    # token when it is quoted text, else ``":`` (a value after a written-out space is
+    # one the model never saw split so, and it then chooses worse).
+    opening, value = " {" + json.dumps(key, ensure_ascii=False) + ":", f"space {pair[2]}"
+    quoted = table.get(pair[2], "")
+    if quoted.startswith('"\\"" ') and "|" not in quoted:
+        opening, value = opening + ' "', f"( {quoted[5:]} )"
+    table["root"] = value + first[2]
+    return opening, "\n".join(f"{name} ::= {rule}" for name, rule in table.items())
 
 
 class CallGrammars:
-    """Compiled grammars, one per set of tools. A schema the grammar converter or
-    llama.cpp's parser cannot take (lookarounds, unanchored patterns, ``$ref``) falls back
-    to a grammar of the call's shape alone, and failing that to none: a grammar llama.cpp
-    cannot parse would crash the process at the first token, so each is checked with
-    ``valid`` (llama.cpp's own parser) before use."""
+    """Compiled grammars for the two parts of a call the model chooses: which tool (one
+    of the assistant's names) and its arguments (that tool's JSON schema). What lies
+    between them (``", "arguments": ``) is fixed, so it is evaluated in one batch rather
+    than sampled a token at a time. A schema the grammar converter or llama.cpp's parser
+    cannot take (lookarounds, unanchored patterns, ``$ref``) falls back to any JSON
+    object, and failing that to no grammar: a grammar llama.cpp cannot parse would crash
+    the process at the first token, so each is checked with ``valid`` (llama.cpp's own
+    parser) before use."""
 
     def __init__(self, valid: Callable[[str], bool]) -> None:
         self._valid = valid
         self._grammars: dict[str, Any] = {}
+        self._opened: dict[str, ArgumentsGrammar] = {}
 
-    def get(self, tools: Sequence[Mapping[str, Any]]) -> Any:
-        """The grammar for one call to any of ``tools``, or None."""
-        key = json.dumps(tools, sort_keys=True, default=str)
-        if key not in self._grammars:
-            self._grammars[key] = self._compile(tools)
-            while len(self._grammars) > 32:
-                del self._grammars[next(iter(self._grammars))]
-        return self._grammars[key]
+    def names(self, tools: Sequence[Mapping[str, Any]]) -> Any:
+        """The grammar for a tool's name and the quote that closes it, or None."""
+        names = [n for t in tools if (n := (t.get("function") or {}).get("name"))]
+        if not names:
+            return None
+        choice = " | ".join(json.dumps(str(n), ensure_ascii=False) for n in names)
+        return self._compiled(f'root ::= ({choice}) "\\""')
 
-    def _compile(self, tools: Sequence[Mapping[str, Any]]) -> Any:
-        from llama_cpp.llama_grammar import LlamaGrammar, json_schema_to_gbnf
+    def arguments(self, tool: Mapping[str, Any]) -> ArgumentsGrammar:
+        """How one call's arguments object is written: the fixed text it opens with and
+        the grammar (or None) for the rest."""
+        from llama_cpp.llama_grammar import json_schema_to_gbnf
 
-        for attempt in (_plain_patterns(list(tools)), _loose(tools)):
-            if not attempt:
-                return None
+        schema = arguments_schema(tool)
+        key = json.dumps(schema, sort_keys=True, default=str)
+        if key in self._opened:
+            return self._opened[key]
+        written = ArgumentsGrammar("", None)
+        for attempt in (_plain_patterns(schema), {"type": "object"}):
             try:
-                # The name first, as the model was trained to write it.
-                rules = json_schema_to_gbnf(
-                    json.dumps(call_schema(attempt)), prop_order=["name", "arguments"]
-                )
+                rules = json_schema_to_gbnf(json.dumps(attempt))
             except Exception:  # the converter's own limits: try looser
-                log.warning("tool schemas too rich for a call grammar; using a looser one")
+                log.warning("a tool's schema is too rich for a grammar; using a looser one")
                 continue
+            opened = _opened(rules)
+            if opened and (grammar := self._compiled(opened[1])):
+                written = ArgumentsGrammar(opened[0], grammar)
+                break
+            if grammar := self._compiled(_spaced(rules)):
+                written = ArgumentsGrammar("", grammar)
+                break
+        self._opened[key] = written
+        _bound(self._opened)
+        return written
+
+    def _compiled(self, rules: str) -> Any:
+        """llama.cpp's grammar for ``rules``, or None when its parser refuses them."""
+        from llama_cpp.llama_grammar import LlamaGrammar
+
+        if rules not in self._grammars:
+            grammar = None
             if self._valid(rules):
-                return LlamaGrammar.from_string(rules, verbose=False)
-            log.warning("llama.cpp refused a call grammar; using a looser one")
-        return None
+                grammar = LlamaGrammar.from_string(rules, verbose=False)
+            else:
+                log.warning("llama.cpp refused a call grammar; using a looser one")
+            self._grammars[rules] = grammar
+            _bound(self._grammars)
+        return self._grammars[rules]
+
+
+def _spaced(rules: str) -> str:
+    """The rules with the space before the object (`` {"``, one token) allowed."""
+    return re.sub(r"^root ::= (.*)$", r'root ::= " "? ( \1 )', rules, count=1, flags=re.M)
+
+
+def _bound(cache: dict[str, Any], size: int = 64) -> None:
+    while len(cache) > size:
+        del cache[next(iter(cache))]
 
 
 def grounded(body: str, request: LLMRequest) -> bool:
@@ -135,10 +195,10 @@ def grounded(body: str, request: LLMRequest) -> bool:
     return not ungrounded(arguments, schemas[call["name"]], heard)
 
 
-def possible(request: LLMRequest) -> bool:
-    """Whether any tool could be called with values somebody said: not when every tool
-    needs digits (a ``pattern`` of digits, required) and nobody has said a number. Asked
-    before a doubtful call is written, which costs most of a second on a small model."""
+def possible(request: LLMRequest, name: str | None = None) -> bool:
+    """Whether a tool (any, or the one named) could be called with values somebody said:
+    not one that needs digits (a required ``pattern`` of digits) when nobody has said a
+    number. Asked before a doubtful call is written, which costs a small model time."""
     messages = list(request.messages)
     if messages and messages[0].get("role") == "system":
         messages = messages[1:]  # the assistant's prompt: its numbers are not the caller's
@@ -146,12 +206,39 @@ def possible(request: LLMRequest) -> bool:
     if any(t[:1].isdigit() for t in heard_tokens(heard)):
         return True
     for tool in request.tools:
-        parameters = (tool.get("function") or {}).get("parameters") or {}
+        function = tool.get("function") or {}
+        if name is not None and function.get("name") != name:
+            continue
+        parameters = function.get("parameters") or {}
         properties = parameters.get("properties") or {}
         required = parameters.get("required") or []
-        if not any(digits_only(properties.get(name) or {}) for name in required):
+        if not any(digits_only(properties.get(key) or {}) for key in required):
             return True
     return False
+
+
+def doomed(name: str, partial: str, request: LLMRequest) -> bool:
+    """Whether a call still being written to the tool ``name`` (``partial``: its
+    arguments so far) already holds a value nobody said, so it can be dropped before it
+    is finished (see :func:`grounded`): a value written whole and unsaid, a number being
+    written that no number said contains, or a tool that needs a number nobody gave."""
+    if not partial.strip():
+        return not possible(request, name)
+    functions = [t.get("function") or {} for t in request.tools]
+    schema = next((f.get("parameters") or {} for f in functions if f.get("name") == name), {})
+    try:  # the values written whole, then with the one being written
+        whole = from_json(partial, allow_partial=True)
+        writing = from_json(partial, allow_partial="trailing-strings")
+    except ValueError:
+        return False
+    if not isinstance(whole, dict) or not isinstance(writing, dict):
+        return False
+    heard = " ".join(str(m.get("content") or "") for m in request.messages)
+    if ungrounded(whole, schema, heard):
+        return True
+    started = {k: v for k, v in writing.items() if whole.get(k) != v and isinstance(v, str)}
+    properties = schema.get("properties") or {}
+    return any(not said_so_far(v, properties.get(k) or {}, heard) for k, v in started.items())
 
 
 def _calls_made(messages: Sequence[Mapping[str, Any]]) -> list[tuple[Any, Any]]:

@@ -18,7 +18,7 @@ import ctypes
 import functools
 import os
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import ConfigError, ProviderError
 from .base import LLMChunk, LLMRequest, TextDelta, ToolCallStarting
-from .call_grammar import CallGrammars, grounded, possible
+from .call_grammar import ARGUMENTS_OPEN, NAME_OPEN, CallGrammars, doomed, grounded, possible
 from .prompt_frame import answering, declined, framed
 from .tool_markup import ToolMarkupScanner
 
@@ -47,6 +47,8 @@ UNSPEAKABLE = ("_", "`", "{", "}")
 UNSPEAKABLE_WORDS = frozenset(
     {"function", "functions", "tool", "argument", "arguments", "parameter", "parameters"}
 )
+#: The most a call's arguments may take: a runaway value ends the call, unfinished.
+CALL_TOKENS = 160
 #: What opens a call under the grammar (Qwen's tag, as its template writes calls).
 CALL_OPEN, CALL_CLOSE = "<tool_call>\n", "\n</tool_call>"
 _DONE = object()
@@ -201,6 +203,52 @@ class LlamaCppLLM:
         weights = np.exp(logits - logits.max())
         return float(weights[self._openers].sum() / weights.sum())
 
+    def _write_call(
+        self,
+        prompt: str,
+        request: LLMRequest,
+        options: dict[str, Any],
+        halt: threading.Event,
+        shown: Callable[[str], None] | None,
+    ) -> str | None:
+        """Write one call after ``prompt`` under the tools' grammars: the tool's name
+        (sampled, when there is more than one), the fixed text up to its arguments
+        (evaluated in one batch), then the arguments, checked as they are written. The
+        call's JSON, or None once it holds a value nobody said (see :func:`.doomed`;
+        most of a second sooner than at its end) or the stream was halted. ``shown``
+        gets the text of a call shown as it is written, up to its arguments."""
+        names = [n for t in request.tools if (n := (t.get("function") or {}).get("name"))]
+        head = prompt + CALL_OPEN + NAME_OPEN
+        name = names[0] if len(names) == 1 else ""
+        if len(names) > 1:
+            chosen: Any = self.model.create_completion(
+                head,
+                **{**options, "stream": False, "max_tokens": 32},
+                grammar=self._grammars.names(request.tools),
+            )
+            name = chosen["choices"][0]["text"].removesuffix('"')
+        if halt.is_set() or name not in names or doomed(name, "", request):
+            return None
+        opening = NAME_OPEN + name + ARGUMENTS_OPEN
+        if shown is not None:
+            shown(opening)
+        tool = next(t for t in request.tools if (t.get("function") or {}).get("name") == name)
+        written = self._grammars.arguments(tool)
+        arguments = written.opening
+        chunks: Any = self.model.create_completion(
+            prompt + CALL_OPEN + opening + arguments,
+            **{**options, "max_tokens": CALL_TOKENS},
+            grammar=written.grammar,
+        )
+        for chunk in chunks:
+            arguments += chunk["choices"][0]["text"]
+            if halt.is_set() or doomed(name, arguments, request):
+                return None
+        body = opening + arguments + "}"
+        if not grounded(body, request):
+            return None
+        return arguments + "}" if shown is not None else body
+
     def _save(self) -> bytes:
         import llama_cpp
 
@@ -231,6 +279,9 @@ class LlamaCppLLM:
         pieces: asyncio.Queue[object] = asyncio.Queue()
         halt = threading.Event()
 
+        def emit(piece: object) -> None:
+            loop.call_soon_threadsafe(pieces.put_nowait, piece)
+
         def generate() -> None:
             try:
                 with self._model_lock:
@@ -248,25 +299,18 @@ class LlamaCppLLM:
                     if sure or (p_call >= CALL_THRESHOLD and possible(request)):
                         # A sure call opens at once (its start line plays while the
                         # arguments are written); a doubtful one only once checked.
-                        # The call's JSON, under its grammar.
-                        grammar = self._grammars.get(request.tools)
+                        shown = emit if sure else None
                         if sure:
-                            loop.call_soon_threadsafe(pieces.put_nowait, CALL_OPEN)
-                        options["grammar"] = grammar
-                        body = ""
-                        call: Any = self.model.create_completion(prompt + CALL_OPEN, **options)
-                        for chunk in call:
-                            if halt.is_set():
-                                return
-                            body += chunk["choices"][0]["text"]
-                        if grounded(body, request):
-                            whole = body + CALL_CLOSE if sure else CALL_OPEN + body + CALL_CLOSE
-                            loop.call_soon_threadsafe(pieces.put_nowait, whole)
+                            emit(CALL_OPEN)
+                        body = self._write_call(prompt, request, options, halt, shown)
+                        if halt.is_set():
+                            return
+                        if body is not None:
+                            emit(body + CALL_CLOSE if sure else CALL_OPEN + body + CALL_CLOSE)
                             return
                         if sure:  # the open tag is dropped: what follows is speech
-                            loop.call_soon_threadsafe(pieces.put_nowait, _RETRACT)
+                            emit(_RETRACT)
                         # Values nobody said: no tool fits, and the model is told so.
-                        del options["grammar"]
                         speech, _stop = self.render(declined(request))
                     # Speech, with no call and no tool described in it.
                     bias = self._no_calls if request.tools else None
@@ -274,11 +318,11 @@ class LlamaCppLLM:
                     for chunk in chunks:
                         if halt.is_set():
                             break
-                        loop.call_soon_threadsafe(pieces.put_nowait, chunk["choices"][0]["text"])
+                        emit(chunk["choices"][0]["text"])
             except Exception as exc:  # surfaces in the stream below
-                loop.call_soon_threadsafe(pieces.put_nowait, exc)
+                emit(exc)
             finally:
-                loop.call_soon_threadsafe(pieces.put_nowait, _DONE)
+                emit(_DONE)
 
         worker = loop.run_in_executor(None, generate)
         try:

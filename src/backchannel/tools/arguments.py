@@ -174,6 +174,23 @@ def ungrounded(
     return missing
 
 
+def said_so_far(value: str, schema: Mapping[str, Any], heard: str) -> bool:
+    """Whether a value still being written can yet turn out to be one somebody said in
+    ``heard``: its whole words are said, and a number being written in digits is part
+    of one said. The word being written is not judged, nor a number spelled in words."""
+    if not _checkable(value, schema):
+        return True
+    parts = heard_tokens(value)
+    if not parts:
+        return True
+    tokens = heard_tokens(heard)
+    if value[-1].isdigit() and parts[-1].isdigit():
+        return _said(value, tokens)  # a number being written: part of one said?
+    # A word is judged once it ends ("John "), or once longer than any spoken word.
+    finished = (not value[-1].isalnum() and parts[-1].isalpha()) or len(parts[-1]) > 24
+    return _said(" ".join(parts if finished else parts[:-1]), tokens)
+
+
 def _checkable(value: str, schema: Mapping[str, Any]) -> bool:
     """Values a caller says as they are: digits, and short names or words. Not chosen
     ones (``enum``, ``const``), nor ones the model must reshape (a ``format``, another

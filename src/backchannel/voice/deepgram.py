@@ -53,7 +53,7 @@ class DeepgramSTT:
         self.model = model
         self.language = language
 
-    async def transcribe(self, audio: AsyncIterable[Samples]) -> str:
+    async def transcribe(self, audio: AsyncIterable[Samples], *, listening: bool = False) -> str:
         try:
             async with self.client.listen.v1.connect(
                 model=self.model,

