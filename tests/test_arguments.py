@@ -7,7 +7,14 @@ from typing import Any
 import pytest
 
 from backchannel.llm.base import LLMRequest
-from backchannel.llm.call_grammar import CallGrammars, arguments_schema, doomed, grounded, possible
+from backchannel.llm.call_grammar import (
+    CallGrammars,
+    arguments_schema,
+    doomed,
+    filled,
+    grounded,
+    possible,
+)
 from backchannel.tools.arguments import normalise, spoken_digits, ungrounded
 
 SCHEMA = {
@@ -214,8 +221,10 @@ def test_a_call_is_doomed_as_soon_as_it_writes_a_value_nobody_said() -> None:
     assert doomed("check_order", "", hours), "needs a number; none was said"
     assert not doomed("book", "", hours)
     assert doomed("book", '{"zip": "1', hours), "no number said holds a 1"
-    assert doomed("book", '{"name": "John ', hours), "a whole word nobody said"
-    assert not doomed("book", '{"name": "Jo', hours), "the word is still being written"
+    assert not doomed("book", '{"name": "John ', hours), "text may yet grow past 4 words"
+    assert doomed("book", '{"name": "John Doe", ', hours), "whole, and nobody said it"
+    assert doomed("book", '{"name": "GIFT1234567890', hours), "a runaway number"
+    assert not doomed("book", '{"name": "table at 7:3', hours), "a time may be reshaped"
     assert not doomed("book", '{"size": "sm', hours), "chosen values are not judged"
     order = request("Where is order four four one seven, for Emma?")
     assert not doomed("check_order", "", order)
@@ -238,3 +247,20 @@ def test_a_call_is_possible_only_if_a_number_was_said_for_tools_that_need_one() 
     assert not possible(request("Do you ship to Canada?", lookup))
     assert possible(request("Where is order four four one seven?", lookup))
     assert possible(request("Do you ship to Canada?", lookup, book)), "book needs no number"
+
+
+def test_a_request_is_filled_when_the_latest_words_hold_a_value_a_tool_requires() -> None:
+    lookup = {"type": "function", "function": {"name": "check_order", "parameters": SCHEMA}}
+    lookup["function"]["parameters"] = {**SCHEMA, "required": ["order_id"]}
+    sizes = {**BOOKING, "required": ["size"]}
+    book = {"type": "function", "function": {"name": "book", "parameters": sizes}}
+
+    def request(*said: str) -> LLMRequest:
+        messages = [{"role": "user", "content": words} for words in said]
+        return LLMRequest(messages=messages, tools=[lookup, book])
+
+    assert filled(request("Is my order four four one seven here yet?"))
+    assert filled(request("A large one, please."))
+    assert not filled(request("Do you ship to Canada?"))
+    assert not filled(request("My order is 4417.", "Thanks, that's all.")), "the latest words"
+    assert not filled(LLMRequest(messages=[], tools=[lookup]))

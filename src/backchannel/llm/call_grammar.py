@@ -217,6 +217,26 @@ def possible(request: LLMRequest, name: str | None = None) -> bool:
     return False
 
 
+def filled(request: LLMRequest) -> bool:
+    """Whether the caller's latest words hold a value one of the tools requires: one of
+    its ``enum`` choices, or a number where it needs digits. A request made late in a
+    call gets little of a small model's first-token weight even then."""
+    users = [m for m in request.messages if m.get("role") == "user"]
+    if not users:
+        return False
+    said = set(heard_tokens(str(users[-1].get("content") or "")))
+    number = any(t[:1].isdigit() for t in said)
+    for tool in request.tools:
+        parameters = (tool.get("function") or {}).get("parameters") or {}
+        properties = parameters.get("properties") or {}
+        for key in parameters.get("required") or []:
+            schema = properties.get(key) or {}
+            choices = {str(c).lower() for c in schema.get("enum") or ()}
+            if (number and digits_only(schema)) or choices & said:
+                return True
+    return False
+
+
 def doomed(name: str, partial: str, request: LLMRequest) -> bool:
     """Whether a call still being written to the tool ``name`` (``partial``: its
     arguments so far) already holds a value nobody said, so it can be dropped before it

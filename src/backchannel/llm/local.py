@@ -26,7 +26,15 @@ import numpy as np
 
 from ..errors import ConfigError, ProviderError
 from .base import LLMChunk, LLMRequest, TextDelta, ToolCallStarting
-from .call_grammar import ARGUMENTS_OPEN, NAME_OPEN, CallGrammars, doomed, grounded, possible
+from .call_grammar import (
+    ARGUMENTS_OPEN,
+    NAME_OPEN,
+    CallGrammars,
+    doomed,
+    filled,
+    grounded,
+    possible,
+)
 from .prompt_frame import answering, declined, framed
 from .tool_markup import ToolMarkupScanner
 
@@ -37,6 +45,9 @@ from .tool_markup import ToolMarkupScanner
 #: (0.05-0.09 on a bakery's questions) then pays for a call it does not make: about a
 #: second before its first word.
 CALL_THRESHOLD = 0.1
+#: The decision step's bar when the caller's latest words hold a value a tool requires
+#: (see :func:`.call_grammar.filled`).
+CALL_THRESHOLD_FILLED = 0.03
 #: From this probability on, the call is sure enough to open before it is checked.
 CALL_SURE = 0.5
 #: Never part of speech when tools are offered: a tool's name (``check_order``), code
@@ -296,7 +307,8 @@ class LlamaCppLLM:
                         "stream": True,
                     }
                     sure = p_call >= CALL_SURE
-                    if sure or (p_call >= CALL_THRESHOLD and possible(request)):
+                    bar = CALL_THRESHOLD_FILLED if filled(request) else CALL_THRESHOLD
+                    if sure or (p_call >= bar and possible(request)):
                         # A sure call opens at once (its start line plays while the
                         # arguments are written); a doubtful one only once checked.
                         shown = emit if sure else None

@@ -152,6 +152,11 @@ _COMMON = frozenset(
 _NUMBER_WORDS = frozenset([*_UNITS, *_TEENS, *_TENS, *_REPEAT, "hundred", "thousand"])
 
 
+#: Digits in a row that make a number said as it is (an account, a phone number), never
+#: reshaped from words like a time or a price.
+LONG_RUN = 8
+
+
 def ungrounded(
     arguments: Mapping[str, Any], parameters: Mapping[str, Any], heard: str
 ) -> list[str]:
@@ -176,19 +181,21 @@ def ungrounded(
 
 def said_so_far(value: str, schema: Mapping[str, Any], heard: str) -> bool:
     """Whether a value still being written can yet turn out to be one somebody said in
-    ``heard``: its whole words are said, and a number being written in digits is part
-    of one said. The word being written is not judged, nor a number spelled in words."""
+    ``heard``, judged only where the finished value will be judged the same way: a
+    digits value (a ``pattern`` of digits, or digits so far) must be part of a number
+    said, and a run of more than :data:`LONG_RUN` digits, or a word longer than any
+    spoken one, must have been said as it is. Other text is judged once it is whole: it
+    may yet grow past the few words that are checked at all."""
     if not _checkable(value, schema):
         return True
-    parts = heard_tokens(value)
-    if not parts:
-        return True
     tokens = heard_tokens(heard)
-    if value[-1].isdigit() and parts[-1].isdigit():
-        return _said(value, tokens)  # a number being written: part of one said?
-    # A word is judged once it ends ("John "), or once longer than any spoken word.
-    finished = (not value[-1].isalnum() and parts[-1].isalpha()) or len(parts[-1]) > 24
-    return _said(" ".join(parts if finished else parts[:-1]), tokens)
+    if digits_only(schema) or re.fullmatch(r"[\d ,.\-]+", value.strip()):
+        return _said(value, tokens)
+    parts = heard_tokens(value)
+    last = parts[-1] if parts else ""
+    if len(last) > 24 or (last.isdigit() and len(last) > LONG_RUN and value[-1].isdigit()):
+        return _said(last, tokens)
+    return True
 
 
 def _checkable(value: str, schema: Mapping[str, Any]) -> bool:

@@ -129,7 +129,8 @@ class WhisperSTT:
             encoded,
             [prompt],
             beam_size=1,
-            max_length=int(16 + 8 * seconds),  # far above speech; bounds a stuck loop
+            # Far above speech, past the prompt it counts; bounds a stuck loop.
+            max_length=len(prompt) + int(16 + 8 * seconds),
             suppress_blank=True,
             suppress_tokens=[-1],
         )
