@@ -233,6 +233,21 @@ def test_a_call_is_doomed_as_soon_as_it_writes_a_value_nobody_said() -> None:
     assert not doomed("book", '{"name": "Emma", "zip": "441', order)
     assert doomed("book", '{"name": "Emma", "day": "Monday", "zip": "4', order)
     assert not doomed("book", '{"name": "Emma", "party": 12', order), "numbers are chosen"
+    made = {
+        "role": "assistant",
+        "tool_calls": [{"function": {"name": "check_order", "arguments": '{"order_id": "4417"}'}}],
+    }
+    later = LLMRequest(
+        messages=[*order.messages, made, {"role": "user", "content": "What does shipping cost?"}],
+        tools=[lookup, book],
+    )
+    assert doomed("check_order", '{"order_id": "4', later), "a repeat the latest words never ask"
+    assert not doomed("book", '{"name": "Emma", "zip": "441', later), "another tool: all words"
+    again = LLMRequest(
+        messages=[*later.messages[:-1], {"role": "user", "content": "Check 4417 again?"}],
+        tools=[lookup, book],
+    )
+    assert not doomed("check_order", '{"order_id": "441', again)
 
 
 def test_a_call_is_possible_only_if_a_number_was_said_for_tools_that_need_one() -> None:
@@ -247,6 +262,20 @@ def test_a_call_is_possible_only_if_a_number_was_said_for_tools_that_need_one() 
     assert not possible(request("Do you ship to Canada?", lookup))
     assert possible(request("Where is order four four one seven?", lookup))
     assert possible(request("Do you ship to Canada?", lookup, book)), "book needs no number"
+    asked = request("Where is order four four one seven?", lookup)
+    made = {
+        "role": "assistant",
+        "tool_calls": [{"function": {"name": "check_order", "arguments": '{"order_id": "4417"}'}}],
+    }
+    result = {"role": "tool", "content": '{"orderId": "4417", "status": "shipped"}'}
+
+    def then(words: str) -> LLMRequest:
+        messages = [*asked.messages, made, result, {"role": "user", "content": words}]
+        return LLMRequest(messages=messages, tools=[lookup])
+
+    assert not possible(then("And what does shipping cost?")), "its only number is used"
+    assert possible(then("Can you check 4417 again?")), "asked again in the latest words"
+    assert possible(then("And my other order, 5120?"))
 
 
 def test_a_request_is_filled_when_the_latest_words_hold_a_value_a_tool_requires() -> None:

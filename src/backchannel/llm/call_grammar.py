@@ -197,14 +197,16 @@ def grounded(body: str, request: LLMRequest) -> bool:
 
 def possible(request: LLMRequest, name: str | None = None) -> bool:
     """Whether a tool (any, or the one named) could be called with values somebody said:
-    not one that needs digits (a required ``pattern`` of digits) when nobody has said a
-    number. Asked before a doubtful call is written, which costs a small model time."""
+    not one that needs digits (a required ``pattern`` of digits) when no number is left
+    for it: none was said, or only ones it was called with already, which only the
+    caller's latest words can ask for again (see :func:`grounded`). Asked before a
+    doubtful call is written, which costs a small model time."""
     messages = list(request.messages)
     if messages and messages[0].get("role") == "system":
         messages = messages[1:]  # the assistant's prompt: its numbers are not the caller's
-    heard = " ".join(str(m.get("content") or "") for m in messages)
-    if any(t[:1].isdigit() for t in heard_tokens(heard)):
-        return True
+    users = [m for m in messages if m.get("role") == "user"]
+    latest, said = _numbers(users[-1:]), _numbers(messages)
+    made = _calls_made(messages)
     for tool in request.tools:
         function = tool.get("function") or {}
         if name is not None and function.get("name") != name:
@@ -214,7 +216,16 @@ def possible(request: LLMRequest, name: str | None = None) -> bool:
         required = parameters.get("required") or []
         if not any(digits_only(properties.get(key) or {}) for key in required):
             return True
+        past = [a for n, a in made if n == function.get("name") and isinstance(a, Mapping)]
+        used = _numbers([{"content": " ".join(str(v) for v in a.values())} for a in past])
+        if latest or said - used:
+            return True
     return False
+
+
+def _numbers(messages: Sequence[Mapping[str, Any]]) -> set[str]:
+    words = " ".join(str(m.get("content") or "") for m in messages)
+    return {t for t in heard_tokens(words) if t[:1].isdigit()}
 
 
 def filled(request: LLMRequest) -> bool:
@@ -241,7 +252,8 @@ def doomed(name: str, partial: str, request: LLMRequest) -> bool:
     """Whether a call still being written to the tool ``name`` (``partial``: its
     arguments so far) already holds a value nobody said, so it can be dropped before it
     is finished (see :func:`grounded`): a value written whole and unsaid, a number being
-    written that no number said contains, or a tool that needs a number nobody gave."""
+    written that no number said contains, or a tool that needs a number nobody gave. A
+    call that so far repeats one made before is judged by the caller's latest words."""
     if not partial.strip():
         return not possible(request, name)
     functions = [t.get("function") or {} for t in request.tools]
@@ -253,12 +265,29 @@ def doomed(name: str, partial: str, request: LLMRequest) -> bool:
         return False
     if not isinstance(whole, dict) or not isinstance(writing, dict):
         return False
-    heard = " ".join(str(m.get("content") or "") for m in request.messages)
+    messages = list(request.messages)
+    users = [m for m in messages if m.get("role") == "user"]
+    if users and any(n == name and _agrees(writing, a) for n, a in _calls_made(messages)):
+        messages = users[-1:]  # a repeat so far: only the latest words can ask for it
+    heard = " ".join(str(m.get("content") or "") for m in messages)
     if ungrounded(whole, schema, heard):
         return True
     started = {k: v for k, v in writing.items() if whole.get(k) != v and isinstance(v, str)}
     properties = schema.get("properties") or {}
     return any(not said_so_far(v, properties.get(k) or {}, heard) for k, v in started.items())
+
+
+def _agrees(writing: Mapping[str, Any], made: Any) -> bool:
+    """Whether arguments being written can still turn out to be ``made`` (a past call's)."""
+    if not isinstance(made, Mapping) or not writing:
+        return False
+    for key, value in writing.items():
+        if key not in made:
+            return False
+        past = made[key]
+        if value != past and not (isinstance(value, str) and str(past).startswith(value)):
+            return False
+    return True
 
 
 def _calls_made(messages: Sequence[Mapping[str, Any]]) -> list[tuple[Any, Any]]:
