@@ -29,6 +29,20 @@ NAME_OPEN = '{"name": "'
 ARGUMENTS_OPEN = '", "arguments":'
 
 
+def by_name(tools: Sequence[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+    """The tools (OpenAI function format) that have a name, by their name."""
+    return {str(n): t for t in tools if (n := (t.get("function") or {}).get("name"))}
+
+
+def _parameters(request: LLMRequest, name: str) -> Mapping[str, Any]:
+    tool = by_name(request.tools).get(name) or {}
+    return (tool.get("function") or {}).get("parameters") or {}
+
+
+def _words(messages: Sequence[Mapping[str, Any]]) -> str:
+    return " ".join(str(m.get("content") or "") for m in messages)
+
+
 def arguments_schema(tool: Mapping[str, Any]) -> dict[str, Any]:
     """The JSON schema of one tool's arguments, with no keys beyond its own."""
     parameters = dict((tool.get("function") or {}).get("parameters") or {"type": "object"})
@@ -111,10 +125,10 @@ class CallGrammars:
 
     def names(self, tools: Sequence[Mapping[str, Any]]) -> Any:
         """The grammar for a tool's name and the quote that closes it, or None."""
-        names = [n for t in tools if (n := (t.get("function") or {}).get("name"))]
+        names = by_name(tools)
         if not names:
             return None
-        choice = " | ".join(json.dumps(str(n), ensure_ascii=False) for n in names)
+        choice = " | ".join(json.dumps(n, ensure_ascii=False) for n in names)
         return self._compiled(f'root ::= ({choice}) "\\""')
 
     def arguments(self, tool: Mapping[str, Any]) -> ArgumentsGrammar:
@@ -178,10 +192,8 @@ def grounded(body: str, request: LLMRequest) -> bool:
         call = json.loads(body)
     except json.JSONDecodeError:
         return False
-    functions = [t.get("function") or {} for t in request.tools]
-    schemas = {f.get("name"): f.get("parameters") or {} for f in functions}
     arguments = call.get("arguments") if isinstance(call, dict) else None
-    if not isinstance(arguments, dict) or call.get("name") not in schemas:
+    if not isinstance(arguments, dict) or call.get("name") not in by_name(request.tools):
         return False
     users = [i for i, m in enumerate(request.messages) if m.get("role") == "user"]
     since = request.messages[users[-1] + 1 :] if users else request.messages
@@ -191,8 +203,7 @@ def grounded(body: str, request: LLMRequest) -> bool:
     messages = list(request.messages)
     if made in _calls_made(messages):  # asked again? only the latest words can say so
         messages = [request.messages[users[-1]]] if users else []
-    heard = " ".join(str(m.get("content") or "") for m in messages)
-    return not ungrounded(arguments, schemas[call["name"]], heard)
+    return not ungrounded(arguments, _parameters(request, call["name"]), _words(messages))
 
 
 def possible(request: LLMRequest, name: str | None = None) -> bool:
@@ -205,7 +216,7 @@ def possible(request: LLMRequest, name: str | None = None) -> bool:
     if messages and messages[0].get("role") == "system":
         messages = messages[1:]  # the assistant's prompt: its numbers are not the caller's
     users = [m for m in messages if m.get("role") == "user"]
-    latest, said = _numbers(users[-1:]), _numbers(messages)
+    latest, said = _numbers(_words(users[-1:])), _numbers(_words(messages))
     made = _calls_made(messages)
     for tool in request.tools:
         function = tool.get("function") or {}
@@ -217,14 +228,13 @@ def possible(request: LLMRequest, name: str | None = None) -> bool:
         if not any(digits_only(properties.get(key) or {}) for key in required):
             return True
         past = [a for n, a in made if n == function.get("name") and isinstance(a, Mapping)]
-        used = _numbers([{"content": " ".join(str(v) for v in a.values())} for a in past])
+        used = _numbers(" ".join(str(v) for a in past for v in a.values()))
         if latest or said - used:
             return True
     return False
 
 
-def _numbers(messages: Sequence[Mapping[str, Any]]) -> set[str]:
-    words = " ".join(str(m.get("content") or "") for m in messages)
+def _numbers(words: str) -> set[str]:
     return {t for t in heard_tokens(words) if t[:1].isdigit()}
 
 
@@ -235,7 +245,7 @@ def filled(request: LLMRequest) -> bool:
     users = [m for m in request.messages if m.get("role") == "user"]
     if not users:
         return False
-    said = set(heard_tokens(str(users[-1].get("content") or "")))
+    said = set(heard_tokens(_words(users[-1:])))
     number = any(t[:1].isdigit() for t in said)
     for tool in request.tools:
         parameters = (tool.get("function") or {}).get("parameters") or {}
@@ -256,8 +266,7 @@ def doomed(name: str, partial: str, request: LLMRequest) -> bool:
     call that so far repeats one made before is judged by the caller's latest words."""
     if not partial.strip():
         return not possible(request, name)
-    functions = [t.get("function") or {} for t in request.tools]
-    schema = next((f.get("parameters") or {} for f in functions if f.get("name") == name), {})
+    schema = _parameters(request, name)
     try:  # the values written whole, then with the one being written
         whole = from_json(partial, allow_partial=True)
         writing = from_json(partial, allow_partial="trailing-strings")
@@ -269,7 +278,7 @@ def doomed(name: str, partial: str, request: LLMRequest) -> bool:
     users = [m for m in messages if m.get("role") == "user"]
     if users and any(n == name and _agrees(writing, a) for n, a in _calls_made(messages)):
         messages = users[-1:]  # a repeat so far: only the latest words can ask for it
-    heard = " ".join(str(m.get("content") or "") for m in messages)
+    heard = _words(messages)
     if ungrounded(whole, schema, heard):
         return True
     started = {k: v for k, v in writing.items() if whole.get(k) != v and isinstance(v, str)}

@@ -30,6 +30,7 @@ from .call_grammar import (
     ARGUMENTS_OPEN,
     NAME_OPEN,
     CallGrammars,
+    by_name,
     doomed,
     filled,
     grounded,
@@ -228,7 +229,8 @@ class LlamaCppLLM:
         call's JSON, or None once it holds a value nobody said (see :func:`.doomed`;
         most of a second sooner than at its end) or the stream was halted. ``shown``
         gets the text of a call shown as it is written, up to its arguments."""
-        names = [n for t in request.tools if (n := (t.get("function") or {}).get("name"))]
+        tools = by_name(request.tools)
+        names = list(tools)
         head = prompt + CALL_OPEN + NAME_OPEN
         name = names[0] if len(names) == 1 else ""
         if len(names) > 1:
@@ -243,8 +245,7 @@ class LlamaCppLLM:
         opening = NAME_OPEN + name + ARGUMENTS_OPEN
         if shown is not None:
             shown(opening)
-        tool = next(t for t in request.tools if (t.get("function") or {}).get("name") == name)
-        written = self._grammars.arguments(tool)
+        written = self._grammars.arguments(tools[name])
         arguments = written.opening
         chunks: Any = self.model.create_completion(
             prompt + CALL_OPEN + opening + arguments,

@@ -9,8 +9,9 @@ other value, and any value that already fits, is left exactly as the model wrote
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 _UNITS = {
@@ -217,9 +218,11 @@ def digits_only(schema: Mapping[str, Any]) -> bool:
     return re.fullmatch(r"\^?(\[0-9\]|\\d)[+*]?(\{\d+(,\d*)?\})?\$?", pattern) is not None
 
 
-def heard_tokens(text: str) -> list[str]:
+@functools.lru_cache(maxsize=64)
+def heard_tokens(text: str) -> tuple[str, ...]:
     """The words of ``text``, lower case, with each spoken number as one run of digits
-    ("order eight one seven two" → ["order", "8172"]; "4,417" → ["4417"])."""
+    ("order eight one seven two" → ("order", "8172"); "4,417" → ("4417",)). Cached: a
+    call being written is checked against the same conversation at every token."""
     out: list[str] = []
     run: list[str] = []
     for word in re.findall(r"[a-z]+|\d+(?:[ ,.\-]\d+)*", text.lower()):
@@ -232,10 +235,10 @@ def heard_tokens(text: str) -> list[str]:
         out.append(word)
     if run:
         out.append(spoken_digits(" ".join(run)) or " ".join(run))
-    return out
+    return tuple(out)
 
 
-def _said(value: str, tokens: list[str]) -> bool:
+def _said(value: str, tokens: Sequence[str]) -> bool:
     for part in heard_tokens(value):
         if part[0].isdigit():
             if not any(part in t for t in tokens if t[:1].isdigit()):
