@@ -111,7 +111,7 @@ def _opened(rules: str) -> tuple[str, str] | None:
 class CallGrammars:
     """Compiled grammars for the two parts of a call the model chooses: which tool (one
     of the assistant's names) and its arguments (that tool's JSON schema). What lies
-    between them (``", "arguments": ``) is fixed, so it is evaluated in one batch rather
+    between them (``", "arguments":``) is fixed, so it is evaluated in one batch rather
     than sampled a token at a time. A schema the grammar converter or llama.cpp's parser
     cannot take (lookarounds, unanchored patterns, ``$ref``) falls back to any JSON
     object, and failing that to no grammar: a grammar llama.cpp cannot parse would crash
