@@ -43,6 +43,51 @@ async def test_barge_in_stops_speech_and_cuts_history_to_what_was_heard(clock: M
         assert len(h.played()) == 1, "nothing more is said over the user"
 
 
+async def test_while_a_reply_is_heard_the_model_reads_ahead_up_to_the_callers_next_words(
+    clock: ManualClock,
+) -> None:
+    prepared: list[LLMRequest] = []
+
+    class Reading(ScriptedLLM):
+        async def prepare(self, request: LLMRequest) -> None:
+            prepared.append(request)
+
+    llm = Reading([say(LONG), say("Yes.")], clock=clock)
+    async with running_call(assistant(), llm, clock=clock) as h:
+        h.call.send_text("When are you open?")
+        await h.advance(1.0)  # the reply is generated and being heard
+        assert h.call.assistant_speaking
+        ahead = prepared[-1].messages
+        assert ahead[-1] == {"role": "user", "content": ""}
+        assert [m.get("content") for m in ahead[-3:-1]] == ["When are you open?", LONG]
+        await h.advance(5.0)
+        h.call.send_text("On Sundays too?")
+        await h.advance(1.0)
+        asked = llm.requests[-1].messages
+        assert asked[: len(ahead) - 1] == ahead[:-1], "the next turn starts as read ahead"
+
+
+async def test_after_a_barge_in_the_model_reads_ahead_from_what_was_heard(
+    clock: ManualClock,
+) -> None:
+    prepared: list[LLMRequest] = []
+
+    class Reading(ScriptedLLM):
+        async def prepare(self, request: LLMRequest) -> None:
+            prepared.append(request)
+
+    llm = Reading([say(LONG)], clock=clock)
+    async with running_call(assistant(), llm, clock=clock) as h:
+        h.call.send_text("When are you open?")
+        await h.advance(1.0)
+        h.call.user_started_speaking()
+        await h.advance(0)
+        ahead = prepared[-1].messages
+        assert ahead[-1] == {"role": "user", "content": ""}
+        heard = str(ahead[-2]["content"])
+        assert ahead[-2]["role"] == "assistant" and LONG.startswith(heard) and heard != LONG
+
+
 async def test_cancel_on_interruption_cancels_and_a_late_result_is_not_spoken(
     clock: ManualClock,
 ) -> None:

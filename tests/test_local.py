@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from typing import Any
 
 import pytest
@@ -13,7 +14,13 @@ from backchannel import LLMRequest, TextDelta, ToolCallRequest
 from backchannel.errors import ConfigError
 from backchannel.llm.base import ToolCallStarting
 from backchannel.llm.call_grammar import CallGrammars
-from backchannel.llm.local import LazyLlamaCpp, LlamaCppLLM, resolve_model
+from backchannel.llm.local import (
+    READ_AHEAD_SLICE,
+    LazyLlamaCpp,
+    LlamaCppLLM,
+    _common_prefix,
+    resolve_model,
+)
 from backchannel.llm.prompt_frame import TOOL_GUIDANCE, TOOL_REMINDER
 from backchannel.tool_runs import PLACEHOLDER
 
@@ -214,6 +221,79 @@ CHATTED = [
 ]
 
 
+async def test_the_next_turn_read_ahead_leaves_only_the_callers_words_to_evaluate(
+    local_llm: LlamaCppLLM,
+) -> None:
+    """While a reply is heard, the history up to the caller's next words is read ahead,
+    the reminder at its new place included: their turn then starts from there."""
+    await local_llm.prepare(
+        LLMRequest(messages=[*CHATTED, {"role": "user", "content": ""}], tools=TOOLS)
+    )
+    words = "Where is my order?"
+    turn = LLMRequest(messages=[*CHATTED, {"role": "user", "content": words}], tools=TOOLS)
+    prompt, _stop = local_llm.render(turn)
+    tokens = local_llm.model.tokenize(prompt.encode(), special=True)
+    held = _common_prefix(local_llm.model._input_ids.tolist(), tuple(tokens))
+    rest = local_llm.model.detokenize(tokens[held:]).decode()
+    assert rest.startswith(words), rest
+    assert TOOL_REMINDER not in rest, "the moved reminder was read ahead"
+
+
+async def test_a_moved_reminder_is_cut_out_of_the_cache_not_evaluated_again_after_it(
+    local_llm: LlamaCppLLM,
+) -> None:
+    """Turn 2's prompt has the reminder before the caller's new words, no longer before
+    their earlier ones: the cache drops it there and keeps the turn that followed."""
+    earlier = LLMRequest(messages=CHATTED[:-1], tools=TOOLS)  # reminder before "Do you ship"
+    prompt, _stop = local_llm.render(earlier)
+    await local_llm.prepare(earlier)
+    cached = local_llm.model.tokenize(prompt.encode(), special=True)
+    asked = [*CHATTED, {"role": "user", "content": "Can you check my order 4417?"}]
+    later = LLMRequest(messages=asked, tools=TOOLS)
+    prompt, _stop = local_llm.render(later)
+    tokens = tuple(local_llm.model.tokenize(prompt.encode(), special=True))
+    plain = _common_prefix(cached, tokens)
+    with local_llm._model_lock:
+        held = local_llm._held(tokens)
+    assert list(local_llm.model._input_ids) == list(tokens[:held])
+    # All the cache held but the reminder's message is kept: the earlier turn's words.
+    block = f"<|im_start|>system\n{TOOL_REMINDER}<|im_end|>\n"
+    span = len(local_llm.model.tokenize(block.encode(), add_bos=False, special=True))
+    assert plain < held == len(cached) - span, (plain, held, len(cached), span)
+    calls = [c for c in await collect(local_llm, asked) if isinstance(c, ToolCallRequest)]
+    assert [(c.name, dict(c.arguments)) for c in calls] == [("check_order", {"order_id": "4417"})]
+
+
+async def test_a_read_ahead_gives_way_to_a_later_request(
+    local_llm: LlamaCppLLM, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reply made while a long read-ahead runs waits for one slice of it, not all."""
+    evaluated: list[int] = []
+    evaluate = local_llm._evaluate
+    started = threading.Event()
+
+    def counted(tokens: tuple[int, ...], held: int) -> None:
+        evaluated.append(len(tokens) - held)
+        evaluate(tokens, held)
+        started.set()
+
+    monkeypatch.setattr(local_llm, "_evaluate", counted)
+    await local_llm.prepare(LLMRequest(messages=[SYSTEM], tools=TOOLS))
+    evaluated.clear()
+    started.clear()
+    talk = " ".join(f"I would like item number {n} please." for n in range(60))
+    long = LLMRequest(messages=[SYSTEM, {"role": "user", "content": talk}], tools=TOOLS)
+    prompt, _stop = local_llm.render(long)
+    size = len(local_llm.model.tokenize(prompt.encode(), special=True))
+    reading = asyncio.create_task(local_llm.prepare(long))
+    assert await asyncio.to_thread(started.wait, 120), "the read-ahead is under way"
+    chunks = await collect(local_llm, ASKED)
+    await reading
+    assert [c.name for c in chunks if isinstance(c, ToolCallRequest)] == ["check_order"]
+    assert evaluated[0] <= READ_AHEAD_SLICE
+    assert sum(evaluated) < size / 2, (evaluated, size)
+
+
 async def test_a_request_after_chit_chat_is_still_a_call_with_digits_as_the_schema_asks(
     local_llm: LlamaCppLLM,
 ) -> None:
@@ -252,6 +332,21 @@ def test_a_reminder_comes_before_the_callers_latest_words_once_there_is_history(
     assert prompt.count(TOOL_GUIDANCE) == 1 and prompt.count(TOOL_REMINDER) == 1
     tail = prompt[prompt.rindex(TOOL_REMINDER) :]
     assert "Do you ship" not in tail and "Where is my order?" in tail
+
+
+def test_an_announcement_after_the_reply_goes_without_the_reminder_as_the_next_turn_starts(
+    local_llm: LlamaCppLLM,
+) -> None:
+    told = [*CHATTED, {"role": "system", "content": "Briefly tell the user: it shipped."}]
+    announced, _stop = local_llm.render(LLMRequest(messages=told, tools=TOOLS))
+    assert TOOL_REMINDER not in announced
+    nxt = [*CHATTED, {"role": "user", "content": ""}]
+    following, _stop = local_llm.render(LLMRequest(messages=nxt, tools=TOOLS))
+    history = following[: following.rindex("<|im_start|>system")]
+    assert announced.startswith(history), "the announcement shares the next turn's history"
+    declined = [*CHATTED[:-1], {"role": "system", "content": "No tool fits this."}]
+    prompt, _stop = local_llm.render(LLMRequest(messages=declined, tools=TOOLS))
+    assert TOOL_REMINDER in prompt, "a turn's own steps keep it where it was"
 
 
 def test_llama_cpp_takes_every_call_grammar_and_its_written_out_first_key(

@@ -96,6 +96,7 @@ class Call:
         self.details: dict[str, Any] = {}
         self.transfer_to: str | None = None
         self._greeted = asyncio.Event()  # the assistant's first sentence has started playing
+        self._opened = asyncio.Event()  # the model has read the call's opening prompt
         self._away = False  # the client dropped and may come back
         self._failures = 0  # responses that failed in a row
         self._heard_plan: int | None = None  # the last plan whose speech was heard
@@ -105,7 +106,6 @@ class Call:
         self._spoken: set[str] = set()
         #: What the last barge-in cut, said again if the turn brings no words.
         self._resumable: tuple[str, ...] = ()
-        self._prefilling: asyncio.Task[Any] | None = None
         output.attach(self)
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -134,8 +134,13 @@ class Call:
         rather than slowing the greeting's speech synthesis."""
         if after_greeting:
             await self._greeted.wait()
-        # Guarded: a failure here is logged, not fatal.
-        await self.llm.prepare(self.llm_request(self.conversation.to_openai()))
+        try:  # guarded: a failure here is logged, not fatal
+            await self.llm.prepare(self.llm_request(self.conversation.to_openai()))
+        finally:
+            self._opened.set()
+        response = self._response
+        if (response is None or response.done_generating) and not self.arbiter.user_speaking:
+            self.prepare_next()
 
     async def __aexit__(
         self,
@@ -303,22 +308,31 @@ class Call:
             self._read_ahead([*self.conversation.to_openai(), {"role": "user", "content": text}])
 
     def prepare_next(self) -> None:
-        """A response has said all it will and is being heard: if results wait to be told
-        by the model, let it read their request ahead, so the announcement starts soon
-        after the floor frees."""
+        """A response has said all it will and is being heard: let the model read ahead
+        what it is asked next. If results wait to be told by the model, their request,
+        so the announcement starts soon after the floor frees; otherwise the history up
+        to the caller's next words, so their turn is read from there on and not from
+        an earlier place (the guidance before the caller's latest words moves)."""
+        if not self._opened.is_set():
+            return  # the opening prompt first: it is the one kept for the next call
         waiting = tuple(a for a in self.arbiter.pending if a.text is None)
+        response = self._response
         if waiting:
             plan = Plan(0, PlanKind.ANNOUNCE, announcements=waiting)
             self._read_ahead(self.conversation.to_openai(instructions(plan)))
+        elif response is None or not (response.end_call_after or response.cut):
+            self._read_ahead_turn()
+
+    def _read_ahead_turn(self) -> None:
+        """Let the model read the history up to the caller's next words."""
+        self._read_ahead([*self.conversation.to_openai(), {"role": "user", "content": ""}])
 
     def _read_ahead(self, messages: list[dict[str, Any]]) -> None:
-        """Let the model evaluate a request it is about to get; one at a time (the next
-        chance catches up), and never with a tool-call block still open."""
-        if self.conversation.block_open:
-            return
-        if self._prefilling is not None and not self._prefilling.done():
-            return
-        self._prefilling = self.spawn(self.llm.prepare(self.llm_request(messages)))
+        """Let the model evaluate a request it is about to get, never with a tool-call
+        block still open. The latest read-ahead wins: the model gives up an earlier one
+        once a later request is made (see :meth:`LLM.prepare`)."""
+        if not self.conversation.block_open:
+            self.spawn(self.llm.prepare(self.llm_request(messages)))
 
     def send_text(self, text: str) -> None:
         """A typed user message (text calls): a whole user turn at once."""
@@ -545,6 +559,10 @@ class Call:
         if self._response is response:
             self._response = None
         self._conversation_changed()
+        if response.cut and self._opened.is_set() and not self.ended.is_set():
+            # The caller took the floor: their turn follows what was heard; the model
+            # reads it ahead while they talk, before any words of theirs are transcribed.
+            self._read_ahead_turn()
         verdict = self.arbiter.finished(response.plan, unspoken)
         for a in response.announcements:
             if response.spoke(a):

@@ -60,9 +60,11 @@ class LLM(Protocol):
 
     async def prepare(self, request: LLMRequest) -> None:
         """Get ready for requests that start like this one: while the call opens (system
-        prompt and tools), and while the caller is still talking (their words so far). A
-        local model evaluates the prompt ahead, so the reply does not pay for it. Remote
-        models have nothing to do."""
+        prompt and tools), while the caller is still talking (their words so far), and
+        while a reply is heard (the history up to the caller's next words). A local model
+        evaluates the prompt ahead, so the reply does not pay for it, and gives up a
+        read-ahead once a later request or read-ahead is made. Remote models have
+        nothing to do."""
         ...
 
 

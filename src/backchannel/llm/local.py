@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import functools
+import itertools
 import os
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -68,6 +69,16 @@ _RETRACT = object()  # forget the call tag already given to the scanner
 #: Opening prompts (one per assistant, roughly) whose evaluated state is kept; a few
 #: tens of MB each.
 PROMPT_STATES = 8
+#: A read-ahead evaluates this many tokens at a time and lets go of the model between
+#: slices, so a request that comes meanwhile waits for one slice, not the whole text.
+READ_AHEAD_SLICE = 16
+#: A span of at most this many tokens that the cache holds and a prompt no longer has
+#: (the guidance before the caller's latest words, moved on to their next turn; an
+#: announcement's instruction) is cut out of the cache, and what followed it shifted
+#: back, instead of evaluating all that followed it again (seconds, for a turn) ...
+MOVED_SPAN = 128
+#: ... when at least this many of the tokens after it are kept.
+MOVED_GAIN = 8
 
 
 class LlamaCppLLM:
@@ -113,6 +124,10 @@ class LlamaCppLLM:
         self._grammars = CallGrammars(self._grammar_parses)
         #: Evaluated opening prompts: their tokens → the model's saved state.
         self._states: dict[tuple[int, ...], bytes] = {}
+        #: Every request (a stream or a read-ahead) takes the next number; a read-ahead
+        #: gives up once a later one was made.
+        self._tickets = itertools.count(1)
+        self._latest = 0
 
     def _scan_vocabulary(self) -> tuple[list[int], list[int]]:
         """One pass over the vocabulary (150k tokens): the tokens a tool call can start
@@ -156,35 +171,75 @@ class LlamaCppLLM:
         return formatted.prompt, [s for s in stop if s] or ["<|im_end|>"]
 
     async def prepare(self, request: LLMRequest) -> None:
-        """Have the KV cache hold the call's opening prompt (system prompt and tools,
-        about 3 s of CPU for the 1.5B model) before the caller's first turn.
+        """Have the KV cache hold a prompt before it is asked for.
 
-        The evaluated state is kept per prompt (the last :data:`PROMPT_STATES` of them),
-        so the next call of the same assistant restores it in milliseconds instead of
-        evaluating it again: its first turn is as fast as the later ones.
+        An opening prompt (system prompt and tools, about 3 s of CPU for the 1.5B model,
+        before the caller's first turn) is evaluated whole and its state kept per prompt
+        (the last :data:`PROMPT_STATES` of them), so the next call of the same assistant
+        restores it in milliseconds: its first turn is as fast as the later ones.
+
+        Any other prompt (the caller's words so far, the next turn's history, an
+        announcement) is read ahead in slices of :data:`READ_AHEAD_SLICE` tokens, and
+        the work stops as soon as a later request is made: a reply never waits for
+        more than one slice of a read-ahead it did not need.
         """
         prompt, _stop = self.render(request)
-        # An opening prompt is kept; one with the caller's words (a partial transcript,
-        # evaluated while they are still talking) only warms the cache for the reply.
         opening = not any(m.get("role") == "user" for m in request.messages)
-        await asyncio.to_thread(functools.partial(self._prepare, prompt, keep=opening))
+        ticket = self._new_request()
+        work = functools.partial(self._prepare, prompt, keep=opening, ticket=ticket)
+        await asyncio.to_thread(work)
 
-    def _prepare(self, prompt: str, *, keep: bool) -> None:
+    def _new_request(self) -> int:
+        """Number a new request; the read-aheads made before it give up."""
+        self._latest = next(self._tickets)
+        return self._latest
+
+    def _prepare(self, prompt: str, *, keep: bool, ticket: int) -> None:
         tokens = tuple(self.model.tokenize(prompt.encode("utf-8"), special=True))
+        if not keep:
+            while self._latest == ticket:
+                with self._model_lock:
+                    held = self._held(tokens)
+                    if held >= len(tokens):
+                        return
+                    self._evaluate(tokens[: held + READ_AHEAD_SLICE], held)
+            return
         with self._model_lock:
             held = _common_prefix(self.model._input_ids.tolist(), tokens)
-            if held >= len(tokens):
-                return  # already in the cache
-            saved = self._states.pop(tokens, None) if keep else None
+            saved = self._states.pop(tokens, None)
             if saved is not None:
                 self._states[tokens] = saved  # most recently used last
-                self._restore(tokens, saved)
+                if held < len(tokens):
+                    self._restore(tokens, saved)
                 return
-            self._evaluate(tokens, held)
-            if keep:
-                self._states[tokens] = self._save()
-                while len(self._states) > PROMPT_STATES:
-                    del self._states[next(iter(self._states))]
+            if held < len(tokens):
+                self._evaluate(tokens, held)
+            self._states[tokens] = self._save()
+            while len(self._states) > PROMPT_STATES:
+                del self._states[next(iter(self._states))]
+
+    def _held(self, tokens: tuple[int, ...]) -> int:
+        """How many of ``tokens`` the cache holds, once a span the prompt no longer has
+        (see :data:`MOVED_SPAN`) is cut out of it. The tokens kept after the cut were
+        evaluated with that span before them; their positions are shifted back (llama.cpp
+        rotates their keys), so what follows reads them as the prompt has them."""
+        cache = self.model._input_ids.tolist()
+        held = _common_prefix(cache, tokens)
+        if held >= len(tokens) or held >= len(cache):
+            return held
+        span, kept = 0, 0
+        for k in range(1, min(MOVED_SPAN, len(cache) - held) + 1):
+            m = _common_prefix(cache[held + k :], tokens[held:])
+            if m > kept:
+                span, kept = k, m
+        context = self.model._ctx
+        if kept < MOVED_GAIN or not context.kv_cache_seq_rm(-1, held, held + span):
+            return held
+        context.kv_cache_seq_shift(0, held + span, -1, -span)
+        self.model.input_ids[held : held + kept] = cache[held + span : held + span + kept]
+        self.model.n_tokens = held + kept
+        context.kv_cache_seq_rm(-1, held + kept, -1)
+        return held + kept
 
     def _evaluate(self, tokens: tuple[int, ...], held: int) -> None:
         """Evaluate ``tokens`` past the ``held`` ones the cache already has; generate
@@ -207,7 +262,7 @@ class LlamaCppLLM:
             return 0.0  # after results, and to announce them: speech
         tokens = tuple(self.model.tokenize(prompt.encode("utf-8"), special=True))
         # The last token is evaluated again even when cached: its logits decide.
-        held = min(_common_prefix(self.model._input_ids.tolist(), tokens), len(tokens) - 1)
+        held = min(self._held(tokens), len(tokens) - 1)
         self._evaluate(tokens, held)
         logits = np.ctypeslib.as_array(
             self.model._ctx.get_logits_ith(-1), shape=(self.model.n_vocab(),)
@@ -290,6 +345,7 @@ class LlamaCppLLM:
         loop = asyncio.get_running_loop()
         pieces: asyncio.Queue[object] = asyncio.Queue()
         halt = threading.Event()
+        self._new_request()  # read-aheads still at work give way
 
         def emit(piece: object) -> None:
             loop.call_soon_threadsafe(pieces.put_nowait, piece)
@@ -324,6 +380,10 @@ class LlamaCppLLM:
                         if sure:  # the open tag is dropped: what follows is speech
                             emit(_RETRACT)
                         # Values nobody said: no tool fits, and the model is told so.
+                        speech, _stop = self.render(declined(request))
+                    elif p_call >= bar:
+                        # A call it leans to but cannot make (nothing new to look up):
+                        # told so, or it promises to look ("Let me check that").
                         speech, _stop = self.render(declined(request))
                     # Speech, with no call and no tool described in it.
                     bias = self._no_calls if request.tools else None

@@ -60,7 +60,7 @@ def framed(request: LLMRequest) -> list[dict[str, Any]]:
     """The request's messages as the model reads them, frame included."""
     messages = [_for_template(m) for m in request.messages]
     messages = _with_guidance(messages, TOOL_GUIDANCE if request.tools else SPEECH_FRAME)
-    if request.tools:
+    if request.tools and not _told_after_reply(messages):
         messages = _reminded(messages, TOOL_REMINDER)
     if answering(request):
         messages.append({"role": "system", "content": ANSWER_NOW})
@@ -107,6 +107,17 @@ def _with_guidance(messages: list[dict[str, Any]], guidance: str) -> list[dict[s
         first = {**messages[0], "content": f"{messages[0]['content']}\n\n{guidance}"}
         return [first, *messages[1:]]
     return [{"role": "system", "content": guidance}, *messages]
+
+
+def _told_after_reply(messages: list[dict[str, Any]]) -> bool:
+    """Whether the request is an instruction given once the caller's latest words were
+    answered (an announcement after the reply): no call is decided then, so it goes
+    without the reminder, and its prompt is the history as the caller's next turn will
+    have it, up to where the reminder goes then."""
+    if not messages or messages[-1].get("role") != "system":
+        return False
+    last = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
+    return any(m.get("role") == "assistant" and m.get("content") for m in messages[last + 1 :])
 
 
 def _reminded(messages: list[dict[str, Any]], guidance: str) -> list[dict[str, Any]]:
