@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from backchannel.llm.call_grammar import (
     filled,
     grounded,
     possible,
+    salvaged,
 )
 from backchannel.tools.arguments import normalise, spoken_digits, ungrounded
 
@@ -207,6 +209,36 @@ def test_the_name_grammar_offers_each_tool_and_closes_the_quote() -> None:
     tools = [{"function": {"name": "check_order"}}, {"function": {"name": "book"}}]
     assert CallGrammars(lambda rules: calls.append(rules) is None).names(tools) is not None
     assert calls == ['root ::= ("check_order" | "book") "\\""']
+
+
+def test_an_invented_optional_value_is_left_out_of_a_call_not_the_call_dropped() -> None:
+    reserve = {
+        "type": "function",
+        "function": {
+            "name": "reserve_room",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "room_type": {"type": "string", "enum": ["single", "double"]},
+                    "check_in_date": {"type": "string"},
+                    "guest_name": {"type": "string"},
+                },
+                "required": ["room_type", "check_in_date"],
+            },
+        },
+    }
+    words = "A double room from Friday, please."
+    request = LLMRequest(messages=[{"role": "user", "content": words}], tools=[reserve])
+    written = ' {"room_type": "double", "check_in_date": "Friday", "guest_name": "John Doe"}'
+    assert doomed("reserve_room", written, request)
+    kept = salvaged("reserve_room", written, request)
+    assert kept is not None
+    assert json.loads(kept + "}") == {"room_type": "double", "check_in_date": "Friday"}
+    unsaid_required = ' {"room_type": "double", "check_in_date": "Monday", "guest_name": "'
+    assert doomed("reserve_room", unsaid_required, request)
+    assert salvaged("reserve_room", unsaid_required, request) is None, "a required value"
+    early = ' {"room_type": "double", "guest_name": "John Doe", "check_in_date": "Friday"}'
+    assert salvaged("reserve_room", early, request) is None, "a required key still missing"
 
 
 def test_a_call_is_doomed_as_soon_as_it_writes_a_value_nobody_said() -> None:

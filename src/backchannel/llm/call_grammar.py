@@ -286,6 +286,29 @@ def doomed(name: str, partial: str, request: LLMRequest) -> bool:
     return any(not said_so_far(v, properties.get(k) or {}, heard) for k, v in started.items())
 
 
+_NEXT_KEY = re.compile(r',\s*"[^"\\]*"\s*:')
+
+
+def salvaged(name: str, partial: str, request: LLMRequest) -> str | None:
+    """A doomed call (see :func:`doomed`) whose bad value belongs to an optional key,
+    written after every required one: its arguments up to that key, to be closed with
+    ``}``, so an invented guest name does not cost the booking. None when the bad value
+    is a required one's, or what comes before it is not sound either."""
+    required = set(_parameters(request, name).get("required") or ())
+    keys = list(_NEXT_KEY.finditer(partial))
+    if not keys:
+        return None
+    kept = partial[: keys[-1].start()]
+    try:
+        arguments = json.loads(kept + "}")
+    except json.JSONDecodeError:
+        return None
+    key = json.loads(keys[-1].group()[1:].strip().rstrip(":").strip())
+    if not isinstance(arguments, dict) or key in required or not required <= arguments.keys():
+        return None
+    return None if doomed(name, kept, request) else kept
+
+
 def _agrees(writing: Mapping[str, Any], made: Any) -> bool:
     """Whether arguments being written can still turn out to be ``made`` (a past call's)."""
     if not isinstance(made, Mapping) or not writing:

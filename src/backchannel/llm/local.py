@@ -36,6 +36,7 @@ from .call_grammar import (
     filled,
     grounded,
     possible,
+    salvaged,
 )
 from .prompt_frame import answering, declined, framed
 from .tool_markup import ToolMarkupScanner
@@ -309,8 +310,14 @@ class LlamaCppLLM:
         )
         for chunk in chunks:
             arguments += chunk["choices"][0]["text"]
-            if halt.is_set() or doomed(name, arguments, request):
+            if halt.is_set():
                 return None
+            if doomed(name, arguments, request):
+                kept = salvaged(name, arguments, request)
+                if kept is None:
+                    return None
+                arguments = kept + "}"  # an optional value nobody said is left out
+                break
         body = opening + arguments + "}"
         if not grounded(body, request):
             return None
