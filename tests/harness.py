@@ -23,9 +23,21 @@ from backchannel import (
     ToolResult,
 )
 from backchannel.ledger.store import LedgerStore
+from backchannel.llm.base import LLMRequest
 from backchannel.speech import words_duration
 
 SECONDS_PER_WORD = 0.25
+
+
+class ReadingLLM(ScriptedLLM):
+    """A scripted model that keeps every request it is asked to read ahead."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.prepared: list[LLMRequest] = []
+
+    async def prepare(self, request: LLMRequest) -> None:
+        self.prepared.append(request)
 
 
 def tool(

@@ -19,7 +19,7 @@ from backchannel import (
 from backchannel.llm.base import LLMChunk, LLMRequest
 from backchannel.llm.scripted import call, say
 
-from .harness import assistant, running_call, tool
+from .harness import ReadingLLM, assistant, running_call, tool
 
 pytestmark = pytest.mark.anyio
 
@@ -46,18 +46,12 @@ async def test_barge_in_stops_speech_and_cuts_history_to_what_was_heard(clock: M
 async def test_while_a_reply_is_heard_the_model_reads_ahead_up_to_the_callers_next_words(
     clock: ManualClock,
 ) -> None:
-    prepared: list[LLMRequest] = []
-
-    class Reading(ScriptedLLM):
-        async def prepare(self, request: LLMRequest) -> None:
-            prepared.append(request)
-
-    llm = Reading([say(LONG), say("Yes.")], clock=clock)
+    llm = ReadingLLM([say(LONG), say("Yes.")], clock=clock)
     async with running_call(assistant(), llm, clock=clock) as h:
         h.call.send_text("When are you open?")
         await h.advance(1.0)  # the reply is generated and being heard
         assert h.call.assistant_speaking
-        ahead = prepared[-1].messages
+        ahead = llm.prepared[-1].messages
         assert ahead[-1] == {"role": "user", "content": ""}
         assert [m.get("content") for m in ahead[-3:-1]] == ["When are you open?", LONG]
         await h.advance(5.0)
@@ -70,19 +64,13 @@ async def test_while_a_reply_is_heard_the_model_reads_ahead_up_to_the_callers_ne
 async def test_after_a_barge_in_the_model_reads_ahead_from_what_was_heard(
     clock: ManualClock,
 ) -> None:
-    prepared: list[LLMRequest] = []
-
-    class Reading(ScriptedLLM):
-        async def prepare(self, request: LLMRequest) -> None:
-            prepared.append(request)
-
-    llm = Reading([say(LONG)], clock=clock)
+    llm = ReadingLLM([say(LONG)], clock=clock)
     async with running_call(assistant(), llm, clock=clock) as h:
         h.call.send_text("When are you open?")
         await h.advance(1.0)
         h.call.user_started_speaking()
         await h.advance(0)
-        ahead = prepared[-1].messages
+        ahead = llm.prepared[-1].messages
         assert ahead[-1] == {"role": "user", "content": ""}
         heard = str(ahead[-2]["content"])
         assert ahead[-2]["role"] == "assistant" and LONG.startswith(heard) and heard != LONG

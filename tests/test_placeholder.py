@@ -10,7 +10,7 @@ from backchannel.llm.base import LLMChunk, LLMRequest
 from backchannel.llm.scripted import call, say
 from backchannel.tool_runs import PLACEHOLDER
 
-from .harness import assistant, running_call, tool
+from .harness import ReadingLLM, assistant, running_call, tool
 
 pytestmark = pytest.mark.anyio
 
@@ -111,18 +111,13 @@ async def test_a_result_that_waits_for_a_reply_being_heard_is_read_ahead_meanwhi
     clock: ManualClock,
 ) -> None:
     shipping = "Shipping is free on orders over fifty dollars and five dollars otherwise."
-    prepared: list[LLMRequest] = []
-
-    class Reading(ScriptedLLM):
-        async def prepare(self, request: LLMRequest) -> None:
-            prepared.append(request)
 
     def answer(request: LLMRequest) -> list[LLMChunk]:
         if request.messages[-1].get("content") == "What does shipping cost?":
             return say(shipping)
         return respond(request)
 
-    llm = Reading(respond=answer, clock=clock)
+    llm = ReadingLLM(respond=answer, clock=clock)
     async with running_call(assistant(order_tool()), llm, clock=clock) as h:
         h.server.modes["check_order"] = "ack"  # the result comes later, over the API
         h.call.send_text("Where is my order?")
@@ -130,12 +125,12 @@ async def test_a_result_that_waits_for_a_reply_being_heard_is_read_ahead_meanwhi
         h.call.send_text("What does shipping cost?")
         await h.advance(1)  # the reply is generated and playing (12 words: 3 s)
         assert h.call.assistant_speaking
-        before = len(prepared)
+        before = len(llm.prepared)
         await h.call.submit_result(
             ToolResult("c1", result={"status": "out for delivery"}), ResultSource.API
         )
         await h.advance(0)
-        ahead = [str(r.messages[-1].get("content")) for r in prepared[before:]]
+        ahead = [str(r.messages[-1].get("content")) for r in llm.prepared[before:]]
         assert any("background tool calls" in text for text in ahead), ahead
         await h.advance(20)
         assert h.spoken()[-2:] == [shipping, LATER], "the reply first, then the result"
