@@ -10,6 +10,7 @@ import pytest
 from backchannel.llm.base import LLMRequest
 from backchannel.llm.call_grammar import (
     CallGrammars,
+    answerable,
     arguments_schema,
     doomed,
     filled,
@@ -209,6 +210,26 @@ def test_the_name_grammar_offers_each_tool_and_closes_the_quote() -> None:
     tools = [{"function": {"name": "check_order"}}, {"function": {"name": "book"}}]
     assert CallGrammars(lambda rules: calls.append(rules) is None).names(tools) is not None
     assert calls == ['root ::= ("check_order" | "book") "\\""']
+
+
+def test_a_question_the_assistants_prompt_answers_is_told_from_a_request() -> None:
+    shop = (
+        "You are the phone assistant of Spoke and Chain, a bike repair shop. We are open "
+        "Tuesday to Saturday from ten to six. A basic tune-up costs sixty dollars."
+    )
+
+    def request(words: str) -> LLMRequest:
+        messages = [{"role": "system", "content": shop}, {"role": "user", "content": words}]
+        return LLMRequest(messages=messages)
+
+    assert answerable(request("How much is a tune-up?"))
+    assert answerable(request("Are you open on Saturdays?"))
+    assert not answerable(request("I'd like to book a tune-up for Saturday, I'm Lisa Park."))
+    assert not answerable(request("Is my bike ready? The ticket is four zero eight one.")), (
+        "a number is a value for a tool"
+    )
+    assert not answerable(request("Hey, how's it going?")), "small talk the prompt lacks"
+    assert not answerable(LLMRequest(messages=[{"role": "user", "content": "How much?"}]))
 
 
 def test_an_invented_optional_value_is_left_out_of_a_call_not_the_call_dropped() -> None:

@@ -238,6 +238,76 @@ def _numbers(words: str) -> set[str]:
     return {t for t in heard_tokens(words) if t[:1].isdigit()}
 
 
+#: Words that ask rather than say what a question is about.
+_ASKING = frozenset(
+    [
+        "how",
+        "much",
+        "many",
+        "what",
+        "when",
+        "where",
+        "which",
+        "who",
+        "why",
+        "does",
+        "did",
+        "can",
+        "could",
+        "would",
+        "will",
+        "you",
+        "your",
+        "are",
+        "was",
+        "were",
+        "have",
+        "has",
+        "had",
+        "the",
+        "and",
+        "for",
+        "with",
+        "that",
+        "this",
+        "there",
+        "any",
+        "about",
+        "like",
+        "please",
+        "just",
+        "time",
+        "get",
+        "tell",
+        "know",
+        "its",
+        "our",
+        "not",
+        "yes",
+        "okay",
+    ]
+)
+
+
+def answerable(request: LLMRequest) -> bool:
+    """Whether the assistant's own prompt looks like it answers the caller's latest
+    words: they hold no number, and what they are about (their words but the ones that
+    ask) is in the prompt, all of it or all but one of three or more. "How much is a
+    tune-up?" to a shop whose prompt gives the price is a question, not a request for
+    a stock check, however much a small model leans to the tool."""
+    messages = request.messages
+    users = [m for m in messages if m.get("role") == "user"]
+    if not users or not messages or messages[0].get("role") != "system":
+        return False
+    latest = heard_tokens(_words(users[-1:]))
+    if any(t[:1].isdigit() for t in latest):
+        return False
+    about = [t for t in latest if len(t) >= 3 and t not in _ASKING]
+    prompt = {t[:5] for t in heard_tokens(str(messages[0].get("content") or "")) if len(t) >= 3}
+    missing = sum(t[:5] not in prompt for t in about)
+    return bool(about) and (missing == 0 or (len(about) >= 3 and missing == 1))
+
+
 def filled(request: LLMRequest) -> bool:
     """Whether the caller's latest words hold a value one of the tools requires: one of
     its ``enum`` choices, or a number where it needs digits. A request made late in a

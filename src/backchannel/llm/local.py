@@ -31,6 +31,7 @@ from .call_grammar import (
     ARGUMENTS_OPEN,
     NAME_OPEN,
     CallGrammars,
+    answerable,
     by_name,
     doomed,
     filled,
@@ -53,6 +54,9 @@ CALL_THRESHOLD = 0.1
 CALL_THRESHOLD_FILLED = 0.03
 #: From this probability on, the call is sure enough to open before it is checked.
 CALL_SURE = 0.5
+#: The bar when the assistant's prompt looks like it answers the caller's latest words
+#: (see :func:`.call_grammar.answerable`): only a call the model is sure of.
+CALL_THRESHOLD_ANSWERED = CALL_SURE
 #: Never part of speech when tools are offered: a tool's name (``check_order``), code
 #: marks, braces. Tokens containing them are barred from a spoken reply.
 UNSPEAKABLE = ("_", "`", "{", "}")
@@ -371,7 +375,13 @@ class LlamaCppLLM:
                         "stream": True,
                     }
                     sure = p_call >= CALL_SURE
-                    bar = CALL_THRESHOLD_FILLED if filled(request) else CALL_THRESHOLD
+                    bar = (
+                        CALL_THRESHOLD_ANSWERED
+                        if answerable(request)
+                        else CALL_THRESHOLD_FILLED
+                        if filled(request)
+                        else CALL_THRESHOLD
+                    )
                     if sure or (p_call >= bar and possible(request)):
                         # A sure call opens at once (its start line plays while the
                         # arguments are written); a doubtful one only once checked.
@@ -388,9 +398,10 @@ class LlamaCppLLM:
                             emit(_RETRACT)
                         # Values nobody said: no tool fits, and the model is told so.
                         speech, _stop = self.render(declined(request))
-                    elif p_call >= bar:
-                        # A call it leans to but cannot make (nothing new to look up):
-                        # told so, or it promises to look ("Let me check that").
+                    elif p_call >= min(bar, CALL_THRESHOLD):
+                        # A call it leans to but does not make (nothing new to look up,
+                        # or the prompt answers it): told so, or it promises to look
+                        # ("Let me check that") instead of answering.
                         speech, _stop = self.render(declined(request))
                     # Speech, with no call and no tool described in it.
                     bias = self._no_calls if request.tools else None
