@@ -100,8 +100,8 @@ class FirstWord:
         self._texts[utterance.id] = utterance.text
         self.inner.speak(utterance)
 
-    def stop(self) -> Any:
-        return self.inner.stop()
+    def stop(self, *, hold: float = 0.0) -> Any:
+        return self.inner.stop(hold=hold)
 
     def drop(self, utterance_id: int) -> None:
         self.inner.drop(utterance_id)

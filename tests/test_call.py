@@ -16,6 +16,7 @@ from backchannel import (
     ToolCallState,
     ToolResult,
 )
+from backchannel.config import StopSpeakingPlan
 from backchannel.llm.base import LLMChunk, LLMRequest
 from backchannel.llm.scripted import call, say
 
@@ -41,6 +42,28 @@ async def test_barge_in_stops_speech_and_cuts_history_to_what_was_heard(clock: M
         assert len(h.events.of_type("user-interrupted")) == 1
         await h.advance(10)
         assert len(h.played()) == 1, "nothing more is said over the user"
+
+
+@pytest.mark.parametrize("backoff", [0.0, 1.5])
+async def test_after_a_barge_in_the_assistant_speaks_again_no_sooner_than_backoff_seconds(
+    clock: ManualClock, backoff: float
+) -> None:
+    config = assistant()
+    plan = StopSpeakingPlan.model_validate({"backoffSeconds": backoff})
+    config = config.model_copy(update={"stop_speaking_plan": plan})
+    llm = ScriptedLLM([say(LONG)], clock=clock)
+    async with running_call(config, llm, clock=clock) as h:
+        h.call.send_text("When are you open?")
+        await h.advance(1.0)
+        h.call.user_started_speaking()  # a cough: no words come of it
+        cut_at = clock.monotonic()
+        await h.advance(0.2)
+        h.call.user_stopped_speaking()
+        h.call.user_transcript("")
+        await h.advance(10)
+        (_text, _start, _end, whole), (again, start, _end2, _whole2) = h.played()
+        assert not whole and LONG.startswith(again), "the cut sentence is said again"
+        assert start == pytest.approx(cut_at + max(backoff, 0.2))
 
 
 async def test_while_a_reply_is_heard_the_model_reads_ahead_up_to_the_callers_next_words(

@@ -124,3 +124,35 @@ async def test_a_sentence_dropped_while_it_is_synthesized_never_plays() -> None:
     assert listener.log == [("started", 2), ("finished", 2)]
     assert len(frames) == 13, "only the answer played (12.5 frames, the last padded)"
     player.cancel()
+
+
+async def test_after_a_stop_with_a_hold_the_next_sentence_waits_to_play_not_to_be_made() -> None:
+    clock = ManualClock()
+    frames: list[float] = []
+    made: list[float] = []
+
+    class Timed(ToneTTS):
+        async def synthesize(self, text: str) -> AsyncIterator[Samples]:
+            made.append(clock.monotonic())
+            async for chunk in super().synthesize(text):
+                yield chunk
+
+    async def send(frame: bytes) -> None:
+        frames.append(clock.monotonic())
+
+    out = AudioOutput(Timed(), send, rate=16_000, clock=clock)
+    out.attach(Listener())
+    player = asyncio.ensure_future(out.run())
+    out.speak(Utterance(1, "one two three four", 1))
+    await clock.advance(0.5)
+    stopped_at = clock.monotonic()
+    out.stop(hold=1.0)  # a barge-in, with a second of backoff
+    await clock.advance(0.1)
+    heard = len(frames)
+    out.speak(Utterance(2, "again", 2))
+    await clock.advance(0.5)
+    assert len(frames) == heard, "nothing plays during the hold"
+    assert made[-1] == pytest.approx(stopped_at + 0.1), "the sentence is made at once"
+    await clock.advance(1)
+    assert frames[heard] == pytest.approx(stopped_at + 1.0)
+    player.cancel()

@@ -259,7 +259,8 @@ class Call:
         self.emit("speech-update", role="user", status="started")
         if self.arbiter.user_started() is Verdict.CUT:
             self.emit("user-interrupted")
-            self._resumable = self._cut_response()
+            backoff = self.assistant.stop_speaking_plan.backoff_seconds
+            self._resumable = self._cut_response(hold=backoff)
             self.spawn(self.tools.cancel_on_interruption())
 
     def listener_left(self) -> None:
@@ -497,13 +498,14 @@ class Call:
         elif verdict is Verdict.CUT:
             self._cut_response()
 
-    def _cut_response(self) -> tuple[str, ...]:
-        """Cut the current response; the sentences it stopped (the playing one whole)."""
+    def _cut_response(self, *, hold: float = 0.0) -> tuple[str, ...]:
+        """Cut the current response; the sentences it stopped (the playing one whole).
+        The assistant says nothing more for ``hold`` seconds."""
         response, task = self._response, self._response_task
         if response is None or task is None or response.cut:
             return ()
         response.cut = True
-        cut = self.output.stop()
+        cut = self.output.stop(hold=hold)
         # Said again after a wordless barge-in: only a response that had said all it
         # would, with no results riding on it (those go back in line themselves) and no
         # hang-up after it.

@@ -168,11 +168,13 @@ class StopSpeakingPlan(WireModel):
     turn cuts it only once it has words that are not acknowledgements ("mm-hmm",
     "okay"; at least ``numWords`` of them when that is set), an interruption phrase, or
     has gone on too long to be an acknowledgement; a sound with no words never does.
+    After a cut the assistant starts speaking again no sooner than ``backoffSeconds``
+    later (its reply is prepared meanwhile).
     """
 
     num_words: float = Field(default=0, ge=0, le=10)
     voice_seconds: float = Field(default=0.2, ge=0.0, le=0.5)
-    backoff_seconds: float = 1.0
+    backoff_seconds: float = Field(default=1.0, ge=0.0, le=10.0)
     acknowledgement_phrases: list[str] = Field(default_factory=lambda: [*ACKNOWLEDGEMENT_PHRASES])
     interruption_phrases: list[str] = Field(default_factory=lambda: [*INTERRUPTION_PHRASES])
 

@@ -52,8 +52,10 @@ class SpeechOutput(Protocol):
         """Queue an utterance for playback after those already queued."""
         ...
 
-    def stop(self) -> Cut | None:
-        """Stop now and drop the queue; the cut of the utterance that was playing, if any."""
+    def stop(self, *, hold: float = 0.0) -> Cut | None:
+        """Stop now and drop the queue; the cut of the utterance that was playing, if any.
+        Nothing starts playing again for ``hold`` seconds (``backoffSeconds`` after a
+        barge-in); what is queued meanwhile waits, and its speech is prepared."""
         ...
 
     def drop(self, utterance_id: int) -> None:
@@ -111,6 +113,8 @@ class PacedSpeech:
         self._playing: Utterance | None = None
         self._started_at = 0.0
         self._player: asyncio.Task[None] | None = None
+        self._hold_until = 0.0
+        self._held: Utterance | None = None  # taken from the queue, waiting out a hold
         self.played: list[tuple[Utterance, float, float, int]] = []
         self.muted = False
         self.clause_first = False
@@ -123,9 +127,13 @@ class PacedSpeech:
 
     def drop(self, utterance_id: int) -> None:
         self._queue.remove(utterance_id)
+        if self._held is not None and self._held.id == utterance_id:
+            self._held = None
 
-    def stop(self) -> Cut | None:
+    def stop(self, *, hold: float = 0.0) -> Cut | None:
         self._queue.clear()
+        self._held = None
+        self._hold_until = max(self._hold_until, self.clock.monotonic() + hold)
         playing, self._playing = self._playing, None
         if playing is None:
             return None
@@ -142,6 +150,12 @@ class PacedSpeech:
     async def run(self) -> None:
         while True:
             utterance = await self._queue.next()
+            if (wait := self._hold_until - self.clock.monotonic()) > 0:
+                self._held = utterance
+                await self.clock.sleep(wait)
+                if self._held is not utterance:
+                    continue  # stopped or dropped meanwhile
+                self._held = None
             self._playing = utterance
             self._started_at = self.clock.monotonic()
             if self._listener:

@@ -51,6 +51,7 @@ class AudioOutput:
         self._total = 0
         self._complete = False
         self._stopped = False
+        self._hold_until = 0.0  # no frame goes out before (a barge-in's backoff)
         self._carry: Samples = np.zeros(0, np.int16)
         #: The utterance being synthesized or played, whether a frame of it has gone
         #: out, and whether it was dropped before that.
@@ -71,8 +72,10 @@ class AudioOutput:
         if self._current == utterance_id and not self._began:
             self._skip = True
 
-    def stop(self) -> Cut | None:
-        """Stop before the next frame; drop the queue; ask the transport to clear."""
+    def stop(self, *, hold: float = 0.0) -> Cut | None:
+        """Stop before the next frame; drop the queue; ask the transport to clear. The
+        next sentence's first frame waits ``hold`` seconds; its synthesis does not."""
+        self._hold_until = max(self._hold_until, self.clock.monotonic() + hold)
         self._queue.clear()
         self._carry = np.zeros(0, np.int16)
         playing, self._playing = self._playing, None
@@ -126,6 +129,8 @@ class AudioOutput:
             audio.put_nowait(None)
 
     async def _pace(self, utterance: Utterance, audio: asyncio.Queue[Samples | None]) -> bool:
+        if (wait := self._hold_until - self.clock.monotonic()) > 0:
+            await self.clock.sleep(wait)  # a barge-in's backoff; the TTS goes on meanwhile
         frame = self.rate * FRAME_MS // 1000
         pending, self._carry = self._carry, np.zeros(0, np.int16)
         offset = pending.size  # the head of ``pending`` is the sentence before's tail
