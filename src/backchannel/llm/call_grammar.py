@@ -304,7 +304,7 @@ def answerable(request: LLMRequest) -> bool:
         return False
     about = [t for t in latest if len(t) >= 3 and t not in _ASKING]
     prompt = {t[:5] for t in heard_tokens(str(messages[0].get("content") or "")) if len(t) >= 3}
-    missing = sum(t[:5] not in prompt for t in about)
+    missing = sum(not any(t.startswith(p) for p in prompt) for t in about)
     return bool(about) and (missing == 0 or (len(about) >= 3 and missing == 1))
 
 
