@@ -16,6 +16,7 @@ from backchannel.llm.call_grammar import (
     filled,
     grounded,
     possible,
+    said_values,
     salvaged,
 )
 from backchannel.tools.arguments import normalise, spoken_digits, ungrounded
@@ -230,6 +231,16 @@ def test_a_question_the_assistants_prompt_answers_is_told_from_a_request() -> No
     )
     assert not answerable(request("Hey, how's it going?")), "small talk the prompt lacks"
     assert not answerable(LLMRequest(messages=[{"role": "user", "content": "How much?"}]))
+
+
+def test_a_tool_whose_required_values_are_all_choices_has_nothing_said_to_check() -> None:
+    def tool(**properties: Any) -> dict[str, Any]:
+        parameters = {"type": "object", "properties": properties, "required": list(properties)}
+        return {"type": "function", "function": {"name": "t", "parameters": parameters}}
+
+    assert said_values(tool(name={"type": "string"}, size={"enum": ["s", "l"]}))
+    assert not said_values(tool(size={"type": "string", "enum": ["s", "l"]}, n={"type": "integer"}))
+    assert not said_values({"type": "function", "function": {"name": "t"}})
 
 
 def test_an_invented_optional_value_is_left_out_of_a_call_not_the_call_dropped() -> None:

@@ -206,6 +206,19 @@ def grounded(body: str, request: LLMRequest) -> bool:
     return not ungrounded(arguments, _parameters(request, call["name"]), _words(messages))
 
 
+def said_values(tool: Mapping[str, Any]) -> bool:
+    """Whether a call to the tool carries a value that is checked against what was
+    said: a required text that is not one of a list of choices (numbers are chosen,
+    see :func:`doomed`)."""
+    parameters = (tool.get("function") or {}).get("parameters") or {}
+    properties = parameters.get("properties") or {}
+    for key in parameters.get("required") or ():
+        schema = properties.get(key) or {}
+        if not schema.get("enum") and schema.get("type") == "string":
+            return True
+    return False
+
+
 def possible(request: LLMRequest, name: str | None = None) -> bool:
     """Whether a tool (any, or the one named) could be called with values somebody said:
     not one that needs digits (a required ``pattern`` of digits) when no number is left

@@ -37,6 +37,7 @@ from .call_grammar import (
     filled,
     grounded,
     possible,
+    said_values,
     salvaged,
 )
 from .prompt_frame import answering, declined, framed
@@ -291,13 +292,21 @@ class LlamaCppLLM:
         gets the text of a call shown as it is written, up to its arguments."""
         tools = by_name(request.tools)
         names = list(tools)
+        # The name is chosen among the tools that could be called with values somebody
+        # said (one that needs a number nobody gave would only be dropped). Left with
+        # one whose values are all choices (nothing in it is checked against what was
+        # said), the model still chooses among all: a request for a tool it cannot call
+        # yet is not turned into an order of something else.
+        choices = [n for n in names if possible(request, n)]
+        if not choices or (len(choices) == 1 and not said_values(tools[choices[0]])):
+            choices = names
         head = prompt + CALL_OPEN + NAME_OPEN
         name = names[0] if len(names) == 1 else ""
         if len(names) > 1:
             chosen: Any = self.model.create_completion(
                 head,
                 **{**options, "stream": False, "max_tokens": 32},
-                grammar=self._grammars.names(request.tools),
+                grammar=self._grammars.names([tools[n] for n in choices]),
             )
             name = chosen["choices"][0]["text"].removesuffix('"')
         if halt.is_set() or name not in names or doomed(name, "", request):
