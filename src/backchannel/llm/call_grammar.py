@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic_core import from_json
 
-from ..tools.arguments import digits_only, heard_tokens, said_so_far, ungrounded
+from ..tools.arguments import digits_only, heard_tokens, said_in, said_so_far, ungrounded
 from .base import LLMRequest, parse_arguments
 
 log = logging.getLogger("backchannel.llm")
@@ -34,9 +34,13 @@ def by_name(tools: Sequence[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
     return {str(n): t for t in tools if (n := (t.get("function") or {}).get("name"))}
 
 
-def _parameters(request: LLMRequest, name: str) -> Mapping[str, Any]:
-    tool = by_name(request.tools).get(name) or {}
+def _schema(tool: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A tool's parameters (its arguments' JSON schema) as given, or empty."""
     return (tool.get("function") or {}).get("parameters") or {}
+
+
+def _parameters(request: LLMRequest, name: str) -> Mapping[str, Any]:
+    return _schema(by_name(request.tools).get(name) or {})
 
 
 def _words(messages: Sequence[Mapping[str, Any]]) -> str:
@@ -210,7 +214,7 @@ def said_values(tool: Mapping[str, Any]) -> bool:
     """Whether a call to the tool carries a value that is checked against what was
     said: a required text that is not one of a list of choices (numbers are chosen,
     see :func:`doomed`)."""
-    parameters = (tool.get("function") or {}).get("parameters") or {}
+    parameters = _schema(tool)
     properties = parameters.get("properties") or {}
     for key in parameters.get("required") or ():
         schema = properties.get(key) or {}
@@ -316,8 +320,8 @@ def answerable(request: LLMRequest) -> bool:
     if any(t[:1].isdigit() for t in latest):
         return False
     about = [t for t in latest if len(t) >= 3 and t not in _ASKING]
-    prompt = {t[:5] for t in heard_tokens(str(messages[0].get("content") or "")) if len(t) >= 3}
-    missing = sum(not any(t.startswith(p) for p in prompt) for t in about)
+    prompt = heard_tokens(_words(messages[:1]))
+    missing = sum(not said_in(t, prompt) for t in about)
     return bool(about) and (missing == 0 or (len(about) >= 3 and missing == 1))
 
 
@@ -331,7 +335,7 @@ def filled(request: LLMRequest) -> bool:
     said = set(heard_tokens(_words(users[-1:])))
     number = any(t[:1].isdigit() for t in said)
     for tool in request.tools:
-        parameters = (tool.get("function") or {}).get("parameters") or {}
+        parameters = _schema(tool)
         properties = parameters.get("properties") or {}
         for key in parameters.get("required") or []:
             schema = properties.get(key) or {}

@@ -292,6 +292,8 @@ class LlamaCppLLM:
         gets the text of a call shown as it is written, up to its arguments."""
         tools = by_name(request.tools)
         names = list(tools)
+        if not names:
+            return None
         # The name is chosen among the tools that could be called with values somebody
         # said (one that needs a number nobody gave would only be dropped). Left with
         # one whose values are all choices (nothing in it is checked against what was
@@ -300,11 +302,10 @@ class LlamaCppLLM:
         choices = [n for n in names if possible(request, n)]
         if not choices or (len(choices) == 1 and not said_values(tools[choices[0]])):
             choices = names
-        head = prompt + CALL_OPEN + NAME_OPEN
-        name = names[0] if len(names) == 1 else ""
-        if len(names) > 1:
+        name = choices[0]
+        if len(choices) > 1:
             chosen: Any = self.model.create_completion(
-                head,
+                prompt + CALL_OPEN + NAME_OPEN,
                 **{**options, "stream": False, "max_tokens": 32},
                 grammar=self._grammars.names([tools[n] for n in choices]),
             )
@@ -405,12 +406,11 @@ class LlamaCppLLM:
                             return
                         if sure:  # the open tag is dropped: what follows is speech
                             emit(_RETRACT)
-                        # Values nobody said: no tool fits, and the model is told so.
-                        speech, _stop = self.render(declined(request))
-                    elif p_call >= min(bar, CALL_THRESHOLD):
-                        # A call it leans to but does not make (nothing new to look up,
-                        # or the prompt answers it): told so, or it promises to look
-                        # ("Let me check that") instead of answering.
+                    if p_call >= min(bar, CALL_THRESHOLD):
+                        # A call it leaned to and did not make (values nobody said,
+                        # nothing new to look up, or the prompt answers it): the model
+                        # is told no tool fits, or it promises to look ("Let me check
+                        # that") instead of answering.
                         speech, _stop = self.render(declined(request))
                     # Speech, with no call and no tool described in it.
                     bias = self._no_calls if request.tools else None

@@ -60,7 +60,7 @@ def framed(request: LLMRequest) -> list[dict[str, Any]]:
     """The request's messages as the model reads them, frame included."""
     messages = [_for_template(m) for m in request.messages]
     messages = _with_guidance(messages, TOOL_GUIDANCE if request.tools else SPEECH_FRAME)
-    if request.tools and not _told_after_reply(messages):
+    if request.tools:
         messages = _reminded(messages, TOOL_REMINDER)
     if answering(request):
         messages.append({"role": "system", "content": ANSWER_NOW})
@@ -109,24 +109,21 @@ def _with_guidance(messages: list[dict[str, Any]], guidance: str) -> list[dict[s
     return [{"role": "system", "content": guidance}, *messages]
 
 
-def _told_after_reply(messages: list[dict[str, Any]]) -> bool:
-    """Whether the request is an instruction given once the caller's latest words were
-    answered (an announcement after the reply): no call is decided then, so it goes
-    without the reminder, and its prompt is the history as the caller's next turn will
-    have it, up to where the reminder goes then."""
-    if not messages or messages[-1].get("role") != "system":
-        return False
-    last = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
-    return any(m.get("role") == "assistant" and m.get("content") for m in messages[last + 1 :])
-
-
 def _reminded(messages: list[dict[str, Any]], guidance: str) -> list[dict[str, Any]]:
     """The guidance again, just before the caller's latest words, once the call has a
     history: after a few spoken replies a small model keeps replying in words, and a
     request it called a tool for on the first turn it answered with an invented fact on
-    the third. There it stays for every step of the turn (tool results, announcements),
-    so the evaluated prompt is reused until the caller speaks again."""
+    the third. There it stays for every step of the turn (tool results, a reply that
+    also announces), so the evaluated prompt is reused until the caller speaks again.
+    An instruction given once their latest words were answered (an announcement after
+    the reply) goes without it: no call is decided then, and its prompt is the history
+    as the caller's next turn will have it, up to where the reminder goes then."""
     last = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
     if not any(m.get("role") == "assistant" for m in messages[:last]):
+        return messages
+    after = messages[last + 1 :]
+    if messages[-1].get("role") == "system" and any(
+        m.get("role") == "assistant" and m.get("content") for m in after
+    ):
         return messages
     return [*messages[:last], {"role": "system", "content": guidance}, *messages[last:]]

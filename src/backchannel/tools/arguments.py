@@ -175,7 +175,7 @@ def ungrounded(
         schema = schema if isinstance(schema, Mapping) else {}
         if not isinstance(value, str) or not _checkable(value, schema):
             continue
-        if not _said(value, tokens):
+        if not said_in(value, tokens):
             missing.append(name)
     return missing
 
@@ -191,11 +191,11 @@ def said_so_far(value: str, schema: Mapping[str, Any], heard: str) -> bool:
         return True
     tokens = heard_tokens(heard)
     if digits_only(schema) or re.fullmatch(r"[\d ,.\-]+", value.strip()):
-        return _said(value, tokens)
+        return said_in(value, tokens)
     parts = heard_tokens(value)
     last = parts[-1] if parts else ""
     if len(last) > 24 or (last.isdigit() and len(last) > LONG_RUN and value[-1].isdigit()):
-        return _said(last, tokens)
+        return said_in(last, tokens)
     return True
 
 
@@ -238,7 +238,10 @@ def heard_tokens(text: str) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _said(value: str, tokens: Sequence[str]) -> bool:
+def said_in(value: str, tokens: Sequence[str]) -> bool:
+    """Whether every part of ``value`` is among ``tokens`` (see :func:`heard_tokens`): a
+    number within a number said, a word by its stem (its first five letters either way,
+    "delivered" / "delivery"); short and common words always count."""
     for part in heard_tokens(value):
         if part[0].isdigit():
             if not any(part in t for t in tokens if t[:1].isdigit()):
