@@ -33,6 +33,7 @@ from .reports import ended_events
 from .response import Response, instructions
 from .results import ResultSource, ToolResult
 from .speech import SpeechOutput
+from .telemetry import CallTelemetry, TurnLatency
 from .tool_runs import ToolRuns, result_event
 from .tools.spec import resolve_tools
 
@@ -106,6 +107,16 @@ class Call:
         self._spoken: set[str] = set()
         #: What the last barge-in cut, said again if the turn brings no words.
         self._resumable: tuple[str, ...] = ()
+        #: Spans and metrics; each answered turn's latency is also a ``turn-latency`` event.
+        self.telemetry = CallTelemetry(
+            call_id,
+            self.clock,
+            self.specs,
+            model=assistant.model.model,
+            provider=assistant.model.provider,
+            assistant=assistant.name,
+        )
+        self.turns = self.telemetry.timer(self._turn_answered)
         output.attach(self)
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -114,6 +125,7 @@ class Call:
         await self._tg.__aenter__()
         await self.ledger.open_call(self.call_id)
         self.state = transition(self.state, CallState.IN_PROGRESS)
+        self.telemetry.opened()
         self.engine.live[self.call_id] = self
         self.spawn(self.output.run(), guard=False)
         self.emit("status-update", status=self.state.value)
@@ -189,6 +201,7 @@ class Call:
         self.tools.stop_all()
         self.state = transition(self.state, CallState.ENDED)
         self.ended_reason = reason
+        self.telemetry.closed(reason)
         try:
             await self._record_end(reason, limit=30.0)
         except Exception:
@@ -256,6 +269,7 @@ class Call:
         return response is not None and not response.cut and self._heard_plan == response.plan.id
 
     def user_started_speaking(self) -> None:
+        self.turns.restart()
         self.emit("speech-update", role="user", status="started")
         if self.arbiter.user_started() is Verdict.CUT:
             self.emit("user-interrupted")
@@ -278,7 +292,9 @@ class Call:
         self.arbiter.user_stopped()
         self._apply(self.arbiter.user_transcript(""))
 
-    def user_stopped_speaking(self) -> None:
+    def user_stopped_speaking(self, *, silent_for: float = 0.0) -> None:
+        """The caller's turn is over; they last spoke ``silent_for`` seconds ago."""
+        self.turns.turn_ended(silent_for)
         self.emit("speech-update", role="user", status="stopped")
         self.arbiter.user_stopped()
 
@@ -292,6 +308,10 @@ class Call:
         )
         if not final:
             return
+        if text.strip():
+            self.turns.transcribed()
+        else:
+            self.turns.restart()
         resume, self._resumable = self._resumable, ()
         if resume and not text.strip() and not self.arbiter.user_speaking:
             # A false interruption (a cough, noise): no words came, so the sentence it
@@ -344,6 +364,7 @@ class Call:
 
     def speech_started(self, utterance_id: int) -> None:
         self._greeted.set()
+        self.turns.audible()
         if self._response is not None and self._response.tracker.owns(utterance_id):
             self._response.tracker.started(utterance_id)
             self._heard_plan = self._response.plan.id
@@ -468,7 +489,9 @@ class Call:
             waiter.set_result(stored_result(record))
             if record.delivered_at is None:  # recorded elsewhere; the model gets it now
                 await self.note(
-                    lambda: self.ledger.mark_delivered(self.call_id, record.tool_call_id),
+                    functools.partial(
+                        self.ledger.mark_delivered, self.call_id, record.tool_call_id
+                    ),
                     "note a delivery",
                 )
         elif record.state is not ToolCallState.CANCELLED:
@@ -571,6 +594,7 @@ class Call:
                 self.announced.append(a)
                 if a.key == a.tool_call_id:
                     self._spoken.add(a.tool_call_id)
+                    self.telemetry.spoken(a.tool_call_id)
                     await self.note(
                         functools.partial(self.ledger.mark_spoken, self.call_id, a.tool_call_id),
                         "note an announcement",
@@ -625,11 +649,7 @@ class Call:
         )
         content = stored_result(record).model_content()
         if self._absorb(record, content):
-            if record.delivered_at is None:
-                await self.note(
-                    lambda: self.ledger.mark_delivered(self.call_id, record.tool_call_id),
-                    "note a delivery",
-                )
+            await self.delivered(record.tool_call_id, noted=record.delivered_at is not None)
             return
         self.conversation.add_note(
             Message(
@@ -638,11 +658,7 @@ class Call:
                 f"{content}{late}",
             )
         )
-        if record.delivered_at is None:
-            await self.note(
-                lambda: self.ledger.mark_delivered(self.call_id, record.tool_call_id),
-                "note a delivery",
-            )
+        await self.delivered(record.tool_call_id, noted=record.delivered_at is not None)
         if record.delivery is Delivery.SILENT:
             return
         spec = self.specs.get(record.name)
@@ -727,9 +743,22 @@ class Call:
     # -- out ---------------------------------------------------------------------------
 
     def emit(self, type_: str, **data: Any) -> None:
-        self.events.emit(
-            Event(type_, self.call_id, self.clock.wall(), data, call=self._call_object())
-        )
+        event = Event(type_, self.call_id, self.clock.wall(), data, call=self._call_object())
+        self.telemetry.event(event)
+        self.events.emit(event)
+
+    def _turn_answered(self, latency: TurnLatency) -> None:
+        self.emit("turn-latency", **latency.to_event())
+
+    async def delivered(self, tool_call_id: str, *, noted: bool = False) -> None:
+        """A result is in the model's history: marked in the tool call's span, and noted
+        in the ledger (once the store answers) unless it is already (``noted``)."""
+        self.telemetry.in_conversation(tool_call_id)
+        if not noted:
+            await self.note(
+                functools.partial(self.ledger.mark_delivered, self.call_id, tool_call_id),
+                "note a delivery",
+            )
 
     def _call_object(self) -> dict[str, Any] | None:
         """Vapi's ``call`` object for events: what the transport told (``details``),

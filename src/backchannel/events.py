@@ -30,8 +30,12 @@ EVENT_TYPES = frozenset(
         "tool-call-progress",
         "tool-calls-cancelled",
         "tool-result-after-call",
+        "turn-latency",
     }
 )
+#: backchannel's own events that a client or server gets only when its
+#: ``clientMessages`` / ``serverMessages`` list names them.
+OPT_IN_EVENT_TYPES = frozenset({"turn-latency"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ from .arbiter import Announcement, Plan, PlanKind
 from .conversation import Message
 from .llm.base import TextDelta, ToolCallRequest, ToolCallStarting
 from .speech import Utterance
+from .telemetry.tracing import ns
 from .tracker import SpeechTracker
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ class Response:
     def __init__(self, call: Call, plan: Plan) -> None:
         self.call = call
         self.plan = plan
-        self.tracker = SpeechTracker(call.output, plan.id)
+        self.tracker = SpeechTracker(call.output, plan.id, call.turns.replied)
         self.cut = False
         #: History index of each assistant message this response wrote, by speech tag.
         self._messages: dict[int, int] = {}
@@ -172,28 +173,33 @@ class Response:
             self._followup = step.tag
         buffer = ""
         request = self.call.llm_request(self.call.conversation.to_openai(self._instructions()))
-        async for chunk in self.call.llm.stream(request):
-            if isinstance(chunk, TextDelta):
-                step.text += chunk.text
-                buffer += chunk.text
-                if self.call.engine.speak_chunks:
-                    sentences, buffer = [buffer], ""
-                elif not self._spoke_any and self.call.output.clause_first:
-                    *sentences, buffer = _split_first_clause(buffer)
+        first = True
+        with self.call.telemetry.model_request() as span:
+            async for chunk in self.call.llm.stream(request):
+                if first:
+                    span.add_event("first_chunk", timestamp=ns(self.call.clock.wall()))
+                    first = False
+                if isinstance(chunk, TextDelta):
+                    step.text += chunk.text
+                    buffer += chunk.text
+                    if self.call.engine.speak_chunks:
+                        sentences, buffer = [buffer], ""
+                    elif not self._spoke_any and self.call.output.clause_first:
+                        *sentences, buffer = _split_first_clause(buffer)
+                    else:
+                        *sentences, buffer = _split_sentences(buffer)
+                    for sentence in sentences:
+                        if sentence.strip():
+                            self._spoke_any = True
+                            self.tracker.speak(sentence, step.tag)
+                elif isinstance(chunk, ToolCallStarting):
+                    self.call.tools.starting(self, chunk.name)
                 else:
-                    *sentences, buffer = _split_sentences(buffer)
-                for sentence in sentences:
-                    if sentence.strip():
-                        self._spoke_any = True
-                        self.tracker.speak(sentence, step.tag)
-            elif isinstance(chunk, ToolCallStarting):
-                self.call.tools.starting(self, chunk.name)
-            else:
-                if self._followup == step.tag:
-                    self._followup = None  # a step that calls tools is not restarted
-                step.tool_calls.append(chunk)
-        if buffer.strip():
-            self.tracker.speak(buffer, step.tag)
+                    if self._followup == step.tag:
+                        self._followup = None  # a step that calls tools is not restarted
+                    step.tool_calls.append(chunk)
+            if buffer.strip():
+                self.tracker.speak(buffer, step.tag)
         if step.text or step.tool_calls:
             self._messages[step.tag] = self.call.conversation.append(
                 Message("assistant", step.text or None, tuple(step.tool_calls))

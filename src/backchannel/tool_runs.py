@@ -208,10 +208,7 @@ class ToolRuns:
         self.call.conversation.append(
             Message("tool", result.model_content(), tool_call_id=inv.tool_call_id)
         )
-        await self.call.note(
-            lambda: self.call.ledger.mark_delivered(self.call.call_id, inv.tool_call_id),
-            "note a delivery",
-        )
+        await self.call.delivered(inv.tool_call_id)
         fixed, hint = spoken.after(result.ok)
         line = result.message or fixed
         if not line and hint:  # a ``role: system`` line: the model answers from it

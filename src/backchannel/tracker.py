@@ -28,9 +28,16 @@ class _Spoken:
 
 
 class SpeechTracker:
-    def __init__(self, output: SpeechOutput, response_id: int) -> None:
+    def __init__(
+        self,
+        output: SpeechOutput,
+        response_id: int,
+        on_speak: Callable[[], None] = lambda: None,
+    ) -> None:
         self.output = output
         self.response_id = response_id
+        #: Called whenever words are handed to the output.
+        self.on_speak = on_speak
         self._spoken: dict[int, _Spoken] = {}
         self._all_done = asyncio.Event()
         self._all_done.set()
@@ -50,6 +57,7 @@ class SpeechTracker:
         if on_done is not None:
             self._done_callbacks[utterance.id] = on_done
         self._all_done.clear()
+        self.on_speak()
         self.output.speak(utterance)
         return utterance
 

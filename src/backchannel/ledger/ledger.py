@@ -20,6 +20,7 @@ from ..config import Delivery
 from ..errors import BackchannelError, Conflict, Forbidden, InvalidInput, NotFound
 from ..lifecycle import CallState, ToolCallState, transition
 from ..results import ResultSource, ToolResult
+from ..telemetry.metrics import TOOL_RESULTS
 from ..tools.spec import Route, ToolSpec
 from .records import CallRecord, Progress, ToolCallRecord
 from .store import LedgerStore
@@ -239,6 +240,9 @@ class Ledger:
             return nxt
 
         record = await self._update(call_id, result.tool_call_id, step)
+        TOOL_RESULTS.labels(
+            source=source.value, outcome=outcome[0].value, delivery=record.delivery.value
+        ).inc()
         return Resolution(record, outcome[0])
 
     async def time_out(self, call_id: str, tool_call_id: str) -> ToolCallRecord | None:

@@ -33,6 +33,8 @@ from ..ledger.sql import SqlStore
 from ..lifecycle import CallState
 from ..llm.base import LLM
 from ..results import ResultSource
+from ..telemetry import tracing
+from ..telemetry.metrics import OUTBOX_BACKLOG, exposition
 from ..tools.registry import ToolRegistry
 from ..voice.stack import VoiceStack
 from . import schema
@@ -99,6 +101,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        tracing.configure()
         store = SqlStore(
             settings.database_url, create=False, busy_timeout=settings.sqlite_busy_timeout_seconds
         )
@@ -208,6 +211,7 @@ def create_app(
         with contextlib.suppress(Exception):
             await instances.stop()
         await engine.close()
+        tracing.flush()
         await sender.close()
         await providers.aclose()
         if router is not None:
@@ -282,6 +286,19 @@ def _routes(app: FastAPI, secrets: Secrets) -> None:
     async def health() -> dict[str, str]:
         """Liveness: the process answers. Whether it can do its work is ``/ready``."""
         return {"status": "ok"}
+
+    @app.get("/metrics", tags=["meta"], response_class=Response)
+    async def prometheus(request: Request) -> Response:
+        """Prometheus metrics, in its text format: live calls, turn latency by stage,
+        tool calls and results, the webhook outbox, worker restarts. Open like
+        ``/health``: counts only, no ids or content."""
+        outbox: Outbox = request.app.state.outbox
+        try:
+            OUTBOX_BACKLOG.set(await outbox.backlog())
+        except Exception as exc:  # the store is away: the last value stands
+            log.warning("metrics: could not count the outbox backlog: %s", exc)
+        body, content_type = exposition()
+        return Response(body, media_type=content_type)
 
     @app.get("/ready", tags=["meta"], responses={503: {"description": "not ready"}})
     async def ready(request: Request) -> Response:

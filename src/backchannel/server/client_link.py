@@ -25,7 +25,7 @@ from typing import Any
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ..clock import Clock, SystemClock
-from ..events import Event
+from ..events import OPT_IN_EVENT_TYPES, Event
 
 log = logging.getLogger("backchannel.socket")
 
@@ -78,8 +78,13 @@ class ClientSink:
         )
 
     def emit(self, event: Event) -> None:
-        # Errors always reach the client, whatever its ``clientMessages`` list.
-        if self.types is None or event.type in self.types or event.type == "error":
+        # Errors always reach the client, whatever its ``clientMessages`` list; without
+        # a list, every event but those only sent on request.
+        if self.types is None:
+            wanted = event.type not in OPT_IN_EVENT_TYPES
+        else:
+            wanted = event.type in self.types or event.type == "error"
+        if wanted:
             self._held.put_nowait((self.stored(event.id), event.to_message()["message"]))
 
     def close(self) -> None:

@@ -34,14 +34,19 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import sqlalchemy as sa
+from opentelemetry.trace import SpanKind
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..clock import Clock, SystemClock
 from ..events import Event
 from ..ledger.retry import is_store_error
 from ..ledger.sql import SqlStore
+from ..telemetry import tracing
+from ..telemetry.metrics import WEBHOOK_DELIVERIES, WEBHOOK_SECONDS
+from ..telemetry.tracing import CALL_ID
 from .db import outbox
 from .episode import Episode
 from .webhooks import WebhookSender
@@ -350,24 +355,43 @@ class Outbox:
     async def _send(self, row: sa.RowMapping) -> None:
         attempts = int(row["attempts"]) + 1
         error: str | None = None
-        try:
-            response = await self.sender.post(
-                row["url"],
-                row["body"],
-                row["headers"],
-                limit=self.send_limit,
-                message_id=row["id"],
-            )
-            if not 200 <= response.status_code < 300:
-                error = f"HTTP {response.status_code}"
-        except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
+        attributes = {
+            CALL_ID: row["call_id"],
+            "backchannel.event.id": row["id"],
+            "backchannel.event.type": row["event_type"],
+            "backchannel.webhook.attempt": attempts,
+            "http.request.method": "POST",
+            "url.full": _without_secrets(row["url"]),
+        }
+        started = self.clock.monotonic()
+        with tracing.span(
+            "webhook " + row["event_type"], self.clock, attributes=attributes, kind=SpanKind.CLIENT
+        ) as span:
+            try:
+                response = await self.sender.post(
+                    row["url"],
+                    row["body"],
+                    row["headers"],
+                    limit=self.send_limit,
+                    message_id=row["id"],
+                )
+                span.set_attribute("http.response.status_code", response.status_code)
+                if not 200 <= response.status_code < 300:
+                    error = f"HTTP {response.status_code}"
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+            if error is not None:
+                span.set_attribute("error.type", error.split(":")[0])
+        WEBHOOK_SECONDS.observe(self.clock.monotonic() - started)
         now = self.clock.wall()
         values: dict[str, object] = {"attempts": attempts, "last_error": error, "claimed_by": None}
         if error is None:
             values |= {"status": "delivered", "delivered_at": now}
+            WEBHOOK_DELIVERIES.labels(outcome="delivered").inc()
         else:
-            if now - float(row["created_at"]) > self.max_age:
+            dead = now - float(row["created_at"]) > self.max_age
+            WEBHOOK_DELIVERIES.labels(outcome="dead" if dead else "failed").inc()
+            if dead:
                 values |= {"status": "dead"}
                 log.warning(
                     "giving up on event %s after %d attempts: %s", row["id"], attempts, error
@@ -379,6 +403,16 @@ class Outbox:
         mine = (outbox.c.id == row["id"], outbox.c.claimed_by == self.instance_id)
         async with self.store.transaction() as conn:
             await conn.execute(outbox.update().where(*mine).values(values))
+
+    async def backlog(self) -> int:
+        """Events not yet delivered: pending in the store (every instance's), and
+        emitted here but not yet stored."""
+        async with self.store.engine.connect() as conn:
+            query = (
+                sa.select(sa.func.count()).select_from(outbox).where(outbox.c.status == "pending")
+            )
+            stored = int((await conn.execute(query)).scalar_one())
+        return stored + len(self._pending)
 
     async def release_claims(self, instance_id: str | None) -> int:
         """Make the rows a dead instance was sending due again at once (``None``: every
@@ -393,3 +427,14 @@ class Outbox:
         if released.rowcount:
             self._due.set()
         return int(released.rowcount)
+
+
+def _without_secrets(url: str) -> str:
+    """A receiver's URL for a span: no credentials, query or fragment (they may carry
+    tokens)."""
+    parts = urlsplit(url)
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    return urlunsplit((parts.scheme, f"{parts.hostname or ''}{port}", parts.path, "", ""))

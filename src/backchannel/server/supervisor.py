@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from ..clock import Clock, SystemClock
+from ..telemetry.metrics import WORKER_RESTARTS
 
 log = logging.getLogger("backchannel.supervisor")
 
@@ -93,6 +94,7 @@ class Supervisor:
                 raise
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"
+            WORKER_RESTARTS.labels(worker=record.name).inc()
             if self.clock.monotonic() - started >= self.healthy_after:
                 failures = 0  # it had been healthy: a new episode
             if failures == 0:

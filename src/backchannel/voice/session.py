@@ -243,7 +243,7 @@ class VoiceSession:
         if turn.stream is not None:
             turn.stream.put_nowait(None)
         if turn.committed:
-            self.call.user_stopped_speaking()
+            self.call.user_stopped_speaking(silent_for=self.detector.silent_for)
         self.call.spawn(self._conclude(turn))
 
     async def _conclude(self, turn: _Turn) -> None:

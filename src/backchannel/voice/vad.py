@@ -167,6 +167,8 @@ class TurnDetector:
     def __post_init__(self) -> None:
         self.speaking = False
         self.paused = False
+        #: Seconds of audio since the last window heard as speech.
+        self.silent_for = 0.0
         self._run = 0.0
         self._marks = 0  # pauses reported in this silence
         self._quiet = 0.0  # silence since the VAD's state was last fresh, between turns
@@ -194,6 +196,7 @@ class TurnDetector:
             if heard is None:
                 self._quiet = 0.0  # maybe speech: only unbroken silence resets
                 continue
+            self.silent_for = 0.0 if heard else self.silent_for + seconds
             if not heard and not self.speaking:
                 self._quiet += seconds
                 if self._quiet >= RESET_AFTER_SECONDS:
