@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -38,6 +39,46 @@ def _demo(args: argparse.Namespace) -> int:
     )
     print_report(result)
     return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    """Run eval files; 0 if every conversation passed, 1 if one failed, 2 if a file
+    cannot be used."""
+    from .evals.report import junit, text_report
+    from .evals.runner import run_eval
+    from .evals.spec import load
+
+    try:
+        specs = [load(Path(f)) for f in args.files]
+        if args.llm == "local":
+            resolve_model(args.model)
+    except BackchannelError as exc:
+        print(f"backchannel: {exc}", file=sys.stderr)
+        return 2
+
+    def line(at: float, who: str, text: str) -> None:
+        print(f"    [{at:6.2f}s] {who:<9} {text}", flush=True)
+
+    suites = []
+    with tempfile.TemporaryDirectory(prefix="backchannel-eval-") as scratch:
+        for i, spec in enumerate(specs):
+            print(f"{spec.path}: {len(spec.conversations)} conversations, llm {args.llm}")
+            outcomes = asyncio.run(
+                run_eval(
+                    spec,
+                    llm=args.llm,
+                    mode=args.mode,
+                    model=args.model,
+                    workdir=Path(args.workdir or scratch) / str(i),
+                    narrate=line if args.verbose else None,
+                )
+            )
+            print("\n".join(text_report(str(spec.path), outcomes)), flush=True)
+            suites.append((str(spec.path), outcomes))
+    if args.junit:
+        junit(suites, Path(args.junit))
+        print(f"JUnit XML: {args.junit}")
+    return 0 if all(o.passed for _name, outcomes in suites for o in outcomes) else 1
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -163,6 +204,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="allow webhook URLs on private/loopback addresses (local development)",
     )
+    evals = sub.add_parser("eval", help="play scripted conversations against an assistant")
+    evals.add_argument("files", nargs="+", help="eval files (YAML or JSON)")
+    evals.add_argument(
+        "--llm",
+        choices=["scripted", "local", "assistant"],
+        default="scripted",
+        help="scripted: the file's rules (default); local: Qwen2.5 through llama.cpp; "
+        "assistant: the assistant's own model block",
+    )
+    evals.add_argument("--model", default="qwen2.5-1.5b", help="with --llm local")
+    evals.add_argument(
+        "--mode", choices=["text", "voice"], default=None, help="override the file's mode"
+    )
+    evals.add_argument("--junit", default=None, help="write JUnit XML here")
+    evals.add_argument("--workdir", default=None, help="database and secrets (default: temp)")
+    evals.add_argument("-v", "--verbose", action="store_true", help="print each call's timeline")
     db = sub.add_parser("db", help="the database schema: upgrade it, or show its revision")
     db.add_argument("action", choices=["upgrade", "current"])
     db.add_argument("--db", default=None, help="database URL (default: the server's setting)")
@@ -186,6 +243,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _db(args)
     if args.command == "demo":
         return _demo(args)
+    if args.command == "eval":
+        return _eval(args)
     return 2
 
 

@@ -89,7 +89,11 @@ class Caller:
 
     async def assistant_quiet(self, seconds: float, *, within: float = 60.0) -> None:
         """Wait until no assistant audio has arrived for ``seconds``."""
-        await self.until(lambda: time.monotonic() - self._last_heard > seconds, within=within)
+        await self.until(lambda: self.quiet_for() > seconds, within=within)
+
+    def quiet_for(self) -> float:
+        """Seconds since the assistant's last audio frame arrived."""
+        return time.monotonic() - self._last_heard
 
     def seen(self, kind: str, **match: Any) -> bool:
         return any(
@@ -126,27 +130,7 @@ class Caller:
             event = json.loads(message)
             self.events.append(event)
             self.event_at.append(self.now())
-            self._narrate(event)
-
-    def _narrate(self, event: dict[str, Any]) -> None:
-        kind, at = event.get("type"), self.now()
-        if kind == "transcript" and event.get("transcriptType", "final") == "final":
-            who = "server" if event["role"] == "user" else "assistant"
-            verb = "heard the caller say" if who == "server" else "said"
-            self.timeline(at, who, f'{verb} "{event["transcript"]}"')
-        elif kind == "tool-calls":
-            for tc in event["toolCallList"]:
-                args = json.dumps(tc["arguments"])
-                self.timeline(at, "tool", f"{tc['function']['name']}{args} called: pending")
-        elif kind == "tool-calls-result":
-            r = event["toolCallResult"]
-            self.timeline(at, "tool", f"{r['name']} {r['state']}: {json.dumps(r['result'])}")
-        elif kind == "user-interrupted":
-            self.timeline(at, "server", "caller spoke over the assistant: playback cut")
-        elif kind == "status-update" and event.get("status") == "ended":
-            self.timeline(at, "server", f"call ended ({event.get('endedReason')})")
-        elif kind == "error":
-            self.timeline(at, "server", f"error {event['error']['code']}")
+            narrate(self.timeline, self.now(), event)
 
     def write_wav(self, path: Path) -> float:
         """Both sides on one timeline, from the first microphone frame: caller left,
@@ -169,3 +153,25 @@ class Caller:
             out.setframerate(RATE)
             out.writeframes(stereo.astype("<i2").tobytes())
         return n / RATE
+
+
+def narrate(timeline: Timeline, at: float, event: dict[str, Any]) -> None:
+    """Put an event of the call's on the timeline, if it tells something."""
+    kind = event.get("type")
+    if kind == "transcript" and event.get("transcriptType", "final") == "final":
+        who = "server" if event["role"] == "user" else "assistant"
+        verb = "heard the caller say" if who == "server" else "said"
+        timeline(at, who, f'{verb} "{event["transcript"]}"')
+    elif kind == "tool-calls":
+        for tc in event["toolCallList"]:
+            args = json.dumps(tc["arguments"])
+            timeline(at, "tool", f"{tc['function']['name']}{args} called: pending")
+    elif kind == "tool-calls-result":
+        r = event["toolCallResult"]
+        timeline(at, "tool", f"{r['name']} {r['state']}: {json.dumps(r['result'])}")
+    elif kind == "user-interrupted":
+        timeline(at, "server", "caller spoke over the assistant: playback cut")
+    elif kind == "status-update" and event.get("status") == "ended":
+        timeline(at, "server", f"call ended ({event.get('endedReason')})")
+    elif kind == "error":
+        timeline(at, "server", f"error {event['error']['code']}")

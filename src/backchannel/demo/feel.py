@@ -8,6 +8,7 @@ with its time on the demo's timeline) and the ledger's times for the tool call.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,14 +63,14 @@ def feel(
     for _start, end, text in lines:
         after = next((t for t in frames if t > end), None)
         replies.append(Reply(text, None if after is None else after - end))
-    announced = _announcement(events, event_at)
+    announced = announcement(events, event_at, _tells_status)
     floor = None
     if result_at is not None and announced is not None:
-        floor = _floor_free(result_at, announced, lines, frames)
+        floor = floor_free(result_at, announced, lines, frames)
     return Feel(replies, result_at, floor, announced)
 
 
-def _floor_free(
+def floor_free(
     since: float, before: float, lines: list[tuple[float, float, str]], frames: list[float]
 ) -> float:
     """When the floor was last taken before the announcement (at ``before``) and then
@@ -82,8 +83,19 @@ def _floor_free(
     return max([since, *ends])
 
 
-def _announcement(events: list[dict[str, Any]], event_at: list[float]) -> float | None:
-    """When the assistant started the utterance that first told the order's status."""
+def _tells_status(line: str) -> bool:
+    return any(w in line.lower() for w in STATUS_WORDS)
+
+
+def announcement(
+    events: list[dict[str, Any]],
+    event_at: list[float],
+    tells: Callable[[str], bool],
+    *,
+    after: float = float("-inf"),
+) -> float | None:
+    """When the assistant started the first utterance, heard after ``after``, whose
+    words ``tells`` (the moment its ``speech-update`` said it started)."""
     started = None
     for event, at in zip(events, event_at, strict=False):
         if event.get("type") == "speech-update" and event.get("role") == "assistant":
@@ -92,7 +104,8 @@ def _announcement(events: list[dict[str, Any]], event_at: list[float]) -> float 
         elif (
             event.get("type") == "transcript"
             and event.get("role") == "assistant"
-            and any(w in str(event.get("transcript")).lower() for w in STATUS_WORDS)
+            and at > after
+            and tells(str(event.get("transcript")))
         ):
-            return started
+            return started if started is not None else at
     return None

@@ -14,18 +14,15 @@ import base64
 import json
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import uvicorn
-from fastapi import FastAPI
-
 from ..client import Client
 from ..config import AssistantConfig, ModelConfig
 from ..llm.base import LLM
+from ..loopback import free_port, serving
 from ..server.app import create_app
 from ..server.settings import Settings
 from .caller import Caller
@@ -130,7 +127,7 @@ async def run_demo(
     await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
     say = timeline or _print_line
     settings = Settings(
-        port=_free_port(),
+        port=free_port(),
         database_url=db_url or f"sqlite+aiosqlite:///{workdir / 'demo.db'}",
         secrets_file=workdir / "demo.secrets.json",
         api_key=f"bc_{secrets.token_urlsafe(24)}",
@@ -145,14 +142,14 @@ async def run_demo(
     started, wall0 = time.monotonic(), time.time()
     say(0.0, "demo", "loading the voice models and the LLM...")
     app = create_app(settings, llm_factory=factory)
-    tools_port = _free_port()
+    tools_port = free_port()
     tools = order_desk(
         settings.base_url,
         settings.api_key,
         settings.webhook_secret,
         lookup_seconds=lookup_seconds,
     )
-    async with _serving(app, settings.port), _serving(tools, tools_port):
+    async with serving(app, settings.port), serving(tools, tools_port):
         host = app.state.host
         voice = await host.providers.voice.get()
         if llm == "local":
@@ -211,30 +208,3 @@ def print_report(result: DemoResult) -> None:
         print(line)
     print(f"\nboth sides of the call ({result.seconds:.1f} s): {result.wav}")
     print("  left channel: the caller; right channel: the assistant")
-
-
-@asynccontextmanager
-async def _serving(app: FastAPI, port: int) -> AsyncIterator[None]:
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_level="warning", ws_per_message_deflate=False
-        )
-    )
-    async with asyncio.TaskGroup() as group:
-        task = group.create_task(server.serve())
-        try:
-            while not server.started:
-                if task.done():
-                    raise RuntimeError(f"the server on port {port} did not start")
-                await asyncio.sleep(0.02)
-            yield
-        finally:
-            server.should_exit = True
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
