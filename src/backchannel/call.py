@@ -117,6 +117,8 @@ class Call:
             assistant=assistant.name,
         )
         self.turns = self.telemetry.timer(self._turn_answered)
+        #: Every answered turn's latency, in order.
+        self.latencies: list[TurnLatency] = []
         output.attach(self)
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -748,6 +750,7 @@ class Call:
         self.events.emit(event)
 
     def _turn_answered(self, latency: TurnLatency) -> None:
+        self.latencies.append(latency)
         self.emit("turn-latency", **latency.to_event())
 
     async def delivered(self, tool_call_id: str, *, noted: bool = False) -> None:

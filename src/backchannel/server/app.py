@@ -41,6 +41,7 @@ from . import schema
 from .auth import is_api_key, presented, require_api_key
 from .calls import CallHost, event_route
 from .cluster import Cluster
+from .dashboard import dashboard_routes
 from .db import assistants
 from .errors import ErrorEnvelope, envelope, request_id
 from .instances import Instances
@@ -276,6 +277,7 @@ def _routes(app: FastAPI, secrets: Secrets) -> None:
     management = [Depends(api_key)]
     app.include_router(phone_routes(management))
     app.include_router(vapi_routes(management))
+    app.include_router(dashboard_routes(management))
 
     @app.get("/", include_in_schema=False)
     async def page() -> Response:

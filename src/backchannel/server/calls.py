@@ -78,6 +78,7 @@ class HostedCall:
     created_at: float
     transcript: list[dict[str, Any]] | None = None
     messages: list[dict[str, Any]] | None = None
+    turns: list[dict[str, Any]] | None = None
 
     def accepts(self, token: str | None, *, client: bool = False) -> bool:
         """Whether ``token`` opens this call (the client token only where ``client``)."""
@@ -205,6 +206,7 @@ class CallHost:
             created_at=m["created_at"],
             transcript=m["transcript"],
             messages=m["messages"],
+            turns=m["turns"],
         )
 
     async def authorize(self, call_id: str, token: str, *, client: bool = False) -> bool:
@@ -340,6 +342,7 @@ class CallHost:
                 .values(
                     transcript=call.conversation.transcript(),
                     messages=call.conversation.to_openai(),
+                    turns=[t.to_event() for t in call.latencies],
                 )
             )
 
@@ -373,9 +376,11 @@ class CallHost:
             ended_at, ended_reason = record.ended_at, record.ended_reason
         if live is not None:
             transcript, messages = live.conversation.transcript(), live.conversation.to_openai()
+            turns = [t.to_event() for t in live.latencies]
             status = CallState.IN_PROGRESS.value if not live.ended.is_set() else status
         else:
             transcript, messages = hosted.transcript or [], hosted.messages or []
+            turns = hosted.turns or []
         tool_calls = await self.engine.ledger.list_for_call(hosted.id)
         customer, number = await self.phone_numbers(hosted)
         base = self.settings.base_url
@@ -394,6 +399,7 @@ class CallHost:
             transcript=transcript,
             messages=messages,
             tool_calls=[r.to_dict() for r in tool_calls],
+            turns=turns,
             customer=customer,
             phone_number=number,
         )
@@ -406,7 +412,7 @@ class TranscriptChanged:
         self.changed = asyncio.Event()
 
     def emit(self, event: Event) -> None:
-        if event.type == "transcript":
+        if event.type in ("transcript", "turn-latency"):
             self.changed.set()
 
 

@@ -42,6 +42,9 @@ server_calls = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("transcript", sa.JSON),
     sa.Column("messages", sa.JSON),
+    #: Each answered turn's latency by stage (``turn-latency`` events), stored with the
+    #: transcript.
+    sa.Column("turns", sa.JSON),
     #: The instance running the call (its media connection); set when the call starts.
     sa.Column("owner", sa.String(64)),
 )

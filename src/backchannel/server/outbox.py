@@ -404,6 +404,38 @@ class Outbox:
         async with self.store.transaction() as conn:
             await conn.execute(outbox.update().where(*mine).values(values))
 
+    async def deliveries(self, call_id: str) -> list[dict[str, Any]]:
+        """The call's event webhooks, oldest first: where each went (no credentials or
+        query), its state, attempts and last error."""
+        columns = (
+            outbox.c.id,
+            outbox.c.event_type,
+            outbox.c.url,
+            outbox.c.status,
+            outbox.c.attempts,
+            outbox.c.created_at,
+            outbox.c.delivered_at,
+            outbox.c.next_at,
+            outbox.c.last_error,
+        )
+        query = sa.select(*columns).where(outbox.c.call_id == call_id).order_by(outbox.c.created_at)
+        async with self.store.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [
+            {
+                "id": r.id,
+                "type": r.event_type,
+                "url": _without_secrets(r.url),
+                "status": r.status,
+                "attempts": r.attempts,
+                "createdAt": r.created_at,
+                "deliveredAt": r.delivered_at,
+                "nextAttemptAt": r.next_at if r.status == "pending" else None,
+                "lastError": r.last_error,
+            }
+            for r in rows
+        ]
+
     async def backlog(self) -> int:
         """Events not yet delivered: pending in the store (every instance's), and
         emitted here but not yet stored."""

@@ -108,6 +108,8 @@ class CallOut(WireModel):
     transcript: list[dict[str, Any]] = Field(default_factory=list)
     messages: list[dict[str, Any]] = Field(default_factory=list)
     tool_calls: list[dict[str, Any]] = Field(default_factory=list)
+    #: Each answered turn: ``turn``, ``speechEndedAt`` (ms), ``latencyMs`` by stage.
+    turns: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class ResultBody(ResultFields):
