@@ -17,3 +17,8 @@ if [ "$(uname -m)" = x86_64 ] && [ -z "${CMAKE_ARGS:-}" ]; then
 fi
 .venv/bin/pip install --quiet -e ".[dev,voice,piper,llama,vendors]"
 .venv/bin/backchannel model fetch
+# The browser SDK's toolchain (esbuild, TypeScript), pinned, when npm is here: its
+# build and tests run with the others.
+if command -v npm >/dev/null; then
+  npm ci --prefix clients/web --no-audit --no-fund --loglevel=error
+fi

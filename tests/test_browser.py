@@ -102,7 +102,7 @@ async def test_talk_to_an_assistant_from_the_browser(tmp_path: Path) -> None:
             )
             await page.wait_for_selector("#transcript .assistant", timeout=30_000)
             await page.wait_for_selector("#tools div", timeout=30_000)
-            await page.wait_for_function("state.playAt > 0", timeout=30_000)
+            await page.wait_for_function("window.call.heard", timeout=30_000)
             ARTIFACTS.mkdir(exist_ok=True)
             await page.screenshot(path=str(ARTIFACTS / "browser-call.png"), full_page=True)
             transcript = await page.inner_text("#transcript")

@@ -10,7 +10,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import pathlib
 import re
 import time
 import uuid
@@ -46,6 +45,7 @@ from .db import assistants
 from .errors import ErrorEnvelope, envelope, request_id
 from .instances import Instances
 from .outbox import Outbox
+from .pages import page_routes
 from .phone import phone_routes, place_call
 from .providers import Providers
 from .readiness import readiness
@@ -72,7 +72,6 @@ from .wire import (
 log = logging.getLogger("backchannel.server")
 
 Id = Annotated[str, Path(min_length=1, max_length=256)]
-_PAGE = pathlib.Path(__file__).parent / "static" / "index.html"
 #: At start-up, calls ended this recently without an end-of-call report get one.
 UNREPORTED_WINDOW_SECONDS = 3600.0
 
@@ -278,11 +277,7 @@ def _routes(app: FastAPI, secrets: Secrets) -> None:
     app.include_router(phone_routes(management))
     app.include_router(vapi_routes(management))
     app.include_router(dashboard_routes(management))
-
-    @app.get("/", include_in_schema=False)
-    async def page() -> Response:
-        """The call page: talk to an assistant from a browser."""
-        return Response(_PAGE.read_bytes(), media_type="text/html")
+    app.include_router(page_routes())
 
     @app.get("/health", tags=["meta"])
     async def health() -> dict[str, str]:

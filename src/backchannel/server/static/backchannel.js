@@ -1,0 +1,360 @@
+// src/emitter.ts
+var Emitter = class {
+  constructor() {
+    this.listeners = {};
+  }
+  on(event, listener) {
+    var _a;
+    ((_a = this.listeners)[event] ?? (_a[event] = [])).push(listener);
+    return this;
+  }
+  once(event, listener) {
+    const wrapped = (...args) => {
+      this.off(event, wrapped);
+      listener(...args);
+    };
+    return this.on(event, wrapped);
+  }
+  off(event, listener) {
+    this.listeners[event] = (this.listeners[event] ?? []).filter((l) => l !== listener);
+    return this;
+  }
+  removeListener(event, listener) {
+    return this.off(event, listener);
+  }
+  removeAllListeners(event) {
+    if (event === void 0) this.listeners = {};
+    else delete this.listeners[event];
+    return this;
+  }
+  /** Call each listener; one that throws does not stop the others or the call. */
+  emit(event, ...args) {
+    for (const listener of [...this.listeners[event] ?? []]) {
+      try {
+        listener(...args);
+      } catch (error) {
+        console.error(`backchannel: a ${String(event)} listener failed`, error);
+      }
+    }
+  }
+};
+
+// src/audio.ts
+var FRAME_SECONDS = 0.02;
+var CAPTURE = `
+class BackchannelCapture extends AudioWorkletProcessor {
+  constructor(options) {
+    super();
+    this.frame = new Float32Array(options.processorOptions.frameSize);
+    this.filled = 0;
+  }
+  process(inputs) {
+    const channel = inputs[0] && inputs[0][0];
+    if (channel) {
+      let i = 0;
+      while (i < channel.length) {
+        const n = Math.min(channel.length - i, this.frame.length - this.filled);
+        this.frame.set(channel.subarray(i, i + n), this.filled);
+        this.filled += n;
+        i += n;
+        if (this.filled === this.frame.length) {
+          this.port.postMessage(this.frame.slice());
+          this.filled = 0;
+        }
+      }
+    }
+    return true;
+  }
+}
+registerProcessor("backchannel-capture", BackchannelCapture);
+`;
+function toPcm16(samples) {
+  const pcm = new Int16Array(samples.length);
+  for (let i = 0; i < samples.length; i++) pcm[i] = Math.max(-1, Math.min(1, samples[i])) * 32767;
+  return pcm;
+}
+function level(pcm) {
+  if (pcm.length === 0) return 0;
+  let sum = 0;
+  for (let i = 0; i < pcm.length; i++) sum += (pcm[i] / 32768) ** 2;
+  return Math.min(1, Math.sqrt(sum / pcm.length) * 4);
+}
+var Microphone = class _Microphone {
+  constructor(stream, node, source) {
+    this.stream = stream;
+    this.node = node;
+    this.source = source;
+  }
+  static async open(context, onFrame) {
+    const stream = await navigator.mediaDevices.getUserMedia({
+      audio: { channelCount: 1, echoCancellation: true, noiseSuppression: true, autoGainControl: true }
+    });
+    const url = URL.createObjectURL(new Blob([CAPTURE], { type: "application/javascript" }));
+    try {
+      await context.audioWorklet.addModule(url);
+    } finally {
+      URL.revokeObjectURL(url);
+    }
+    const frameSize = Math.round(context.sampleRate * FRAME_SECONDS);
+    const node = new AudioWorkletNode(context, "backchannel-capture", { processorOptions: { frameSize } });
+    node.port.onmessage = (event) => onFrame(toPcm16(event.data));
+    const source = context.createMediaStreamSource(stream);
+    source.connect(node);
+    const sink = context.createGain();
+    sink.gain.value = 0;
+    node.connect(sink).connect(context.destination);
+    if (context.state === "suspended") await context.resume();
+    return new _Microphone(stream, node, source);
+  }
+  close() {
+    this.source.disconnect();
+    this.node.port.onmessage = null;
+    this.node.disconnect();
+    for (const track of this.stream.getTracks()) track.stop();
+  }
+};
+var Speaker = class {
+  constructor(context, onLevel) {
+    this.context = context;
+    this.onLevel = onLevel;
+    this.playAt = 0;
+    this.sources = [];
+    this.lastLevel = 0;
+  }
+  /** Queue one frame of PCM16 at the context's rate, right after the previous one. */
+  play(data) {
+    const pcm = new Int16Array(data);
+    if (pcm.length === 0) return;
+    const buffer = this.context.createBuffer(1, pcm.length, this.context.sampleRate);
+    const channel = buffer.getChannelData(0);
+    for (let i = 0; i < pcm.length; i++) channel[i] = pcm[i] / 32768;
+    const source = this.context.createBufferSource();
+    source.buffer = buffer;
+    source.connect(this.context.destination);
+    this.playAt = Math.max(this.playAt, this.context.currentTime + 0.05);
+    source.start(this.playAt);
+    this.playAt += buffer.duration;
+    this.sources.push(source);
+    source.onended = () => {
+      this.sources = this.sources.filter((s) => s !== source);
+    };
+    const now = this.context.currentTime;
+    if (now - this.lastLevel >= 0.1) {
+      this.lastLevel = now;
+      this.onLevel(level(pcm));
+    }
+  }
+  /** Drop everything queued: the caller took the floor. */
+  clear() {
+    for (const source of this.sources) {
+      try {
+        source.stop();
+      } catch {
+      }
+    }
+    this.sources = [];
+    this.playAt = 0;
+    this.onLevel(0);
+  }
+};
+
+// src/index.ts
+var Result = class _Result {
+  constructor(fields) {
+    this.fields = fields;
+  }
+  static of(result, fields = {}) {
+    return new _Result({ ...fields, result });
+  }
+};
+var Backchannel = class extends Emitter {
+  /**
+   * @param apiToken The server's API key, to create calls from the browser (development;
+   *   in production your backend creates the call and hands the page a {@link CallHandle}).
+   * @param apiBaseUrl The server's URL (default: this page's origin).
+   */
+  constructor(apiToken, apiBaseUrl, options = {}) {
+    super();
+    this.apiToken = apiToken;
+    this.tools = /* @__PURE__ */ new Map();
+    this.socket = null;
+    this.microphone = null;
+    this.speaker = null;
+    this.context = null;
+    this.muted = false;
+    this.live = false;
+    this.baseUrl = (apiBaseUrl ?? globalThis.location?.origin ?? "").replace(/\/$/, "");
+    this.WebSocketImpl = options.WebSocket ?? globalThis.WebSocket;
+    this.fetchImpl = options.fetch ?? globalThis.fetch.bind(globalThis);
+  }
+  /** Answer calls of the client tool `name` with `handler`. */
+  clientTool(name, handler) {
+    this.tools.set(name, handler);
+    return this;
+  }
+  /**
+   * Start a call: from a stored assistant's id, an inline assistant (Vapi's JSON), or a
+   * call your backend created. Resolves once the call's socket is open, with the call.
+   */
+  async start(assistant, assistantOverrides, options = {}) {
+    if (this.socket) throw new Error("a call is already running; stop() it first");
+    const type = options.type ?? "web";
+    const handle = isHandle(assistant) ? assistant : await this.createCall(assistant, assistantOverrides, type);
+    let url = `${handle.clientUrl}?token=${encodeURIComponent(handle.clientToken)}`;
+    if (type === "web") {
+      try {
+        this.context = new AudioContext();
+        this.speaker = new Speaker(this.context, (level2) => this.emit("volume-level", level2));
+        this.microphone = await Microphone.open(this.context, (pcm) => this.sendAudio(pcm));
+      } catch (error) {
+        this.release();
+        this.fail("microphone_unavailable", error);
+        throw error;
+      }
+      url += `&sampleRate=${Math.round(this.context.sampleRate)}`;
+    }
+    const socket = new this.WebSocketImpl(url);
+    socket.binaryType = "arraybuffer";
+    this.socket = socket;
+    await new Promise((resolve, reject) => {
+      socket.onopen = () => {
+        this.live = true;
+        this.emit("call-start");
+        resolve();
+      };
+      socket.onerror = () => {
+        if (!this.live) reject(new Error(`could not connect to ${handle.clientUrl}`));
+        this.fail("socket_error", "the call's connection failed");
+      };
+      socket.onclose = () => this.closed();
+      socket.onmessage = (event) => this.received(event.data);
+    });
+    return handle;
+  }
+  /** End the call and let go of the microphone. */
+  stop() {
+    this.end();
+  }
+  /** End the call (Vapi's `end`): the assistant stops, the server reports the call. */
+  end() {
+    if (this.socket && this.socket.readyState === 1) this.send({ type: "end-call" });
+    this.socket?.close(1e3);
+    this.release();
+  }
+  /** Send a control message, a typed turn, or a tool result. */
+  send(message) {
+    if (!this.socket || this.socket.readyState !== 1) {
+      this.fail("not_connected", `cannot send ${message.type}: no call is running`);
+      return;
+    }
+    this.socket.send(JSON.stringify(message));
+  }
+  /** Have the assistant say `message` (Vapi's `say`). */
+  say(message, endCallAfterSpoken = false, interruptionsEnabled = false, interruptAssistantEnabled = false) {
+    this.send({ type: "say", content: message, endCallAfterSpoken, interruptionsEnabled, interruptAssistantEnabled });
+  }
+  /** Mute the user's microphone: nothing is sent while muted. */
+  setMuted(muted) {
+    this.muted = muted;
+  }
+  isMuted() {
+    return this.muted;
+  }
+  // -- inside ------------------------------------------------------------------------
+  async createCall(assistant, assistantOverrides, type) {
+    if (!this.apiToken) throw new Error("creating a call needs the API key; or pass a call your backend created");
+    const body = typeof assistant === "string" ? { assistantId: assistant } : { assistant };
+    if (assistantOverrides) body.assistantOverrides = assistantOverrides;
+    body.type = type;
+    const response = await this.fetchImpl(`${this.baseUrl}/calls`, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${this.apiToken}` },
+      body: JSON.stringify(body)
+    });
+    const data = await response.json();
+    if (!response.ok) {
+      const error = data?.error ?? { code: "http_error", message: response.statusText };
+      this.emit("error", error);
+      throw new Error(`${error.code}: ${error.message}`);
+    }
+    return { id: data.id, clientUrl: data.clientUrl, clientToken: data.clientToken };
+  }
+  sendAudio(pcm) {
+    if (!this.muted && this.socket && this.socket.readyState === 1) this.socket.send(pcm.buffer);
+  }
+  received(data) {
+    if (typeof data !== "string") {
+      this.speaker?.play(data);
+      return;
+    }
+    let message;
+    try {
+      message = JSON.parse(data);
+    } catch {
+      this.fail("invalid_event", "the server sent a frame that is not JSON");
+      return;
+    }
+    this.emit("message", message);
+    switch (message.type) {
+      case "speech-update":
+        if (message.role === "assistant") this.emit(message.status === "started" ? "speech-start" : "speech-end");
+        break;
+      case "clear":
+        this.speaker?.clear();
+        break;
+      case "error":
+        this.emit("error", message.error);
+        break;
+      case "tool-calls":
+        for (const item of message.toolCallList ?? []) this.runTool(item);
+        break;
+    }
+  }
+  runTool(item) {
+    const name = item.name ?? item.function?.name;
+    const handler = this.tools.get(name);
+    if (!handler || item.route && item.route !== "client") return;
+    const toolCallId = item.id;
+    let args = item.arguments ?? item.function?.arguments ?? {};
+    if (typeof args === "string") args = args ? JSON.parse(args) : {};
+    const answer = (fields) => {
+      if (this.socket && this.socket.readyState === 1) this.send({ type: "tool-call-result", toolCallId, name, ...fields });
+    };
+    const call = {
+      toolCallId,
+      name,
+      progress: (result, message) => answer({ result, willContinue: true, ...message ? { message } : {} })
+    };
+    Promise.resolve().then(() => handler(args, call)).then(
+      (value) => answer(value instanceof Result ? value.fields : { result: value === void 0 ? null : value }),
+      (error) => answer({ error: error instanceof Error ? error.message : String(error) })
+    );
+  }
+  fail(code, detail) {
+    const message = detail instanceof Error ? detail.message : String(detail);
+    this.emit("error", { code, message });
+  }
+  closed() {
+    const wasLive = this.live;
+    this.socket = null;
+    this.live = false;
+    this.release();
+    if (wasLive) this.emit("call-end");
+  }
+  release() {
+    this.microphone?.close();
+    this.microphone = null;
+    this.speaker?.clear();
+    this.speaker = null;
+    void this.context?.close().catch(() => void 0);
+    this.context = null;
+  }
+};
+function isHandle(value) {
+  return typeof value === "object" && value !== null && "clientUrl" in value && "clientToken" in value;
+}
+export {
+  Backchannel,
+  Result,
+  Backchannel as default
+};
