@@ -40,10 +40,13 @@ FLAGS = [
 ]
 
 
-async def caller_wav(path: Path) -> Path:
+async def caller_wav(path: Path, text: str = "Where is my order?", after: float = 4.0) -> Path:
+    """A fake microphone's WAV: a second of silence, Piper saying ``text``, then
+    ``after`` seconds of silence (Chromium plays it in a loop)."""
     piper = PiperTTS()
-    speech = resample(await spoken(piper, "Where is my order?"), piper.sample_rate, 16_000)
-    audio = np.concatenate([np.zeros(16_000, np.int16), speech, np.zeros(64_000, np.int16)])
+    speech = resample(await spoken(piper, text), piper.sample_rate, 16_000)
+    silence = np.zeros(int(16_000 * after), np.int16)
+    audio = np.concatenate([np.zeros(16_000, np.int16), speech, silence])
     with wave.open(str(path), "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)

@@ -15,21 +15,17 @@ import json
 import shutil
 import subprocess
 import threading
-import wave
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from backchannel import Client
-from backchannel.voice.audio import resample
-from backchannel.voice.tts import PiperTTS, spoken
 
 from .fake_openai import serve as serve_model
 from .peers import rule_model, server_process, tool_server
-from .test_browser import ARTIFACTS, FLAGS
+from .test_browser import ARTIFACTS, FLAGS, caller_wav
 
 ROOT = Path(__file__).resolve().parents[1]
 WEB = ROOT / "clients" / "web"
@@ -76,18 +72,6 @@ await call.start(%(handle)s);
 """
 
 
-async def caller_wav(path: Path) -> Path:
-    piper = PiperTTS()
-    speech = resample(await spoken(piper, "What style am I using?"), piper.sample_rate, 16_000)
-    audio = np.concatenate([np.zeros(16_000, np.int16), speech, np.zeros(160_000, np.int16)])
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(16_000)
-        w.writeframes(audio.tobytes())
-    return path
-
-
 def serve_page(html: str) -> tuple[ThreadingHTTPServer, str]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -109,7 +93,7 @@ def serve_page(html: str) -> tuple[ThreadingHTTPServer, str]:
 async def test_a_page_using_only_the_sdk_answers_a_client_tool_later(tmp_path: Path) -> None:
     from playwright.async_api import async_playwright
 
-    wav = await caller_wav(tmp_path / "caller.wav")
+    wav = await caller_wav(tmp_path / "caller.wav", "What style am I using?", after=10.0)
     assistant = {
         "name": "Style studio",
         "firstMessage": "Hi, style studio.",

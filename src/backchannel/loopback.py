@@ -4,12 +4,33 @@ and tool server run beside their caller, on free ports."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import secrets
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import uvicorn
+
+from .server.settings import Settings
+
+
+def private_server(workdir: Path, name: str, db_url: str | None = None) -> Settings:
+    """Settings for a server of this process's own, on a free port: its SQLite file
+    and secrets in ``workdir`` (named for ``name``), fresh keys, tool servers on
+    loopback allowed."""
+    settings = Settings(
+        port=free_port(),
+        database_url=db_url or f"sqlite+aiosqlite:///{workdir / f'{name}.db'}",
+        secrets_file=workdir / f"{name}.secrets.json",
+        api_key=f"bc_{secrets.token_urlsafe(24)}",
+        webhook_secret="whsec_" + base64.b64encode(secrets.token_bytes(32)).decode(),
+        allow_private_webhooks=True,
+    )
+    assert settings.api_key and settings.webhook_secret
+    return settings
 
 
 @asynccontextmanager

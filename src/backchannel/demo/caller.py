@@ -81,11 +81,7 @@ class Caller:
         self.lines.append((start, self.now(), text))
 
     async def until(self, check: Callable[[], bool], *, within: float = 60.0) -> None:
-        deadline = time.monotonic() + within
-        while not check():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the call did not get there in {within:.0f} s")
-            await asyncio.sleep(0.05)
+        await wait_until(check, within=within)
 
     async def assistant_quiet(self, seconds: float, *, within: float = 60.0) -> None:
         """Wait until no assistant audio has arrived for ``seconds``."""
@@ -153,6 +149,15 @@ class Caller:
             out.setframerate(RATE)
             out.writeframes(stereo.astype("<i2").tobytes())
         return n / RATE
+
+
+async def wait_until(check: Callable[[], bool], *, within: float, every: float = 0.05) -> None:
+    """Until ``check()`` holds; ``TimeoutError`` after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the call did not get there in {within:.0f} s")
+        await asyncio.sleep(every)
 
 
 def narrate(timeline: Timeline, at: float, event: dict[str, Any]) -> None:

@@ -10,9 +10,7 @@ and hears the result once the floor is free.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,9 +20,8 @@ from typing import Any
 from ..client import Client
 from ..config import AssistantConfig, ModelConfig
 from ..llm.base import LLM
-from ..loopback import free_port, serving
+from ..loopback import free_port, private_server, serving
 from ..server.app import create_app
-from ..server.settings import Settings
 from .caller import Caller
 from .feel import STATUS_WORDS, Feel, feel
 from .scripted import scripted_order_desk
@@ -126,14 +123,7 @@ async def run_demo(
 ) -> DemoResult:
     await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
     say = timeline or _print_line
-    settings = Settings(
-        port=free_port(),
-        database_url=db_url or f"sqlite+aiosqlite:///{workdir / 'demo.db'}",
-        secrets_file=workdir / "demo.secrets.json",
-        api_key=f"bc_{secrets.token_urlsafe(24)}",
-        webhook_secret="whsec_" + base64.b64encode(secrets.token_bytes(32)).decode(),
-        allow_private_webhooks=True,
-    )
+    settings = private_server(workdir, "demo", db_url)
     assert settings.api_key and settings.webhook_secret
     factory: Callable[[ModelConfig], LLM] | None = None
     if llm == "scripted":

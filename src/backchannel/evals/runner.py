@@ -12,10 +12,8 @@ The model is the eval file's scripted rules (``scripted``), the local model
 from __future__ import annotations
 
 import asyncio
-import base64
 import copy
 import re
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,7 +24,7 @@ from ..client import Client
 from ..config import AssistantConfig, ModelConfig
 from ..demo.caller import Caller
 from ..llm.base import LLM
-from ..loopback import free_port, serving
+from ..loopback import free_port, private_server, serving
 from ..server.app import create_app
 from ..server.settings import Settings
 from .checks import Happened, Verdict, check
@@ -72,14 +70,7 @@ async def run_eval(
 ) -> list[Outcome]:
     """Every conversation of ``spec``, in order, each a call on one server."""
     await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
-    settings = Settings(
-        port=free_port(),
-        database_url=f"sqlite+aiosqlite:///{workdir / 'eval.db'}",
-        secrets_file=workdir / "eval.secrets.json",
-        api_key=f"bc_{secrets.token_urlsafe(24)}",
-        webhook_secret="whsec_" + base64.b64encode(secrets.token_bytes(32)).decode(),
-        allow_private_webhooks=True,
-    )
+    settings = private_server(workdir, "eval")
     assert settings.api_key and settings.webhook_secret
     factory: Callable[[ModelConfig], LLM] | None = None
     if llm == "scripted":

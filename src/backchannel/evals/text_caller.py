@@ -13,7 +13,7 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 
-from ..demo.caller import Timeline, narrate
+from ..demo.caller import Timeline, narrate, wait_until
 
 
 @dataclass
@@ -52,11 +52,7 @@ class TextCaller:
         self.lines.append((at, at, text))
 
     async def until(self, check: Callable[[], bool], *, within: float = 60.0) -> None:
-        deadline = time.monotonic() + within
-        while not check():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the call did not get there in {within:.0f} s")
-            await asyncio.sleep(0.02)
+        await wait_until(check, within=within, every=0.02)
 
     def quiet_for(self) -> float:
         """Seconds since the assistant last said anything."""
