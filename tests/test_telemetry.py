@@ -20,7 +20,15 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 
-from backchannel import Client, ConfigError, ManualClock, ResultSource, ScriptedLLM, ToolResult
+from backchannel import (
+    Client,
+    ConfigError,
+    Delivery,
+    ManualClock,
+    ResultSource,
+    ScriptedLLM,
+    ToolResult,
+)
 from backchannel.llm.scripted import call, say
 from backchannel.telemetry import STAGES, TurnLatency, TurnTimer, configure_tracing
 
@@ -328,12 +336,18 @@ async def test_a_real_server_exports_its_spans_over_otlp_when_configured(tmp_pat
             tools.secret = server.webhook_secret
             call_id = await _a_call_with_an_async_result(server, tools, tools_url)
 
-            def names() -> set[str]:
+            def exported() -> set[str]:
+                """The call's span, and the delivery of its end-of-call report."""
                 with collector.lock:
-                    return {s["name"] for s in collector.spans}
+                    return {
+                        s["name"]
+                        if s["name"] != "POST"
+                        else s["attributes"]["backchannel.event.type"]
+                        for s in collector.spans
+                    }
 
             for _ in range(150):
-                if {"call", "webhook end-of-call-report"} <= names():
+                if {"call", "end-of-call-report"} <= exported():
                     break
                 await asyncio.sleep(0.1)
     finally:
@@ -348,8 +362,13 @@ async def test_a_real_server_exports_its_spans_over_otlp_when_configured(tmp_pat
     assert run["attributes"]["backchannel.call.id"] == call_id
     assert any(s["name"] == "chat rule-model" for s in spans)
     assert any(s["name"] == "turn" for s in spans)
-    webhooks = [s for s in spans if s["name"] == "webhook end-of-call-report"]
+    webhooks = [
+        s
+        for s in spans
+        if s["name"] == "POST" and s["attributes"]["backchannel.event.type"] == "end-of-call-report"
+    ]
     assert webhooks and webhooks[0]["attributes"]["http.response.status_code"] == 200
+    assert webhooks[0]["attributes"]["backchannel.call.id"] == call_id
 
 
 def test_tracing_is_off_unless_asked_and_refuses_what_it_cannot_export() -> None:
@@ -362,3 +381,47 @@ def test_tracing_is_off_unless_asked_and_refuses_what_it_cannot_export() -> None
         configure_tracing(
             {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}
         )
+
+
+async def test_a_turn_typed_while_an_answer_plays_is_timed_by_its_own_answer(
+    clock: ManualClock,
+) -> None:
+    """The rest of an earlier answer is not the new turn's answer: a message typed
+    while the first answer plays is answered once that answer is over."""
+    llm = ScriptedLLM(
+        [say("One two three four. Five six seven eight."), say("Nine ten.")], clock=clock
+    )
+    async with running_call(assistant(), llm, clock=clock) as h:
+        h.call.send_text("First.")
+        await h.advance(0.5)  # "One two three four." plays until 1.0, the rest until 2.0
+        h.call.send_text("Second.")
+        await h.advance(10)
+        assert h.spoken() == ["One two three four.", "Five six seven eight.", "Nine ten."]
+        first, second = [e.data for e in h.events.of_type("turn-latency")]
+    assert first["latencyMs"]["total"] == 0
+    assert second["turn"] == 2
+    assert 1400 <= second["latencyMs"]["total"] <= 1600, second
+
+
+async def test_a_result_that_chooses_silent_ends_its_tool_span_in_the_conversation(
+    clock: ManualClock, spans: InMemorySpanExporter
+) -> None:
+    llm = ScriptedLLM(
+        [[call("check_order", {"id": "1"}, id="call_9")], say("Checking."), say("Okay.")],
+        clock=clock,
+    )
+    async with running_call(assistant(tool("check_order", is_async=True)), llm, clock=clock) as h:
+        h.server.modes["check_order"] = "ack"
+        h.call.send_text("Where is my order?")
+        await h.advance(5)
+        await h.engine.submit_result(
+            h.call.call_id,
+            ToolResult("call_9", result="shipped", delivery=Delivery.SILENT),
+            ResultSource.API,
+        )
+        await h.advance(5)
+        # The span ended as the result entered the history, long before the call ends.
+        [run] = _by_name(spans.get_finished_spans(), "execute_tool check_order")
+        assert [e.name for e in run.events] == ["result", "in-conversation"]
+        assert run.attributes is not None
+        assert run.attributes["backchannel.tool.delivery"] == "silent"

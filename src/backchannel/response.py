@@ -43,10 +43,12 @@ class Step:
 
 
 class Response:
-    def __init__(self, call: Call, plan: Plan) -> None:
+    def __init__(self, call: Call, plan: Plan, *, index: int = 0) -> None:
         self.call = call
         self.plan = plan
-        self.tracker = SpeechTracker(call.output, plan.id, call.turns.replied)
+        #: The call's responses, counted from 1 (0: not one of them).
+        self.index = index
+        self.tracker = SpeechTracker(call.output, plan.id, lambda: call.spoke(self))
         self.cut = False
         #: History index of each assistant message this response wrote, by speech tag.
         self._messages: dict[int, int] = {}

@@ -285,4 +285,5 @@ def result_event(record: ToolCallRecord) -> dict[str, Any]:
         "error": record.error,
         "metadata": record.metadata,
         "late": record.late,
+        "delivery": record.delivery.value,
     }

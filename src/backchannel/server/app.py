@@ -101,7 +101,10 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        tracing.configure()
+        try:
+            tracing.configure()
+        except ConfigError as exc:  # a shared OTEL_* setting this install cannot serve
+            log.error("tracing stays off: %s", exc.message)
         store = SqlStore(
             settings.database_url, create=False, busy_timeout=settings.sqlite_busy_timeout_seconds
         )

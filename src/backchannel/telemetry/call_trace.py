@@ -3,8 +3,9 @@
 The call's span opens with the call and ends with it. Under it: a span per answered
 turn (from the end of the caller's speech to the first audio) with a child per stage,
 a span per model request, and a span per tool call from the model's call to the end of
-its life in the call (its result in the conversation for a sync or silent tool, its
-announcement heard for the others, or the call's end), with an event for each step.
+its life in the call (its result in the conversation for a sync or silent call, its
+announcement heard for the others, or the call's end), with an event for each step; a
+failed or timed-out call's span has an error status.
 
 It is fed by the call's events (:meth:`CallTelemetry.event`) and a few marks the
 events do not carry (a result taken into the conversation, an announcement heard).
@@ -14,10 +15,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry.context import Context
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from ..clock import Clock
 from ..config import Delivery
@@ -29,6 +31,15 @@ from .turns import STAGES, TurnLatency, TurnTimer
 
 TOOL_CALL_ID = "gen_ai.tool.call.id"
 TOOL_NAME = "gen_ai.tool.name"
+_FAILED = frozenset({"failed", "timed_out"})
+
+
+@dataclass(slots=True)
+class _ToolSpan:
+    span: Span
+    is_async: bool
+    #: The delivery policy in force: the tool's, unless its result chose another.
+    delivery: str
 
 
 class CallTelemetry:
@@ -50,7 +61,7 @@ class CallTelemetry:
         self.assistant = assistant
         self._call: Span | None = None
         self._turn: Span | None = None
-        self._tools: dict[str, Span] = {}
+        self._tools: dict[str, _ToolSpan] = {}
         self._live = False
 
     # -- the call ----------------------------------------------------------------------
@@ -71,9 +82,9 @@ class CallTelemetry:
         metrics.CALLS_LIVE.dec()
         metrics.CALLS_ENDED.labels(reason=reason).inc()
         self.turn_dropped()
-        for span in self._tools.values():
-            span.set_attribute("backchannel.tool_call.open_at_end", True)
-            tracing.end(span, self.clock)
+        for tool in self._tools.values():
+            tool.span.set_attribute("backchannel.tool_call.open_at_end", True)
+            tracing.end(tool.span, self.clock)
         self._tools.clear()
         if self._call is not None:
             self._call.set_attribute("backchannel.call.ended_reason", reason)
@@ -171,8 +182,11 @@ class CallTelemetry:
             self._call.add_event("user-interrupted", timestamp=tracing.ns(event.at))
 
     def in_conversation(self, tool_call_id: str) -> None:
-        """The result is in the model's history."""
-        self._step(tool_call_id, "in-conversation")
+        """The result is in the model's history: the end of a sync or silent tool
+        call's life here (no announcement follows)."""
+        tool = self._tools.get(tool_call_id)
+        ends = tool is not None and (not tool.is_async or tool.delivery == Delivery.SILENT)
+        self._step(tool_call_id, "in-conversation", close=ends)
 
     def spoken(self, tool_call_id: str) -> None:
         """The result's announcement was heard whole: the tool call's life here ends."""
@@ -186,35 +200,42 @@ class CallTelemetry:
         if not self._live:
             return
         spec = self.specs.get(name)
+        delivery = spec.delivery.value if spec is not None else Delivery.WHEN_IDLE.value
         attributes = {
             CALL_ID: self.call_id,
             "gen_ai.operation.name": "execute_tool",
+            "gen_ai.tool.type": "function",
             TOOL_NAME: name,
             TOOL_CALL_ID: tool_call_id,
             "backchannel.tool.route": route,
             "backchannel.tool.async": is_async,
+            "backchannel.tool.delivery": delivery,
         }
-        if spec is not None:
-            attributes["backchannel.tool.delivery"] = spec.delivery.value
-        self._tools[tool_call_id] = tracing.start(
+        span = tracing.start(
             f"execute_tool {name}",
             self.clock,
             parent=tracing.under(self._call),
             attributes=attributes,
         )
+        self._tools[tool_call_id] = _ToolSpan(span, is_async, delivery)
 
     def _tool_result(self, result: Mapping[str, Any]) -> None:
         tool_call_id = str(result.get("toolCallId"))
-        span = self._tools.get(tool_call_id)
-        if span is None:
+        tool = self._tools.get(tool_call_id)
+        if tool is None:
             return
         state = str(result.get("state"))
-        span.set_attribute("backchannel.tool_call.state", state)
+        tool.delivery = str(result.get("delivery") or tool.delivery)  # a result may choose
+        tool.span.set_attributes(
+            {"backchannel.tool_call.state": state, "backchannel.tool.delivery": tool.delivery}
+        )
         if result.get("late"):
-            span.set_attribute("backchannel.tool_call.late", True)
-        spec = self.specs.get(str(result.get("name")))
-        # Its life here ends now unless an announcement is still to come.
-        ends = spec is None or not spec.is_async or spec.delivery is Delivery.SILENT
+            tool.span.set_attribute("backchannel.tool_call.late", True)
+        if state in _FAILED:
+            tool.span.set_attribute("error.type", state)
+            tool.span.set_status(Status(StatusCode.ERROR, str(result.get("error") or state)))
+        # A sync call that timed out or was cancelled brings nothing into the history.
+        ends = not tool.is_async and state in ("timed_out", "cancelled")
         self._step(tool_call_id, "result", close=ends, attributes={"state": state})
 
     def _step(
@@ -225,10 +246,10 @@ class CallTelemetry:
         close: bool = False,
         attributes: Mapping[str, Any] | None = None,
     ) -> None:
-        span = self._tools.get(tool_call_id)
-        if span is None:
+        tool = self._tools.get(tool_call_id)
+        if tool is None:
             return
-        span.add_event(name, attributes=attributes, timestamp=tracing.ns(self.clock.wall()))
+        tool.span.add_event(name, attributes=attributes, timestamp=tracing.ns(self.clock.wall()))
         if close:
             del self._tools[tool_call_id]
-            tracing.end(span, self.clock)
+            tracing.end(tool.span, self.clock)

@@ -89,10 +89,12 @@ class TurnTimer:
             self._dropped()
         self._speech_ended = self._turn_ended = self._heard = self._replied = None
 
-    def turn_ended(self, silent_for: float = 0.0) -> None:
-        """The caller's turn is over; they last spoke ``silent_for`` seconds ago."""
-        now = self.clock.wall()
-        self._speech_ended, self._turn_ended = now - max(0.0, silent_for), now
+    def turn_ended(self, silent_for: float = 0.0, *, ago: float = 0.0) -> None:
+        """The caller's turn ended ``ago`` seconds ago, ``silent_for`` seconds after
+        their last word (a turn heard over the assistant is known to be one only once
+        it is transcribed)."""
+        ended = self.clock.wall() - max(0.0, ago)
+        self._speech_ended, self._turn_ended = ended - max(0.0, silent_for), ended
 
     def transcribed(self) -> None:
         """The turn's final transcript (with words) is in: the turn is open."""

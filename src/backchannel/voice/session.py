@@ -72,6 +72,10 @@ class _Turn:
     pauses: int = 0  # pauses in the current silence
     silences: int = 0  # silences so far: a verdict counts only for its own
     ended: bool = False
+    #: When the turn ended (the call's monotonic clock), and how long the speaker had
+    #: been quiet by then.
+    ended_at: float = 0.0
+    silent_for: float = 0.0
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
@@ -240,10 +244,11 @@ class VoiceSession:
         if turn is None or turn.ended:
             return
         turn.ended = True
+        turn.ended_at, turn.silent_for = self.call.clock.monotonic(), self.detector.silent_for
         if turn.stream is not None:
             turn.stream.put_nowait(None)
         if turn.committed:
-            self.call.user_stopped_speaking(silent_for=self.detector.silent_for)
+            self.call.user_stopped_speaking(silent_for=turn.silent_for)
         self.call.spawn(self._conclude(turn))
 
     async def _conclude(self, turn: _Turn) -> None:
@@ -265,7 +270,8 @@ class VoiceSession:
                 self.let_pass.append(text)
                 return
             self._commit(turn)
-            self.call.user_stopped_speaking()
+            ago = self.call.clock.monotonic() - turn.ended_at
+            self.call.user_stopped_speaking(silent_for=turn.silent_for, ago=ago)
         self.call.user_transcript(text)
 
     # -- transcription -----------------------------------------------------------------
