@@ -79,6 +79,32 @@ def test_a_wrong_expectation_fails_and_says_what_was_said(tmp_path: Path) -> Non
     assert 'said: "we are closed": never said' in (failure.get("message") or "")
 
 
+def test_a_call_that_ends_before_the_last_step_fails_the_conversation(tmp_path: Path) -> None:
+    ends = tmp_path / "ends.eval.yaml"
+    ends.write_text(
+        """
+assistant:
+  firstMessage: Hello.
+  model:
+    model: rules
+    tools: [{type: endCall}]
+scripted:
+  - {heard: bye, say: Goodbye., call: endCall}
+conversations:
+  - name: the assistant hangs up early
+    steps:
+      - say: bye
+      - wait_for: {said: "never said"}
+    expect:
+      - said: Goodbye
+"""
+    )
+    done = run(ends, timeout=120)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "FAIL the assistant hangs up early" in done.stdout
+    assert "could not finish: the call ended before step 2 (wait_for) was done" in done.stdout
+
+
 def test_a_broken_eval_file_is_refused_before_any_call(tmp_path: Path) -> None:
     broken = tmp_path / "broken.eval.yaml"
     broken.write_text(
@@ -135,6 +161,14 @@ def test_what_the_assistant_said_is_read_as_passages() -> None:
         ("assistant: {}\nconversations: [{expect: [{said: '('}]}]\n", "not a regular expression"),
         ("assistant: {}\nconversations: [{steps: [{result: {}}]}]\n", "result needs `tool`"),
         ("[1, 2\n", "is not valid YAML"),
+        ("assistant: {}\ntools: {t: {after: soon}}\nconversations: [{}]\n", "number of seconds"),
+        ("assistant: {}\ntools: [1]\nconversations: [{}]\n", "`tools` must be a mapping"),
+        (
+            "assistant: {}\nconversations: [{expect: [{tool_called: {arguments: {}}}]}]\n",
+            "tool_called needs `name`",
+        ),
+        ("assistant: {}\nconversations: [{steps: [{wait_for: {said: '('}}]}]\n", "regular"),
+        ("assistant: {}\nconversations: [{steps: [{wait: x}]}]\n", "number of seconds"),
     ],
 )
 def test_eval_file_mistakes_name_where_they_are(tmp_path: Path, text: str, error: str) -> None:

@@ -63,16 +63,20 @@ def _eval(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="backchannel-eval-") as scratch:
         for i, spec in enumerate(specs):
             print(f"{spec.path}: {len(spec.conversations)} conversations, llm {args.llm}")
-            outcomes = asyncio.run(
-                run_eval(
-                    spec,
-                    llm=args.llm,
-                    mode=args.mode,
-                    model=args.model,
-                    workdir=Path(args.workdir or scratch) / str(i),
-                    narrate=line if args.verbose else None,
+            try:
+                outcomes = asyncio.run(
+                    run_eval(
+                        spec,
+                        llm=args.llm,
+                        mode=args.mode,
+                        model=args.model,
+                        workdir=Path(args.workdir or scratch) / str(i),
+                        narrate=line if args.verbose else None,
+                    )
                 )
-            )
+            except BackchannelError as exc:  # e.g. the assistant is refused by the server
+                print(f"backchannel: {spec.path}: {exc.code}: {exc.message}", file=sys.stderr)
+                return 2
             print("\n".join(text_report(str(spec.path), outcomes)), flush=True)
             suites.append((str(spec.path), outcomes))
     if args.junit:

@@ -166,6 +166,8 @@ def _silent(value: Any, happened: Happened) -> tuple[bool, str]:
 
 
 def _not_over_caller(_value: Any, happened: Happened) -> tuple[bool, str]:
+    if not happened.frames:
+        return True, "no audio: a text call's lines take no time to type over"
     over = [
         (text, round(at - start, 2))
         for start, end, text in happened.lines

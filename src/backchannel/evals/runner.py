@@ -23,13 +23,14 @@ from typing import Any
 from ..client import Client
 from ..config import AssistantConfig, ModelConfig
 from ..demo.caller import Caller
+from ..errors import BackchannelError
 from ..llm.base import LLM
 from ..loopback import free_port, private_server, serving
 from ..server.app import create_app
 from ..server.settings import Settings
 from .checks import Happened, Verdict, check
 from .rules import rules_model
-from .spec import Conversation, EvalFile, Step
+from .spec import Conversation, EvalFile, Expectation, Step
 from .text_caller import TextCaller
 from .tool_server import eval_tools
 
@@ -153,6 +154,8 @@ async def _converse(
         and assistant.get("firstMessageMode", "assistant-speaks-first") == "assistant-speaks-first"
     )
 
+    done: list[int] = []  # steps played to their end
+
     async def script(c: Any) -> None:
         try:
             async with Client(settings.base_url, token=created["token"]) as backend:
@@ -160,10 +163,14 @@ async def _converse(
                     await c.until(lambda: _said_since(c, 0.0), within=STEP_WITHIN_SECONDS)
                 for step in conversation.steps:
                     await _step(c, step, backend, created["id"])
+                    done.append(1)
                 await _settle(c)
-        except (TimeoutError, LookupError) as exc:
-            errors.append(str(exc))
-            line(c.now(), "eval", f"stopped: {exc}")
+        except BackchannelError as exc:  # the server refused a step's request
+            errors.append(f"step {len(done) + 1}: {exc.code}: {exc.message}")
+        except Exception as exc:  # a step that timed out, or a connection lost
+            errors.append(f"step {len(done) + 1}: {type(exc).__name__}: {exc}")
+        if errors:
+            line(c.now(), "eval", f"stopped: {errors[-1]}")
 
     try:
         async with asyncio.timeout(CONVERSATION_LIMIT_SECONDS):
@@ -172,6 +179,9 @@ async def _converse(
         errors.append(f"the conversation took over {CONVERSATION_LIMIT_SECONDS:g} s")
         async with Client(settings.base_url, api_key=settings.api_key) as admin:
             await admin.end_call(created["id"])
+    if not errors and len(done) < len(conversation.steps):
+        step = conversation.steps[len(done)]
+        errors.append(f"the call ended before step {len(done) + 1} ({step.kind}) was done")
     report = next((e for e in caller.events if e.get("type") == "end-of-call-report"), {})
     happened = Happened(
         events=caller.events,
@@ -181,9 +191,16 @@ async def _converse(
         tool_calls=list(report.get("toolCalls", [])),
         wall0=wall0,
     )
-    verdicts = [check(e, happened) for e in conversation.expect]
+    verdicts = [_checked(e, happened) for e in conversation.expect]
     error = "; ".join(errors) or None
     return Outcome(conversation, mode, time.monotonic() - started, verdicts, error, timeline)
+
+
+def _checked(expectation: Expectation, happened: Happened) -> Verdict:
+    try:
+        return check(expectation, happened)
+    except Exception as exc:  # what happened has a shape the check did not expect
+        return Verdict(expectation, False, f"could not be checked: {type(exc).__name__}: {exc}")
 
 
 def _said_since(caller: Any, since: float) -> bool:
@@ -219,7 +236,7 @@ async def _step(caller: Any, step: Step, backend: Client, call_id: str) -> None:
     elif step.kind == "wait":
         await asyncio.sleep(float(step.value))
     elif step.kind == "wait_for" and "quiet" in step.value:
-        await _settle(caller, float(step.value["quiet"]))
+        await caller.until(lambda: _settled(caller, float(step.value["quiet"])), within=within)
     elif step.kind == "wait_for":
         target = dict(step.value)
         await caller.until(lambda: _reached(caller, target), within=within)

@@ -165,11 +165,18 @@ def load(path: Path) -> EvalFile:
         path=path,
         name=str(data.get("name") or path.stem),
         assistant=assistant,
-        tools={str(k): _tool_plan(path, k, v) for k, v in (data.get("tools") or {}).items()},
+        tools={str(k): _tool_plan(path, k, v) for k, v in _mapping(path, data, "tools").items()},
         rules=tuple(_rule(path, i, r) for i, r in enumerate(data.get("scripted") or [])),
         conversations=tuple(_conversation(path, i, c) for i, c in enumerate(conversations)),
         mode=mode,
     )
+
+
+def _mapping(path: Path, data: dict[str, Any], key: str) -> dict[str, Any]:
+    value = data.get(key) or {}
+    if not isinstance(value, dict):
+        raise _invalid(path, f"`{key}` must be a mapping")
+    return value
 
 
 def _invalid(path: Path, message: str) -> ConfigError:
@@ -185,10 +192,16 @@ def _tool_plan(path: Path, name: str, value: Any) -> ToolPlan:
     return ToolPlan(
         result=value.get("result"),
         error=value.get("error"),
-        after=float(value.get("after", 0)),
+        after=_seconds(path, f"tools.{name}.after", value.get("after", 0)),
         message=value.get("message"),
         delivery=value.get("delivery"),
     )
+
+
+def _seconds(path: Path, where: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise _invalid(path, f"{where} must be a number of seconds, not {value!r}")
+    return float(value)
 
 
 def _pattern(path: Path, where: str, value: Any) -> re.Pattern[str]:
@@ -232,15 +245,28 @@ def _step(path: Path, where: str, value: Any) -> Step:
         kinds = [k for k in value if k in STEPS]
         if len(kinds) == 1:
             kind = kinds[0]
+            arg = value[kind]
             options = {k: v for k, v in value.items() if k != kind}
-            if kind == "result" and not (isinstance(value[kind], dict) and "tool" in value[kind]):
-                raise _invalid(path, f"{where}: result needs `tool`")
-            if kind == "wait_for" and not (
-                isinstance(value[kind], dict)
-                and {"said", "tool_called", "result", "quiet"} & set(value[kind])
-            ):
-                raise _invalid(path, f"{where}: wait_for needs said, tool_called, result or quiet")
-            return Step(kind, value[kind], options)
+            if "within" in options:
+                _seconds(path, f"{where}.within", options["within"])
+            if kind == "wait":
+                _seconds(path, where, arg)
+            if kind == "result":
+                if not (isinstance(arg, dict) and "tool" in arg):
+                    raise _invalid(path, f"{where}: result needs `tool`")
+                _seconds(path, f"{where}.after", arg.get("after", 0))
+            if kind == "wait_for":
+                if not (
+                    isinstance(arg, dict) and {"said", "tool_called", "result", "quiet"} & set(arg)
+                ):
+                    raise _invalid(
+                        path, f"{where}: wait_for needs said, tool_called, result or quiet"
+                    )
+                if "said" in arg:
+                    _pattern(path, where, arg["said"])
+                if "quiet" in arg:
+                    _seconds(path, f"{where}.quiet", arg["quiet"])
+            return Step(kind, arg, options)
     raise _invalid(path, f"{where} must have exactly one of {', '.join(STEPS)}")
 
 
@@ -250,9 +276,16 @@ def _expectation(path: Path, where: str, value: Any) -> Expectation:
         if kind in EXPECTATIONS:
             if kind in ("said", "not_said", "said_once"):
                 _pattern(path, where, arg)
-            if kind in ("spoken_within",) and not (
-                isinstance(arg, dict) and {"tool", "says", "seconds"} <= set(arg)
-            ):
-                raise _invalid(path, f"{where}: spoken_within needs tool, says and seconds")
+            if kind == "spoken_within":
+                if not (isinstance(arg, dict) and {"tool", "says", "seconds"} <= set(arg)):
+                    raise _invalid(path, f"{where}: spoken_within needs tool, says and seconds")
+                _seconds(path, f"{where}.seconds", arg["seconds"])
+            shapeless = isinstance(arg, dict) and (
+                "name" not in arg or not isinstance(arg.get("arguments", {}), dict)
+            )
+            if kind == "tool_called" and shapeless:
+                raise _invalid(path, f"{where}: tool_called needs `name` (`arguments`: a mapping)")
+            if isinstance(arg, dict) and "says" in arg:
+                _pattern(path, where, arg["says"])
             return Expectation(kind, arg)
     raise _invalid(path, f"{where} must be one of {', '.join(EXPECTATIONS)}")
