@@ -93,3 +93,18 @@ async def test_a_web_call_with_audio_both_ways(tmp_path: Path) -> None:
             loud = max(int(np.abs(np.frombuffer(f, dtype="<i2")).max()) for _, f in frames[before:])
             assert loud > 1000, "the announcement is audible speech"
             listener.cancel()
+
+
+async def test_a_sample_rate_the_server_cannot_take_is_refused_not_guessed(tmp_path: Path) -> None:
+    with (
+        serve_model(rule_model) as (_model, model_url),
+        server_process(tmp_path, model_url) as server,
+    ):
+        async with Client(server.url, api_key=server.api_key) as admin:
+            call = await admin.create_call(assistant={"model": {"model": "rule-model"}}, type="web")
+        url = f"{call['clientUrl']}?token={call['clientToken']}&sampleRate=96000"
+        async with connect(url) as ws:
+            received = [json.loads(m) async for m in ws if isinstance(m, str)]
+        errors = [m["error"] for m in received if m.get("type") == "error"]
+        assert [e["code"] for e in errors] == ["invalid_sample_rate"]
+        assert "96000" in errors[0]["message"]

@@ -60,6 +60,19 @@ export class Microphone {
     const stream = await navigator.mediaDevices.getUserMedia({
       audio: { channelCount: 1, echoCancellation: true, noiseSuppression: true, autoGainControl: true },
     });
+    try {
+      return await Microphone.wire(context, stream, onFrame);
+    } catch (error) {
+      for (const track of stream.getTracks()) track.stop(); // never leave it recording
+      throw error;
+    }
+  }
+
+  private static async wire(
+    context: AudioContext,
+    stream: MediaStream,
+    onFrame: (pcm: Int16Array) => void,
+  ): Promise<Microphone> {
     const url = URL.createObjectURL(new Blob([CAPTURE], { type: "application/javascript" }));
     try {
       await context.audioWorklet.addModule(url);
@@ -113,6 +126,7 @@ export class Speaker {
     this.sources.push(source);
     source.onended = () => {
       this.sources = this.sources.filter((s) => s !== source);
+      if (this.sources.length === 0) this.onLevel(0); // played out: silent again
     };
     const now = this.context.currentTime;
     if (now - this.lastLevel >= 0.1) {

@@ -81,12 +81,21 @@ export interface CallHandle {
   id?: string;
   clientUrl: string;
   clientToken: string;
+  /** `web` (audio) or `text`, as the call was created; `POST /calls` answers it. */
+  type?: "web" | "text";
 }
 
 export interface StartOptions {
-  /** `web` (default): microphone and speaker; `text`: typed turns only. */
+  /** `web`: microphone and speaker; `text`: typed turns only. Default: the handle's
+   * `type`, else `web`. */
   type?: "web" | "text";
 }
+
+/** The rate the SDK records and plays at: the server's own, so nothing is resampled there. */
+export const SAMPLE_RATE = 16000;
+/** How long after the socket opens a call counts as started if the server has sent
+ * nothing yet (a refused token closes the socket at once instead). */
+const SETTLE_MS = 500;
 
 export interface BackchannelOptions {
   /** For tests and non-browser runtimes. */
@@ -138,46 +147,72 @@ export default class Backchannel extends Emitter<CallEvents> {
 
   /**
    * Start a call: from a stored assistant's id, an inline assistant (Vapi's JSON), or a
-   * call your backend created. Resolves once the call's socket is open, with the call.
+   * call your backend created. Resolves with the call once it is live; like Vapi's SDK,
+   * with `null` (and an `error` event) if it could not start.
    */
   async start(
     assistant: string | Record<string, unknown> | CallHandle,
     assistantOverrides?: Record<string, unknown>,
     options: StartOptions = {},
-  ): Promise<CallHandle> {
-    if (this.socket) throw new Error("a call is already running; stop() it first");
-    const type = options.type ?? "web";
-    const handle = isHandle(assistant) ? assistant : await this.createCall(assistant, assistantOverrides, type);
-    let url = `${handle.clientUrl}?token=${encodeURIComponent(handle.clientToken)}`;
-    if (type === "web") {
-      try {
-        this.context = new AudioContext();
+  ): Promise<CallHandle | null> {
+    if (this.socket) {
+      this.fail("call_already_running", "a call is already running; stop() it first");
+      return null;
+    }
+    try {
+      const type = options.type ?? (isHandle(assistant) ? assistant.type : undefined) ?? "web";
+      const handle = isHandle(assistant) ? assistant : await this.createCall(assistant, assistantOverrides, type);
+      let url = `${handle.clientUrl}?token=${encodeURIComponent(handle.clientToken)}`;
+      if (type === "web") {
+        this.context = new AudioContext({ sampleRate: SAMPLE_RATE });
         this.speaker = new Speaker(this.context, (level) => this.emit("volume-level", level));
         this.microphone = await Microphone.open(this.context, (pcm) => this.sendAudio(pcm));
-      } catch (error) {
-        this.release();
-        this.fail("microphone_unavailable", error);
-        throw error;
+        url += `&sampleRate=${Math.round(this.context.sampleRate)}`;
       }
-      url += `&sampleRate=${Math.round(this.context.sampleRate)}`;
+      await this.connect(url);
+      return handle;
+    } catch (error) {
+      (this.socket as WebSocket | null)?.close();
+      this.socket = null;
+      this.release();
+      const failure = error as CallError;
+      if (failure?.code) this.emit("error", failure);
+      else this.fail("call_start_failed", error);
+      return null;
     }
+  }
+
+  private connect(url: string): Promise<void> {
     const socket = new this.WebSocketImpl(url);
     socket.binaryType = "arraybuffer";
     this.socket = socket;
-    await new Promise<void>((resolve, reject) => {
-      socket.onopen = () => {
+    return new Promise<void>((resolve, reject) => {
+      let settled = false;
+      const live = () => {
+        if (settled) return;
+        settled = true;
         this.live = true;
         this.emit("call-start");
         resolve();
       };
+      socket.onopen = () => setTimeout(live, SETTLE_MS);
       socket.onerror = () => {
-        if (!this.live) reject(new Error(`could not connect to ${handle.clientUrl}`));
-        this.fail("socket_error", "the call's connection failed");
+        if (settled) this.fail("socket_error", "the call's connection failed");
       };
-      socket.onclose = () => this.closed();
-      socket.onmessage = (event: MessageEvent) => this.received(event.data);
+      socket.onclose = (event: CloseEvent) => {
+        if (!settled) {
+          settled = true;
+          // 4401 wrong token, 4404 no such call, 4409 already connected (see the protocol).
+          reject({ code: event?.reason || `closed_${event?.code ?? "early"}`, message: `the server closed the call's socket (${event?.code})` });
+          return;
+        }
+        this.closed();
+      };
+      socket.onmessage = (event: MessageEvent) => {
+        live();
+        this.received(event.data);
+      };
     });
-    return handle;
   }
 
   /** End the call and let go of the microphone. */
@@ -222,7 +257,9 @@ export default class Backchannel extends Emitter<CallEvents> {
     assistantOverrides: Record<string, unknown> | undefined,
     type: string,
   ): Promise<CallHandle> {
-    if (!this.apiToken) throw new Error("creating a call needs the API key; or pass a call your backend created");
+    if (!this.apiToken) {
+      throw { code: "api_key_needed", message: "creating a call needs the API key; or pass a call your backend created" } as CallError;
+    }
     const body: Record<string, unknown> = typeof assistant === "string" ? { assistantId: assistant } : { assistant };
     if (assistantOverrides) body.assistantOverrides = assistantOverrides;
     body.type = type;
@@ -232,12 +269,8 @@ export default class Backchannel extends Emitter<CallEvents> {
       body: JSON.stringify(body),
     });
     const data = (await response.json()) as Record<string, any>;
-    if (!response.ok) {
-      const error = data?.error ?? { code: "http_error", message: response.statusText };
-      this.emit("error", error);
-      throw new Error(`${error.code}: ${error.message}`);
-    }
-    return { id: data.id, clientUrl: data.clientUrl, clientToken: data.clientToken };
+    if (!response.ok) throw (data?.error ?? { code: "http_error", message: response.statusText }) as CallError;
+    return { id: data.id, clientUrl: data.clientUrl, clientToken: data.clientToken, type: data.type };
   }
 
   private sendAudio(pcm: Int16Array): void {
@@ -278,8 +311,7 @@ export default class Backchannel extends Emitter<CallEvents> {
     const handler = this.tools.get(name);
     if (!handler || (item.route && item.route !== "client")) return;
     const toolCallId: string = item.id;
-    let args = item.arguments ?? item.function?.arguments ?? {};
-    if (typeof args === "string") args = args ? JSON.parse(args) : {};
+    const given = item.arguments ?? item.function?.arguments ?? {};
     const answer = (fields: ToolCallResult) => {
       if (this.socket && this.socket.readyState === 1) this.send({ type: "tool-call-result", toolCallId, name, ...fields });
     };
@@ -289,7 +321,7 @@ export default class Backchannel extends Emitter<CallEvents> {
       progress: (result, message) => answer({ result, willContinue: true, ...(message ? { message } : {}) }),
     };
     Promise.resolve()
-      .then(() => handler(args, call))
+      .then(() => handler(typeof given === "string" ? (given ? JSON.parse(given) : {}) : given, call))
       .then(
         (value) => answer(value instanceof Result ? value.fields : { result: value === undefined ? null : value }),
         (error) => answer({ error: error instanceof Error ? error.message : String(error) }),

@@ -20,10 +20,10 @@ class FakeSocket {
   send(data) {
     this.sent.push(typeof data === "string" ? JSON.parse(data) : data);
   }
-  close() {
+  close(code = 1000, reason = "") {
     if (this.readyState === 3) return;
     this.readyState = 3;
-    this.onclose?.();
+    this.onclose?.({ code, reason });
   }
   serve(message) {
     this.onmessage?.({ data: JSON.stringify(message) });
@@ -53,7 +53,7 @@ test("start from an assistant id creates the call with the API key", async () =>
   const requests = [];
   const fetch = async (url, init) => {
     requests.push([url, init]);
-    return new Response(JSON.stringify({ id: "c2", ...handle }), { status: 201 });
+    return new Response(JSON.stringify({ id: "c2", type: "text", ...handle }), { status: 201 });
   };
   const call = new Backchannel("bc_key", "http://server/", { WebSocket: FakeSocket, fetch });
   const made = await call.start("asst_1", { variableValues: { name: "Ada" } }, { type: "text" });
@@ -74,7 +74,7 @@ test("a refused call creation is an error event with the server's code", async (
   const call = new Backchannel("bad", "http://server", { WebSocket: FakeSocket, fetch });
   const errors = [];
   call.on("error", (e) => errors.push(e));
-  await assert.rejects(call.start("asst_1", undefined, { type: "text" }), /unauthorized: wrong key/);
+  assert.equal(await call.start("asst_1", undefined, { type: "text" }), null); // as Vapi's
   assert.deepEqual(errors, [{ code: "unauthorized", message: "wrong key" }]);
 });
 
@@ -188,4 +188,36 @@ test("a listener that throws does not stop the others", async () => {
     console.error = original;
   }
   assert.deepEqual(heard, ["second"]);
+});
+
+test("a token the server refuses is an error and no call-start", async () => {
+  class Refusing extends FakeSocket {
+    constructor(url) {
+      super(url);
+      setTimeout(() => this.close(4401, "unauthorized"), 5);
+    }
+  }
+  const call = new Backchannel(undefined, "http://server", { WebSocket: Refusing });
+  const events = [];
+  for (const name of ["call-start", "call-end", "error"]) call.on(name, (...args) => events.push([name, ...args]));
+  assert.equal(await call.start(handle, undefined, { type: "text" }), null);
+  assert.deepEqual(events, [["error", { code: "unauthorized", message: "the server closed the call's socket (4401)" }]]);
+});
+
+test("a call starts as soon as the server speaks, and its handle's type decides the audio", async () => {
+  const call = new Backchannel(undefined, "http://server", { WebSocket: FakeSocket });
+  const starting = call.start({ ...handle, type: "text" }); // no AudioContext in node: text
+  await tick(1);
+  FakeSocket.last.serve({ type: "status-update", status: "in-progress" });
+  assert.deepEqual(await starting, { ...handle, type: "text" });
+});
+
+test("arguments that are not JSON answer the tool with an error, not silence", async () => {
+  const [call, socket] = await started();
+  call.clientTool("get_style", () => "never");
+  socket.serve({ type: "tool-calls", toolCallList: [{ id: "x1", function: { name: "get_style", arguments: "{oops" }, route: "client" }] });
+  await tick(5);
+  assert.equal(socket.sent.length, 1);
+  assert.equal(socket.sent[0].toolCallId, "x1");
+  assert.match(socket.sent[0].error, /JSON/);
 });

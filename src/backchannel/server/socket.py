@@ -23,7 +23,7 @@ from pydantic import TypeAdapter, ValidationError
 from starlette.websockets import WebSocket
 
 from ..call import Call
-from ..errors import BackchannelError
+from ..errors import BackchannelError, InvalidInput
 from ..results import ResultSource
 from ..speech import SpeechOutput
 from ..voice.audio import RATE
@@ -157,11 +157,14 @@ async def _voice(
     """For a web call: audio out at the client's rate, and the microphone's session."""
     if hosted.type != "web":
         return None, None
-    try:
-        rate = int(ws.query_params.get("sampleRate", RATE))
-    except ValueError:
-        rate = RATE
-    rate = rate if 8_000 <= rate <= 48_000 else RATE
+    given = ws.query_params.get("sampleRate", str(RATE))
+    rate = int(given) if given.isdigit() else 0
+    if not 8_000 <= rate <= 48_000:
+        # Audio at a rate other than the one it is read at is noise both ways: refused.
+        raise InvalidInput(
+            f"sampleRate must be a whole number from 8000 to 48000, not {given!r}",
+            code="invalid_sample_rate",
+        )
 
     async def send(frame: bytes) -> None:
         link.send_audio(frame)

@@ -89,6 +89,14 @@ var Microphone = class _Microphone {
     const stream = await navigator.mediaDevices.getUserMedia({
       audio: { channelCount: 1, echoCancellation: true, noiseSuppression: true, autoGainControl: true }
     });
+    try {
+      return await _Microphone.wire(context, stream, onFrame);
+    } catch (error) {
+      for (const track of stream.getTracks()) track.stop();
+      throw error;
+    }
+  }
+  static async wire(context, stream, onFrame) {
     const url = URL.createObjectURL(new Blob([CAPTURE], { type: "application/javascript" }));
     try {
       await context.audioWorklet.addModule(url);
@@ -137,6 +145,7 @@ var Speaker = class {
     this.sources.push(source);
     source.onended = () => {
       this.sources = this.sources.filter((s) => s !== source);
+      if (this.sources.length === 0) this.onLevel(0);
     };
     const now = this.context.currentTime;
     if (now - this.lastLevel >= 0.1) {
@@ -159,6 +168,8 @@ var Speaker = class {
 };
 
 // src/index.ts
+var SAMPLE_RATE = 16e3;
+var SETTLE_MS = 500;
 var Result = class _Result {
   constructor(fields) {
     this.fields = fields;
@@ -194,42 +205,66 @@ var Backchannel = class extends Emitter {
   }
   /**
    * Start a call: from a stored assistant's id, an inline assistant (Vapi's JSON), or a
-   * call your backend created. Resolves once the call's socket is open, with the call.
+   * call your backend created. Resolves with the call once it is live; like Vapi's SDK,
+   * with `null` (and an `error` event) if it could not start.
    */
   async start(assistant, assistantOverrides, options = {}) {
-    if (this.socket) throw new Error("a call is already running; stop() it first");
-    const type = options.type ?? "web";
-    const handle = isHandle(assistant) ? assistant : await this.createCall(assistant, assistantOverrides, type);
-    let url = `${handle.clientUrl}?token=${encodeURIComponent(handle.clientToken)}`;
-    if (type === "web") {
-      try {
-        this.context = new AudioContext();
+    if (this.socket) {
+      this.fail("call_already_running", "a call is already running; stop() it first");
+      return null;
+    }
+    try {
+      const type = options.type ?? (isHandle(assistant) ? assistant.type : void 0) ?? "web";
+      const handle = isHandle(assistant) ? assistant : await this.createCall(assistant, assistantOverrides, type);
+      let url = `${handle.clientUrl}?token=${encodeURIComponent(handle.clientToken)}`;
+      if (type === "web") {
+        this.context = new AudioContext({ sampleRate: SAMPLE_RATE });
         this.speaker = new Speaker(this.context, (level2) => this.emit("volume-level", level2));
         this.microphone = await Microphone.open(this.context, (pcm) => this.sendAudio(pcm));
-      } catch (error) {
-        this.release();
-        this.fail("microphone_unavailable", error);
-        throw error;
+        url += `&sampleRate=${Math.round(this.context.sampleRate)}`;
       }
-      url += `&sampleRate=${Math.round(this.context.sampleRate)}`;
+      await this.connect(url);
+      return handle;
+    } catch (error) {
+      this.socket?.close();
+      this.socket = null;
+      this.release();
+      const failure = error;
+      if (failure?.code) this.emit("error", failure);
+      else this.fail("call_start_failed", error);
+      return null;
     }
+  }
+  connect(url) {
     const socket = new this.WebSocketImpl(url);
     socket.binaryType = "arraybuffer";
     this.socket = socket;
-    await new Promise((resolve, reject) => {
-      socket.onopen = () => {
+    return new Promise((resolve, reject) => {
+      let settled = false;
+      const live = () => {
+        if (settled) return;
+        settled = true;
         this.live = true;
         this.emit("call-start");
         resolve();
       };
+      socket.onopen = () => setTimeout(live, SETTLE_MS);
       socket.onerror = () => {
-        if (!this.live) reject(new Error(`could not connect to ${handle.clientUrl}`));
-        this.fail("socket_error", "the call's connection failed");
+        if (settled) this.fail("socket_error", "the call's connection failed");
       };
-      socket.onclose = () => this.closed();
-      socket.onmessage = (event) => this.received(event.data);
+      socket.onclose = (event) => {
+        if (!settled) {
+          settled = true;
+          reject({ code: event?.reason || `closed_${event?.code ?? "early"}`, message: `the server closed the call's socket (${event?.code})` });
+          return;
+        }
+        this.closed();
+      };
+      socket.onmessage = (event) => {
+        live();
+        this.received(event.data);
+      };
     });
-    return handle;
   }
   /** End the call and let go of the microphone. */
   stop() {
@@ -262,7 +297,9 @@ var Backchannel = class extends Emitter {
   }
   // -- inside ------------------------------------------------------------------------
   async createCall(assistant, assistantOverrides, type) {
-    if (!this.apiToken) throw new Error("creating a call needs the API key; or pass a call your backend created");
+    if (!this.apiToken) {
+      throw { code: "api_key_needed", message: "creating a call needs the API key; or pass a call your backend created" };
+    }
     const body = typeof assistant === "string" ? { assistantId: assistant } : { assistant };
     if (assistantOverrides) body.assistantOverrides = assistantOverrides;
     body.type = type;
@@ -272,12 +309,8 @@ var Backchannel = class extends Emitter {
       body: JSON.stringify(body)
     });
     const data = await response.json();
-    if (!response.ok) {
-      const error = data?.error ?? { code: "http_error", message: response.statusText };
-      this.emit("error", error);
-      throw new Error(`${error.code}: ${error.message}`);
-    }
-    return { id: data.id, clientUrl: data.clientUrl, clientToken: data.clientToken };
+    if (!response.ok) throw data?.error ?? { code: "http_error", message: response.statusText };
+    return { id: data.id, clientUrl: data.clientUrl, clientToken: data.clientToken, type: data.type };
   }
   sendAudio(pcm) {
     if (!this.muted && this.socket && this.socket.readyState === 1) this.socket.send(pcm.buffer);
@@ -315,8 +348,7 @@ var Backchannel = class extends Emitter {
     const handler = this.tools.get(name);
     if (!handler || item.route && item.route !== "client") return;
     const toolCallId = item.id;
-    let args = item.arguments ?? item.function?.arguments ?? {};
-    if (typeof args === "string") args = args ? JSON.parse(args) : {};
+    const given = item.arguments ?? item.function?.arguments ?? {};
     const answer = (fields) => {
       if (this.socket && this.socket.readyState === 1) this.send({ type: "tool-call-result", toolCallId, name, ...fields });
     };
@@ -325,7 +357,7 @@ var Backchannel = class extends Emitter {
       name,
       progress: (result, message) => answer({ result, willContinue: true, ...message ? { message } : {} })
     };
-    Promise.resolve().then(() => handler(args, call)).then(
+    Promise.resolve().then(() => handler(typeof given === "string" ? given ? JSON.parse(given) : {} : given, call)).then(
       (value) => answer(value instanceof Result ? value.fields : { result: value === void 0 ? null : value }),
       (error) => answer({ error: error instanceof Error ? error.message : String(error) })
     );
@@ -356,5 +388,6 @@ function isHandle(value) {
 export {
   Backchannel,
   Result,
+  SAMPLE_RATE,
   Backchannel as default
 };
