@@ -96,6 +96,10 @@ export const SAMPLE_RATE = 16000;
 /** How long after the socket opens a call counts as started if the server has sent
  * nothing yet (a refused token closes the socket at once instead). */
 const SETTLE_MS = 500;
+/** A connection lost without the call ending is tried again for this long (within the
+ * server's grace period, 10 s by default), once a second; meanwhile what the app sends
+ * (a tool's result above all) waits, and the server keeps what it says. */
+export const RECONNECT_MS = 8000;
 
 export interface BackchannelOptions {
   /** For tests and non-browser runtimes. */
@@ -122,6 +126,9 @@ export default class Backchannel extends Emitter<CallEvents> {
   private context: AudioContext | null = null;
   private muted = false;
   private live = false;
+  private ending = false;
+  private reconnecting = false;
+  private waiting: ClientMessage[] = [];
 
   /**
    * @param apiToken The server's API key, to create calls from the browser (development;
@@ -159,6 +166,7 @@ export default class Backchannel extends Emitter<CallEvents> {
       this.fail("call_already_running", "a call is already running; stop() it first");
       return null;
     }
+    this.ending = false;
     try {
       const type = options.type ?? (isHandle(assistant) ? assistant.type : undefined) ?? "web";
       const handle = isHandle(assistant) ? assistant : await this.createCall(assistant, assistantOverrides, type);
@@ -206,7 +214,7 @@ export default class Backchannel extends Emitter<CallEvents> {
           reject({ code: event?.reason || `closed_${event?.code ?? "early"}`, message: `the server closed the call's socket (${event?.code})` });
           return;
         }
-        this.closed();
+        this.dropped(url, event?.code ?? 1006);
       };
       socket.onmessage = (event: MessageEvent) => {
         live();
@@ -222,6 +230,7 @@ export default class Backchannel extends Emitter<CallEvents> {
 
   /** End the call (Vapi's `end`): the assistant stops, the server reports the call. */
   end(): void {
+    this.ending = true;
     if (this.socket && this.socket.readyState === 1) this.send({ type: "end-call" });
     this.socket?.close(1000);
     this.release();
@@ -229,6 +238,10 @@ export default class Backchannel extends Emitter<CallEvents> {
 
   /** Send a control message, a typed turn, or a tool result. */
   send(message: ClientMessage): void {
+    if (this.reconnecting) {
+      this.waiting.push(message); // sent once the connection is back
+      return;
+    }
     if (!this.socket || this.socket.readyState !== 1) {
       this.fail("not_connected", `cannot send ${message.type}: no call is running`);
       return;
@@ -312,9 +325,8 @@ export default class Backchannel extends Emitter<CallEvents> {
     if (!handler || (item.route && item.route !== "client")) return;
     const toolCallId: string = item.id;
     const given = item.arguments ?? item.function?.arguments ?? {};
-    const answer = (fields: ToolCallResult) => {
-      if (this.socket && this.socket.readyState === 1) this.send({ type: "tool-call-result", toolCallId, name, ...fields });
-    };
+    // Sent now, or once a lost connection is back; an error event if the call is over.
+    const answer = (fields: ToolCallResult) => this.send({ type: "tool-call-result", toolCallId, name, ...fields });
     const call: ToolCall = {
       toolCallId,
       name,
@@ -331,6 +343,41 @@ export default class Backchannel extends Emitter<CallEvents> {
   private fail(code: string, detail: unknown): void {
     const message = detail instanceof Error ? detail.message : String(detail);
     this.emit("error", { code, message });
+  }
+
+  /** The socket closed under a live call: over if the call ended (1000, or a 4xxx
+   * refusal) or the app ended it; otherwise connect again while the server waits. */
+  private dropped(url: string, code: number): void {
+    if (this.ending || code === 1000 || (code >= 4000 && code < 5000)) {
+      this.closed();
+      return;
+    }
+    this.reconnecting = true;
+    const until = Date.now() + RECONNECT_MS;
+    const attempt = () => {
+      if (this.ending) return this.closed();
+      const socket = new this.WebSocketImpl(url);
+      socket.binaryType = "arraybuffer";
+      this.socket = socket;
+      let back = false;
+      socket.onopen = () => {
+        back = true;
+        this.reconnecting = false;
+        for (const message of this.waiting.splice(0)) socket.send(JSON.stringify(message));
+      };
+      socket.onmessage = (event: MessageEvent) => this.received(event.data);
+      socket.onclose = (event: CloseEvent) => {
+        if (back) return this.dropped(url, event?.code ?? 1006);
+        if (Date.now() < until && !(event?.code >= 4000 && event?.code < 5000)) setTimeout(attempt, 1000);
+        else {
+          this.reconnecting = false;
+          this.waiting = [];
+          this.fail("connection_lost", "the call's connection was lost and could not be restored");
+          this.closed();
+        }
+      };
+    };
+    setTimeout(attempt, 250);
   }
 
   private closed(): void {

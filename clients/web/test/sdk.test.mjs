@@ -221,3 +221,22 @@ test("arguments that are not JSON answer the tool with an error, not silence", a
   assert.equal(socket.sent[0].toolCallId, "x1");
   assert.match(socket.sent[0].error, /JSON/);
 });
+
+test("a lost connection is restored, and a result given meanwhile goes through", async () => {
+  const events = [];
+  const [call, first] = await started(events);
+  call.clientTool("slow", async () => {
+    await tick(50);
+    return "late";
+  });
+  first.serve({ type: "tool-calls", toolCallList: [{ id: "s1", name: "slow", arguments: {}, route: "client" }] });
+  first.close(1006); // the network, not the end of the call
+  await tick(400);
+  const second = FakeSocket.last;
+  assert.notEqual(second, first);
+  assert.equal(second.url, first.url);
+  assert.deepEqual(second.sent, [{ type: "tool-call-result", toolCallId: "s1", name: "slow", result: "late" }]);
+  assert.deepEqual(events.map(([name]) => name), ["call-start", "message"]); // no call-end
+  second.close(1000); // the server ends the call
+  assert.deepEqual(events.at(-1), ["call-end"]);
+});

@@ -170,6 +170,7 @@ var Speaker = class {
 // src/index.ts
 var SAMPLE_RATE = 16e3;
 var SETTLE_MS = 500;
+var RECONNECT_MS = 8e3;
 var Result = class _Result {
   constructor(fields) {
     this.fields = fields;
@@ -194,6 +195,9 @@ var Backchannel = class extends Emitter {
     this.context = null;
     this.muted = false;
     this.live = false;
+    this.ending = false;
+    this.reconnecting = false;
+    this.waiting = [];
     this.baseUrl = (apiBaseUrl ?? globalThis.location?.origin ?? "").replace(/\/$/, "");
     this.WebSocketImpl = options.WebSocket ?? globalThis.WebSocket;
     this.fetchImpl = options.fetch ?? globalThis.fetch.bind(globalThis);
@@ -213,6 +217,7 @@ var Backchannel = class extends Emitter {
       this.fail("call_already_running", "a call is already running; stop() it first");
       return null;
     }
+    this.ending = false;
     try {
       const type = options.type ?? (isHandle(assistant) ? assistant.type : void 0) ?? "web";
       const handle = isHandle(assistant) ? assistant : await this.createCall(assistant, assistantOverrides, type);
@@ -258,7 +263,7 @@ var Backchannel = class extends Emitter {
           reject({ code: event?.reason || `closed_${event?.code ?? "early"}`, message: `the server closed the call's socket (${event?.code})` });
           return;
         }
-        this.closed();
+        this.dropped(url, event?.code ?? 1006);
       };
       socket.onmessage = (event) => {
         live();
@@ -272,12 +277,17 @@ var Backchannel = class extends Emitter {
   }
   /** End the call (Vapi's `end`): the assistant stops, the server reports the call. */
   end() {
+    this.ending = true;
     if (this.socket && this.socket.readyState === 1) this.send({ type: "end-call" });
     this.socket?.close(1e3);
     this.release();
   }
   /** Send a control message, a typed turn, or a tool result. */
   send(message) {
+    if (this.reconnecting) {
+      this.waiting.push(message);
+      return;
+    }
     if (!this.socket || this.socket.readyState !== 1) {
       this.fail("not_connected", `cannot send ${message.type}: no call is running`);
       return;
@@ -349,9 +359,7 @@ var Backchannel = class extends Emitter {
     if (!handler || item.route && item.route !== "client") return;
     const toolCallId = item.id;
     const given = item.arguments ?? item.function?.arguments ?? {};
-    const answer = (fields) => {
-      if (this.socket && this.socket.readyState === 1) this.send({ type: "tool-call-result", toolCallId, name, ...fields });
-    };
+    const answer = (fields) => this.send({ type: "tool-call-result", toolCallId, name, ...fields });
     const call = {
       toolCallId,
       name,
@@ -365,6 +373,40 @@ var Backchannel = class extends Emitter {
   fail(code, detail) {
     const message = detail instanceof Error ? detail.message : String(detail);
     this.emit("error", { code, message });
+  }
+  /** The socket closed under a live call: over if the call ended (1000, or a 4xxx
+   * refusal) or the app ended it; otherwise connect again while the server waits. */
+  dropped(url, code) {
+    if (this.ending || code === 1e3 || code >= 4e3 && code < 5e3) {
+      this.closed();
+      return;
+    }
+    this.reconnecting = true;
+    const until = Date.now() + RECONNECT_MS;
+    const attempt = () => {
+      if (this.ending) return this.closed();
+      const socket = new this.WebSocketImpl(url);
+      socket.binaryType = "arraybuffer";
+      this.socket = socket;
+      let back = false;
+      socket.onopen = () => {
+        back = true;
+        this.reconnecting = false;
+        for (const message of this.waiting.splice(0)) socket.send(JSON.stringify(message));
+      };
+      socket.onmessage = (event) => this.received(event.data);
+      socket.onclose = (event) => {
+        if (back) return this.dropped(url, event?.code ?? 1006);
+        if (Date.now() < until && !(event?.code >= 4e3 && event?.code < 5e3)) setTimeout(attempt, 1e3);
+        else {
+          this.reconnecting = false;
+          this.waiting = [];
+          this.fail("connection_lost", "the call's connection was lost and could not be restored");
+          this.closed();
+        }
+      };
+    };
+    setTimeout(attempt, 250);
   }
   closed() {
     const wasLive = this.live;
@@ -387,6 +429,7 @@ function isHandle(value) {
 }
 export {
   Backchannel,
+  RECONNECT_MS,
   Result,
   SAMPLE_RATE,
   Backchannel as default
