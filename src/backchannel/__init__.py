@@ -44,6 +44,7 @@ from .llm.openai_compat import OpenAICompatibleLLM
 from .llm.scripted import ScriptedLLM
 from .results import ResultSource, ToolResult, ToolResultPayload, parse_result
 from .speech import Cut, PacedSpeech, SpeechOutput, Utterance
+from .telemetry import TurnLatency, configure_tracing
 from .tools.executors import Invocation, ToolServer
 from .tools.registry import ToolContext, ToolRegistry
 from .tools.spec import Route, ToolSpec
@@ -114,11 +115,13 @@ __all__ = [
     "ToolResultPayload",
     "ToolServer",
     "ToolSpec",
+    "TurnLatency",
     "TurnState",
     "Unauthorized",
     "Unavailable",
     "Utterance",
     "Verdict",
+    "configure_tracing",
     "parse_result",
     "parse_tool_calls",
     "results",
