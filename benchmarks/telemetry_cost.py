@@ -57,9 +57,9 @@ def model() -> ScriptedLLM:
         last = messages[-1]
         if last["role"] == "user":
             return [call("lookup", {})]
-        if last["role"] == "tool":
-            return say("One moment.")
-        return say("Here it is.")
+        if last["role"] == "tool" and "background" in str(last["content"]):
+            return say("One moment.")  # the placeholder
+        return say("Here it is.")  # the result: announced, or taken into the reply
 
     return ScriptedLLM(respond=respond)  # type: ignore[arg-type]
 
