@@ -4,6 +4,7 @@ of a real server before and after a call, and spans exported over OTLP by a real
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -425,3 +426,29 @@ async def test_a_result_that_chooses_silent_ends_its_tool_span_in_the_conversati
         assert [e.name for e in run.events] == ["result", "in-conversation"]
         assert run.attributes is not None
         assert run.attributes["backchannel.tool.delivery"] == "silent"
+
+
+async def test_a_collector_that_is_down_costs_the_calls_nothing(tmp_path: Path) -> None:
+    """Spans to an OTLP endpoint nobody listens on: the exporter gives them up in the
+    background; the call runs and reports as always."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # bound, never listening: connections are refused
+        env = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+            "OTEL_BSP_SCHEDULE_DELAY": "100",
+            "OTEL_EXPORTER_OTLP_TIMEOUT": "1",
+        }
+        with (
+            tool_server() as (tools, tools_url),
+            serve_model(rule_model) as (_model, model_url),
+            server_process(tmp_path, model_url, env=env) as server,
+        ):
+            tools.secret = server.webhook_secret
+            call_id = await _a_call_with_an_async_result(server, tools, tools_url)
+            async with Client(server.url, api_key=server.api_key) as admin:
+                record = await admin.get_call(call_id)
+            async with httpx.AsyncClient(base_url=server.url) as http:
+                assert (await http.get("/ready")).status_code == 200
+    assert record["status"] == "ended"
+    assert [t["state"] for t in record["toolCalls"]] == ["succeeded"]
