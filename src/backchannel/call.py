@@ -119,9 +119,6 @@ class Call:
         self.turns = self.telemetry.timer(self._turn_answered)
         #: Every answered turn's latency, in order.
         self.latencies: list[TurnLatency] = []
-        #: Responses started so far; a turn is answered only by one started after it.
-        self._started = 0
-        self._answer_from = 0
         output.attach(self)
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -315,8 +312,6 @@ class Call:
         if not final:
             return
         if text.strip():
-            if not self.turns.waiting:
-                self._answer_from = self._started
             self.turns.transcribed()
         else:
             self.turns.restart()
@@ -373,8 +368,7 @@ class Call:
     def speech_started(self, utterance_id: int) -> None:
         self._greeted.set()
         if self._response is not None and self._response.tracker.owns(utterance_id):
-            if self.answers_turn(self._response):
-                self.turns.audible()
+            self.turns.audible(self._response.index)
             self._response.tracker.started(utterance_id)
             self._heard_plan = self._response.plan.id
             self.arbiter.audible()
@@ -525,8 +519,8 @@ class Call:
         if verdict is Verdict.START:
             plan = self.arbiter.next_plan()
             if plan is not None:
-                self._started += 1
-                self._response = Response(self, plan, index=self._started)
+                index = self.turns.response_started()
+                self._response = Response(self, plan, index=index)
                 self._response_task = self.spawn(self._run_response(self._response), guard=False)
         elif verdict is Verdict.CUT:
             self._cut_response()
@@ -756,16 +750,6 @@ class Call:
         event = Event(type_, self.call_id, self.clock.wall(), data, call=self._call_object())
         self.telemetry.event(event)
         self.events.emit(event)
-
-    def answers_turn(self, response: Response) -> bool:
-        """Whether ``response`` started after the caller's latest turn (so its first
-        words and audio are that turn's answer, not the rest of an earlier one)."""
-        return response.index > self._answer_from
-
-    def spoke(self, response: Response) -> None:
-        """``response`` handed words to speech."""
-        if self.answers_turn(response):
-            self.turns.replied()
 
     def _turn_answered(self, latency: TurnLatency) -> None:
         self.latencies.append(latency)

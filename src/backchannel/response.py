@@ -46,9 +46,10 @@ class Response:
     def __init__(self, call: Call, plan: Plan, *, index: int = 0) -> None:
         self.call = call
         self.plan = plan
-        #: The call's responses, counted from 1 (0: not one of them).
+        #: The call's responses, counted from 1 (0: not one of them): a turn's latency
+        #: counts only those begun after it.
         self.index = index
-        self.tracker = SpeechTracker(call.output, plan.id, lambda: call.spoke(self))
+        self.tracker = SpeechTracker(call.output, plan.id, lambda: call.turns.replied(index))
         self.cut = False
         #: History index of each assistant message this response wrote, by speech tag.
         self._messages: dict[int, int] = {}

@@ -57,7 +57,8 @@ class TurnTimer:
 
     ``opened`` hears a turn the moment its transcript is final, with the time its
     speech ended, so whatever answers it (a model request's span) can be placed
-    inside it."""
+    inside it. Responses are numbered as they start (:meth:`response_started`): only
+    one begun after the turn answers it, not the rest of an earlier one."""
 
     def __init__(
         self,
@@ -76,11 +77,13 @@ class TurnTimer:
         self._turn_ended: float | None = None
         self._heard: float | None = None
         self._replied: float | None = None
+        self._responses = 0  # responses started so far
+        self._answer_from = 0  # the last one started before the open turn
 
-    @property
-    def waiting(self) -> bool:
-        """A turn has been heard and is not answered yet."""
-        return self._heard is not None
+    def response_started(self) -> int:
+        """A response starts: its number, for :meth:`replied` and :meth:`audible`."""
+        self._responses += 1
+        return self._responses
 
     def restart(self) -> None:
         """The caller speaks again, or their turn brought no words: a turn still
@@ -101,18 +104,23 @@ class TurnTimer:
         if self._heard is not None:
             return  # the same turn heard twice (a cut response's words): keep the first
         self._heard = self.clock.wall()
+        self._answer_from = self._responses
         self._count += 1
         self._opened(self._speech_ended if self._speech_ended is not None else self._heard)
 
-    def replied(self) -> None:
-        """Words were handed to speech: the first after the turn is its reply."""
-        if self._heard is not None and self._replied is None:
+    def _answers(self, response: int | None) -> bool:
+        """Whether the response numbered so (``None``: any) answers the open turn."""
+        return self._heard is not None and (response is None or response > self._answer_from)
+
+    def replied(self, response: int | None = None) -> None:
+        """A response handed words to speech: the first after the turn is its reply."""
+        if self._answers(response) and self._replied is None:
             self._replied = self.clock.wall()
 
-    def audible(self) -> None:
-        """The assistant's audio started: the open turn is answered."""
+    def audible(self, response: int | None = None) -> None:
+        """A response's audio started: the open turn is answered."""
         heard, spoken = self._heard, self._speech_ended
-        if heard is None:
+        if heard is None or not self._answers(response):
             return
         now = self.clock.wall()
         replied = min(max(self._replied or now, heard), now)
