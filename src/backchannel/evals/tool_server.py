@@ -9,13 +9,13 @@ itself comes that late (the caller hears its ``request-response-delayed`` line).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Collection, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Collection, Mapping
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI
 
-from ..client import Client, ToolCall, parse_tool_calls, results, verify_webhook
+from ..client import ToolCall
+from ..demo.tool_backend import Later, tool_backend
 from .spec import ToolPlan
 
 
@@ -27,58 +27,24 @@ def eval_tools(
     api_key: str,
     webhook_secret: str,
 ) -> FastAPI:
-    later: list[asyncio.TaskGroup] = []
-    owed: set[asyncio.Task[None]] = set()
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with (
-            Client(backchannel_url, api_key=api_key) as client,
-            asyncio.TaskGroup() as group,
-        ):
-            app.state.client = client
-            later.append(group)
-            yield
-            for task in owed:  # the call is over: results still owed are moot
-                task.cancel()
-
-    app = FastAPI(title="backchannel eval tool server", lifespan=lifespan)
-
-    async def post_later(client: Client, call: ToolCall, plan: ToolPlan) -> None:
-        await asyncio.sleep(plan.after)
-        assert call.call_id is not None
-        await client.submit_result(
-            call.call_id,
-            call.id,
-            plan.result,
-            error=plan.error,
-            message=plan.message,
-            delivery=plan.delivery,
-        )
-
-    @app.post("/tools")
-    async def tools(request: Request) -> dict[str, Any]:
-        try:
-            payload = verify_webhook(webhook_secret, await request.body(), dict(request.headers))
-        except Exception as exc:
-            raise HTTPException(401, "bad signature") from exc
+    async def answer(calls: list[ToolCall], later: Later) -> list[dict[str, Any]]:
         answers: list[dict[str, Any]] = []
-        for call in parse_tool_calls(payload):
+        for call in calls:
             plan = plans.get(call.name)
             if plan is None:
                 answers.append({"toolCallId": call.id, "error": f"no plan for {call.name}"})
             elif call.name in async_tools and plan.result is None and plan.error is None:
                 continue  # acknowledged: the eval's ``result`` steps answer it
             elif plan.after > 0 and call.name in async_tools:
-                task = later[0].create_task(post_later(request.app.state.client, call, plan))
-                owed.add(task)
-                task.add_done_callback(owed.discard)
+                fields = {"error": plan.error, "message": plan.message, "delivery": plan.delivery}
+                later.post(plan.after, call, plan.result, **fields)
             else:
                 await asyncio.sleep(plan.after)
                 answers.append(_answer(call, plan))
-        return results(*answers)
+        return answers
 
-    return app
+    title = "backchannel eval tool server"
+    return tool_backend(title, backchannel_url, api_key, webhook_secret, answer)
 
 
 def _answer(call: ToolCall, plan: ToolPlan) -> dict[str, Any]:
