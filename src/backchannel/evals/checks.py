@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..demo.feel import announcement, floor_free
-from .spec import Expectation
+from .spec import EXPECTATIONS, Expectation
 
 #: Events that end a passage of the assistant's (see :meth:`Happened.said`).
 _BETWEEN = frozenset({"tool-calls", "tool-calls-result", "tool-call-progress", "user-interrupted"})
@@ -211,3 +211,5 @@ _CHECKS: dict[str, Callable[[Any, Happened], tuple[bool, str]]] = {
     "not_over_caller": _not_over_caller,
     "spoken_within": _spoken_within,
 }
+#: Every expectation an eval file may name has its check.
+assert set(_CHECKS) == set(EXPECTATIONS)

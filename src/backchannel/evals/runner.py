@@ -34,7 +34,6 @@ from .spec import Conversation, EvalFile, Expectation, Step
 from .text_caller import TextCaller
 from .tool_server import eval_tools
 
-LLMS = ("scripted", "local", "assistant")
 #: How long a step waits for the call to get where it says, unless it says otherwise.
 STEP_WITHIN_SECONDS = 120.0
 #: The assistant counts as done talking after this long without a word.
@@ -91,14 +90,16 @@ async def run_eval(
         webhook_secret=settings.webhook_secret,
     )
     outcomes = []
+    warmed: list[dict[str, Any]] = []  # the opening prompts the local model has read
     async with serving(app, settings.port), serving(tools, tools_port):
         host = app.state.host
         for conversation in spec.conversations:
             how = mode or conversation.mode or spec.mode
             assistant = prepared(spec, f"http://127.0.0.1:{tools_port}/tools", llm, model, how)
-            if llm == "local":
+            if llm == "local" and assistant not in warmed:
                 local = host.providers.llm(ModelConfig(provider="llama.cpp", model=model))
                 await host.engine.warm(AssistantConfig.from_json(assistant), llm=local)
+                warmed.append(assistant)
             tts = (await host.providers.voice.get()).tts if how == "voice" else None
             outcomes.append(await _converse(settings, assistant, conversation, how, tts, narrate))
     return outcomes
