@@ -18,8 +18,7 @@ from backchannel import Client
 from backchannel.voice.audio import resample
 from backchannel.voice.tts import PiperTTS, spoken
 
-from .fake_openai import serve as serve_model
-from .peers import rule_model, server_process, tool_server
+from .peers import rule_stack
 
 pytestmark = [
     pytest.mark.anyio,
@@ -59,12 +58,7 @@ async def test_talk_to_an_assistant_from_the_browser(tmp_path: Path) -> None:
     from playwright.async_api import async_playwright
 
     wav = await caller_wav(tmp_path / "caller.wav")
-    with (
-        tool_server() as (tools, tools_url),
-        serve_model(rule_model) as (_model, model_url),
-        server_process(tmp_path, model_url) as server,
-    ):
-        tools.secret = server.webhook_secret
+    with rule_stack(tmp_path) as (server, tools, tools_url):
         tools.modes["check_order"] = "ack"
         async with Client(server.url, api_key=server.api_key) as admin:
             await admin.create_assistant(

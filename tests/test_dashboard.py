@@ -17,8 +17,7 @@ from backchannel.demo.caller import Caller
 from backchannel.voice.tts import PiperTTS
 
 from .e2e_calls import tool_call_id, vapi_assistant
-from .fake_openai import serve as serve_model
-from .peers import rule_model, server_process, tool_server
+from .peers import rule_stack
 from .test_browser import ARTIFACTS, FLAGS
 
 pytestmark = [
@@ -30,12 +29,7 @@ pytestmark = [
 async def test_the_dashboard_follows_a_call_live_and_keeps_it(tmp_path: Path) -> None:
     from playwright.async_api import async_playwright
 
-    with (
-        tool_server() as (tools, tools_url),
-        serve_model(rule_model) as (_model, model_url),
-        server_process(tmp_path, model_url) as server,
-    ):
-        tools.secret = server.webhook_secret
+    with rule_stack(tmp_path) as (server, tools, tools_url):
         tools.modes["check_order"] = "ack"
         async with Client(server.url, api_key=server.api_key) as admin:
             call = await admin.create_call(assistant=vapi_assistant(tools_url), type="web")
