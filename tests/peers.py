@@ -325,18 +325,3 @@ def stack(
     ):
         tools.secret = server.webhook_secret
         yield server, tools, tools_url
-
-
-@contextmanager
-def rule_stack(
-    tmp: Path, *, env: dict[str, str] | None = None
-) -> Iterator[tuple[ServerProcess, ToolServer, str]]:
-    """``backchannel serve`` on the rule model, with a tool server that checks its
-    webhooks' signatures: the server, the tool server and its URL."""
-    with (
-        tool_server() as (tools, tools_url),
-        serve_model(rule_model) as (_model, model_url),
-        server_process(tmp, model_url, env=env) as server,
-    ):
-        tools.secret = server.webhook_secret
-        yield server, tools, tools_url

@@ -18,7 +18,7 @@ from backchannel import Client
 from backchannel.voice.audio import resample
 from backchannel.voice.tts import PiperTTS, spoken
 
-from .peers import rule_stack
+from .peers import stack as server_stack
 
 pytestmark = [
     pytest.mark.anyio,
@@ -58,7 +58,7 @@ async def test_talk_to_an_assistant_from_the_browser(tmp_path: Path) -> None:
     from playwright.async_api import async_playwright
 
     wav = await caller_wav(tmp_path / "caller.wav")
-    with rule_stack(tmp_path) as (server, tools, tools_url):
+    with server_stack(tmp_path) as (server, tools, tools_url):
         tools.modes["check_order"] = "ack"
         async with Client(server.url, api_key=server.api_key) as admin:
             await admin.create_assistant(

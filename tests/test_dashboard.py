@@ -17,7 +17,7 @@ from backchannel.demo.caller import Caller
 from backchannel.voice.tts import PiperTTS
 
 from .e2e_calls import tool_call_id, vapi_assistant
-from .peers import rule_stack
+from .peers import stack as server_stack
 from .test_browser import ARTIFACTS, FLAGS
 
 pytestmark = [
@@ -29,7 +29,7 @@ pytestmark = [
 async def test_the_dashboard_follows_a_call_live_and_keeps_it(tmp_path: Path) -> None:
     from playwright.async_api import async_playwright
 
-    with rule_stack(tmp_path) as (server, tools, tools_url):
+    with server_stack(tmp_path) as (server, tools, tools_url):
         tools.modes["check_order"] = "ack"
         async with Client(server.url, api_key=server.api_key) as admin:
             call = await admin.create_call(assistant=vapi_assistant(tools_url), type="web")

@@ -19,7 +19,8 @@ from backchannel.voice.audio import resample
 from backchannel.voice.tts import PiperTTS, spoken
 
 from .fake_openai import serve as serve_model
-from .peers import order_tool, rule_model, rule_stack, server_process
+from .peers import order_tool, rule_model, server_process
+from .peers import stack as server_stack
 
 pytestmark = pytest.mark.anyio
 
@@ -28,7 +29,7 @@ async def test_a_web_call_with_audio_both_ways(tmp_path: Path) -> None:
     piper = PiperTTS()
     caller = resample(await spoken(piper, "Where is my order?"), piper.sample_rate, 16_000)
     audio = np.concatenate([np.zeros(8_000, np.int16), caller, np.zeros(24_000, np.int16)])
-    with rule_stack(tmp_path) as (server, tools, tools_url):
+    with server_stack(tmp_path) as (server, tools, tools_url):
         tools.modes["check_order"] = "ack"
         assistant = {
             "model": {

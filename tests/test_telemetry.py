@@ -35,7 +35,7 @@ from backchannel.telemetry import STAGES, TurnLatency, TurnTimer, configure_trac
 
 from .e2e_calls import Session, said, tool_call_id, tool_calls_named, vapi_assistant
 from .harness import assistant, running_call, tool
-from .peers import rule_stack
+from .peers import stack as server_stack
 
 pytestmark = pytest.mark.anyio
 
@@ -236,7 +236,7 @@ async def _a_call_with_an_async_result(server: Any, tools: Any, tools_url: str) 
 
 
 async def test_metrics_move_as_a_call_goes_through_a_real_server(tmp_path: Path) -> None:
-    with rule_stack(tmp_path) as (server, tools, tools_url):
+    with server_stack(tmp_path) as (server, tools, tools_url):
         async with httpx.AsyncClient(base_url=server.url) as http:
             first = await http.get("/metrics")  # open, like /health
             assert first.status_code == 200
@@ -323,7 +323,7 @@ async def test_a_real_server_exports_its_spans_over_otlp_when_configured(tmp_pat
         "OTEL_BSP_SCHEDULE_DELAY": "100",
     }
     try:
-        with rule_stack(tmp_path, env=env) as (server, tools, tools_url):
+        with server_stack(tmp_path, env=env) as (server, tools, tools_url):
             call_id = await _a_call_with_an_async_result(server, tools, tools_url)
 
             def exported() -> set[str]:
@@ -428,7 +428,7 @@ async def test_a_collector_that_is_down_costs_the_calls_nothing(tmp_path: Path) 
             "OTEL_BSP_SCHEDULE_DELAY": "100",
             "OTEL_EXPORTER_OTLP_TIMEOUT": "1",
         }
-        with rule_stack(tmp_path, env=env) as (server, tools, tools_url):
+        with server_stack(tmp_path, env=env) as (server, tools, tools_url):
             call_id = await _a_call_with_an_async_result(server, tools, tools_url)
             async with Client(server.url, api_key=server.api_key) as admin:
                 record = await admin.get_call(call_id)

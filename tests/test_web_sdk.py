@@ -23,7 +23,7 @@ import pytest
 
 from backchannel import Client
 
-from .peers import rule_stack
+from .peers import stack as server_stack
 from .test_browser import ARTIFACTS, FLAGS, caller_wav
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,7 +108,7 @@ async def test_a_page_using_only_the_sdk_answers_a_client_tool_later(tmp_path: P
             ],
         },
     }
-    with rule_stack(tmp_path) as (server, _tools, _tools_url):
+    with server_stack(tmp_path) as (server, _tools, _tools_url):
         async with Client(server.url, api_key=server.api_key) as backend:
             call = await backend.create_call(assistant=assistant, type="web")
         handle = {"clientUrl": call["clientUrl"], "clientToken": call["clientToken"]}
