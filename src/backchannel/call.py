@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from .arbiter import Announcement, Arbiter, Plan, PlanKind, SayRequest, Verdict
 from .clock import iso_time
 from .config import AssistantConfig, Delivery
-from .conversation import Conversation, Message, Role
+from .conversation import Conversation, Message, Role, result_note
 from .errors import BackchannelError, CallEnded
 from .events import Event, EventSink
 from .ledger.ledger import Outcome, Resolution, stored_result, unsaid
@@ -342,8 +342,8 @@ class Call:
         waiting = tuple(a for a in self.arbiter.pending if a.text is None)
         response = self._response
         if waiting:
-            plan = Plan(0, PlanKind.ANNOUNCE, announcements=waiting)
-            self._read_ahead(self.conversation.to_openai(instructions(plan)))
+            guidance = instructions(Plan(0, PlanKind.ANNOUNCE, announcements=waiting))
+            self._read_ahead(self.conversation.to_openai(guidance), guidance=len(guidance))
         elif response is None or not (response.end_call_after or response.cut):
             self._read_ahead_turn()
 
@@ -351,12 +351,12 @@ class Call:
         """Let the model read the history up to the caller's next words."""
         self._read_ahead([*self.conversation.to_openai(), {"role": "user", "content": ""}])
 
-    def _read_ahead(self, messages: list[dict[str, Any]]) -> None:
+    def _read_ahead(self, messages: list[dict[str, Any]], *, guidance: int = 0) -> None:
         """Let the model evaluate a request it is about to get, never with a tool-call
         block still open. The latest read-ahead wins: the model gives up an earlier one
         once a later request is made (see :meth:`LLM.prepare`)."""
         if not self.conversation.block_open:
-            self.spawn(self.llm.prepare(self.llm_request(messages)))
+            self.spawn(self.llm.prepare(self.llm_request(messages, guidance=guidance)))
 
     def send_text(self, text: str) -> None:
         """A typed user message (text calls): a whole user turn at once."""
@@ -502,8 +502,9 @@ class Call:
 
     # -- the turn loop's helpers -------------------------------------------------------
 
-    def llm_request(self, messages: list[dict[str, Any]]) -> LLMRequest:
-        """A request for this call's model: the messages, its tools and sampling."""
+    def llm_request(self, messages: list[dict[str, Any]], *, guidance: int = 0) -> LLMRequest:
+        """A request for this call's model: the messages (the last ``guidance`` of them
+        for this request only), its tools and sampling."""
         model = self.assistant.model
         return LLMRequest(
             messages=messages,
@@ -511,6 +512,7 @@ class Call:
             model=model.model,
             temperature=model.temperature,
             max_tokens=model.max_tokens,
+            guidance=guidance,
         )
 
     # -- internals: responses ----------------------------------------------------------
@@ -655,13 +657,7 @@ class Call:
         if self._absorb(record, content):
             await self.delivered(record.tool_call_id, noted=record.delivered_at is not None)
             return
-        self.conversation.add_note(
-            Message(
-                "system",
-                f"Background tool result for {record.name} (toolCallId {record.tool_call_id}): "
-                f"{content}{late}",
-            )
-        )
+        self.conversation.add_note(result_note(record.name, record.tool_call_id, content + late))
         await self.delivered(record.tool_call_id, noted=record.delivered_at is not None)
         if record.delivery is Delivery.SILENT:
             return

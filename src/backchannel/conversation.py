@@ -12,6 +12,7 @@ Two things make it more than a list:
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
@@ -158,3 +159,22 @@ def _vapi_entry(role: str, message: str | None, at: float, start: float) -> dict
     if role in ("user", "bot"):
         entry["endTime"] = at * 1000
     return entry
+
+
+_RESULT_NOTE = re.compile(r"Background tool result for (\S+) \(toolCallId ([^)]+)\): (.*)", re.S)
+
+
+def result_note(name: str, tool_call_id: str, content: str) -> Message:
+    """The history's note of a result that came back in the background."""
+    return Message(
+        "system", f"Background tool result for {name} (toolCallId {tool_call_id}): {content}"
+    )
+
+
+def noted_result(message: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The tool call id and content of a :func:`result_note`, for a model that takes
+    results as such (a speech-to-speech model's ``function_call_output``)."""
+    if message.get("role") != "system":
+        return None
+    m = _RESULT_NOTE.fullmatch(str(message.get("content") or ""))
+    return (m.group(2), m.group(3)) if m else None

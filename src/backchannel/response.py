@@ -175,7 +175,10 @@ class Response:
         if self._placeholders:  # the step that talks while async tools run
             self._followup = step.tag
         buffer = ""
-        request = self.call.llm_request(self.call.conversation.to_openai(self._instructions()))
+        guidance = self._instructions()
+        request = self.call.llm_request(
+            self.call.conversation.to_openai(guidance), guidance=len(guidance)
+        )
         first = True
         with self.call.telemetry.model_request() as span:
             async for chunk in self.call.llm.stream(request):

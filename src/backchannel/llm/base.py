@@ -43,6 +43,9 @@ class LLMRequest:
     model: str = ""
     temperature: float | None = None
     max_tokens: int | None = None
+    #: How many of the last messages are guidance for this request only (the
+    #: instruction to tell the caller about a result), not part of the history.
+    guidance: int = 0
 
 
 class LLM(Protocol):

@@ -28,7 +28,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from ..events import Event
 from ..voice.audio import to_samples
-from ..voice.session import VoiceSession
+from ..voice.session import CallInput
 from . import mulaw
 
 log = logging.getLogger("backchannel.phone")
@@ -125,7 +125,7 @@ class MediaStream:
     def close_out(self) -> None:
         self._out.put_nowait(None)
 
-    async def receive(self, session: VoiceSession, ended: asyncio.Event) -> str:
+    async def receive(self, session: CallInput, ended: asyncio.Event) -> str:
         """Feed the caller's audio to the session until the stream or the call ends.
         Returns why: ``stream-stopped``, ``stream-dropped`` or ``call-ended``."""
         end = asyncio.ensure_future(ended.wait())
@@ -147,7 +147,7 @@ class MediaStream:
         finally:
             end.cancel()
 
-    def _handle(self, frame: dict[str, Any], session: VoiceSession) -> bool:
+    def _handle(self, frame: dict[str, Any], session: CallInput) -> bool:
         """Act on one frame; True when it ends the stream."""
         kind = frame.get("event")
         if frame.get("streamSid") not in (None, self.start.stream_sid):

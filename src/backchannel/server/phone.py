@@ -27,7 +27,7 @@ from ..config import WireModel
 from ..errors import BackchannelError, Conflict, Forbidden, NotFound
 from ..phone.media_stream import RATE, MediaStream, NoEvents, close, read_start
 from ..voice.output import AudioOutput
-from ..voice.session import VoiceSession
+from ..voice.session import CallInput
 from .calls import CallHost, HostedCall
 from .db import phone_calls, phone_numbers
 from .wire import CreateCall
@@ -255,7 +255,7 @@ async def _run(
     hosted: HostedCall,
     stream: MediaStream,
     output: AudioOutput,
-    session: Callable[[Call], VoiceSession],
+    session: Callable[[Call], CallInput],
 ) -> None:
     async with asyncio.TaskGroup() as group:
         sender = group.create_task(stream.send_out())

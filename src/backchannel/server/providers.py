@@ -29,7 +29,7 @@ from ..llm.local import LazyLlamaCpp
 from ..llm.openai_compat import OpenAICompatibleLLM
 from ..phone.twilio_rest import TwilioRest
 from ..voice.output import AudioOutput, SendFrame
-from ..voice.session import VoiceSession
+from ..voice.session import CallInput, VoiceSession
 from ..voice.stack import LazyVoice
 from ..voice.stt import STT
 from ..voice.tts import TTS
@@ -39,6 +39,7 @@ from .settings import Settings
 log = logging.getLogger("backchannel.server")
 
 LOCAL_LLM = frozenset({"llama.cpp", "llama-cpp", "local"})
+REALTIME = frozenset({"openai-realtime"})
 DEEPGRAM = frozenset({"deepgram"})
 ELEVENLABS = frozenset({"11labs", "elevenlabs"})
 LOCAL_VOICE = frozenset({"piper", "espeak", "faster-whisper", "whisper"})
@@ -58,6 +59,16 @@ class Providers:
     def llm(self, model: ModelConfig) -> LLM:
         """The call's model. Local models are loaded once per process and shared; an
         unknown local model is a ``ConfigError`` here, when the call is created."""
+        if model.provider in REALTIME:
+            from ..realtime import RealtimeLink, RealtimeLLM
+
+            link = RealtimeLink(
+                model=model.model,
+                session={"type": "realtime"},
+                api_key=self.settings.openai_api_key,
+                url=model.url or self.settings.openai_realtime_url,
+            )
+            return RealtimeLLM(link)
         if model.provider in LOCAL_LLM:
             if model.model not in self._local:
                 self._local[model.model] = LazyLlamaCpp(model.model)
@@ -114,12 +125,14 @@ class Providers:
         clear: Callable[[], Awaitable[None]],
         *,
         rate: int,
-    ) -> tuple[AudioOutput, Callable[[Call], VoiceSession]]:
+    ) -> tuple[AudioOutput, Callable[[Call], CallInput]]:
         """A voice call's two halves at the transport's ``rate``: the assistant's speech
         (sent as PCM16 frames, ``clear`` on barge-in) and, per call, the caller's audio
         in (turns, transcripts)."""
-        stt = await self.stt(assistant.transcriber)
         tts = await self.tts(assistant.voice)
+        if assistant.model.provider in REALTIME:
+            return self._realtime_audio(tts, send, clear, rate=rate)
+        stt = await self.stt(assistant.transcriber)
         voice = await self.voice.get()
         output = AudioOutput(tts, send, rate=rate, clear=clear)
 
@@ -128,6 +141,32 @@ class Providers:
             return VoiceSession(call, detector, stt, rate=rate, turn_model=voice.turn_model)
 
         return output, session
+
+    def _realtime_audio(
+        self,
+        tts: TTS,
+        send: SendFrame,
+        clear: Callable[[], Awaitable[None]],
+        *,
+        rate: int,
+    ) -> tuple[AudioOutput, Callable[[Call], CallInput]]:
+        """A speech-to-speech model's call: the model's own voice out (the assistant's
+        voice speaks the lines that are not the model's), the caller's audio to the
+        model, whose turn detection and transcripts drive the call."""
+        from ..realtime import ModelVoice, RealtimeInput, RealtimeLLM
+
+        voice = ModelVoice(tts)
+        output = AudioOutput(voice, send, rate=rate, clear=voice.clearing(clear))
+
+        def listen(call: Call) -> CallInput:
+            model = call.llm
+            if not isinstance(model, RealtimeLLM):
+                raise ConfigError("this call's model is not a speech-to-speech model")
+            voice.clock = call.clock
+            model.voice = voice
+            return RealtimeInput(call, model, rate=rate)
+
+        return output, listen
 
     def twilio(self) -> TwilioRest:
         """Twilio's REST API, for outbound calls and transfers; needs the account SID and

@@ -35,6 +35,11 @@ class Settings(BaseSettings):
     #: OpenAI-compatible model server used when an assistant names no ``model.url``.
     llm_base_url: str | None = None
     llm_api_key: str | None = None
+    #: Speech-to-speech models (``model.provider: "openai-realtime"``): the key, and the
+    #: Realtime server's WebSocket base URL when it is not OpenAI's (an assistant's
+    #: ``model.url`` overrides it per assistant).
+    openai_api_key: str | None = None
+    openai_realtime_url: str | None = None
     #: Vendor keys: an assistant whose transcriber is Deepgram, or whose voice is
     #: ElevenLabs, uses them when set (else the offline stack). The URLs override the
     #: vendors' own (a proxy, a self-hosted Deepgram).

@@ -27,7 +27,7 @@ from ..errors import BackchannelError, InvalidInput
 from ..results import ResultSource
 from ..speech import SpeechOutput
 from ..voice.audio import RATE
-from ..voice.session import VoiceSession
+from ..voice.session import CallInput
 from .calls import CallHost, HostedCall
 from .client_link import ClientLink, ClientSink, Outbound, close_quietly, send_out
 from .control import apply_control
@@ -120,7 +120,7 @@ async def _serve(
     tg: asyncio.TaskGroup,
     link: ClientLink,
     call: Call,
-    session: VoiceSession | None,
+    session: CallInput | None,
     grace: float,
 ) -> asyncio.Task[bool] | None:
     """Serve the attached socket until the call ends; the sender of the socket attached
@@ -153,7 +153,7 @@ async def _serve(
 
 async def _voice(
     host: CallHost, hosted: Any, ws: WebSocket, link: ClientLink
-) -> tuple[SpeechOutput | None, Callable[[Call], VoiceSession] | None]:
+) -> tuple[SpeechOutput | None, Callable[[Call], CallInput] | None]:
     """For a web call: audio out at the client's rate, and the microphone's session."""
     if hosted.type != "web":
         return None, None
@@ -179,7 +179,7 @@ async def _receive_until_end(
     ws: WebSocket,
     call: Call,
     queue: Outbound,
-    session: VoiceSession | None,
+    session: CallInput | None,
     sender: asyncio.Task[bool],
 ) -> str:
     ended = asyncio.ensure_future(call.ended.wait())

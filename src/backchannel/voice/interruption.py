@@ -53,6 +53,19 @@ class Interruptions:
     def too_long(self, seconds: float) -> bool:
         return seconds >= MAX_ACKNOWLEDGEMENT_SECONDS
 
+    def urgent(self, text: str) -> bool:
+        """Whether the words hold an interruption phrase ("stop", "wait"): these cut at
+        once, even in a partial transcript."""
+        joined = " ".join(w.replace("-", "") for w in words(text))
+        return any(_contains(joined, cutter) for cutter in self._cutters)
+
+    def first_word(self, text: str) -> str | None:
+        """The first word that is not an acknowledgement or a murmur, if any."""
+        for word in (w.replace("-", "") for w in words(text)):
+            if word not in self._ack_words and not _HUM.fullmatch(word):
+                return word
+        return None
+
     def cuts(self, text: str, *, final: bool = False) -> bool:
         """Whether these words cut the assistant. While the caller is still talking,
         ``numWords`` real words are needed; once they have stopped, any real word makes

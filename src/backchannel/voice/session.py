@@ -7,7 +7,8 @@ to 16 kHz and scored by the VAD. How a turn goes:
   assistant is quiet, the call hears ``user_started_speaking`` at once (barge-in on a
   response still being prepared). Over the assistant's speech, the turn is *tentative*
   (:mod:`.interruption`): the assistant goes on until the turn has words that are not
-  an acknowledgement, or lasts too long to be one; "mm-hmm" never cuts it.
+  an acknowledgement (the same first word in two partial transcripts in a row, or an
+  interruption phrase), or lasts too long to be one; "mm-hmm" never cuts it.
 * **Pausing.** After ``waitSeconds`` of silence the turn is transcribed at once (a
   speculative transcript: if the speaker goes on it is thrown away) and the turn model
   is asked whether the speaker is done. A finished turn ends there; an unfinished one
@@ -25,7 +26,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -59,6 +60,14 @@ log = logging.getLogger("backchannel.voice")
 T = TypeVar("T")
 
 
+class CallInput(Protocol):
+    """A call's input side as the transports see it: microphone frames in."""
+
+    def feed(self, pcm: bytes) -> None:
+        """Take one frame of PCM16 audio at the transport's rate."""
+        ...
+
+
 @dataclass
 class _Turn:
     audio: list[Samples]
@@ -68,6 +77,8 @@ class _Turn:
     #: The transcript of the audio up to the pause, while no speech came after it.
     speculation: asyncio.Task[str] | None = None
     checked: int = 0  # samples covered by the last partial transcript
+    #: The first real word of the last partial transcript over the assistant's speech.
+    first_word: str | None = None
     opened: int = 0  # samples in the turn when it opened (the pre-roll)
     pauses: int = 0  # pauses in the current silence
     silences: int = 0  # silences so far: a verdict counts only for its own
@@ -199,8 +210,15 @@ class VoiceSession:
         text = await self._transcribe(audio, listening=not was_committed)
         if turn.ended:
             return
-        if not turn.committed and self.interruptions.cuts(text):
-            self._commit(turn)
+        if not turn.committed:
+            # A word in one partial transcript may be Whisper's guess at a hum cut off
+            # mid-way ("Inema" for half an "mm-hmm"): it cuts once two partials in a row
+            # begin with the same word. An interruption phrase cuts at once.
+            word, turn.first_word = turn.first_word, self.interruptions.first_word(text)
+            agreed = word is not None and word == turn.first_word
+            cuts = self.interruptions.cuts(text)
+            if cuts and (agreed or self.interruptions.urgent(text)):
+                self._commit(turn)
         elif was_committed:
             self.call.user_partial(text)
 
@@ -265,7 +283,12 @@ class VoiceSession:
         if self.call.ended.is_set():
             return
         if not turn.committed:
-            if not self.interruptions.cuts(text, final=True):
+            words = self.interruptions.cuts(text, final=True)
+            if words and not await self._heard_again(turn, text):
+                words = False
+            if self.call.ended.is_set():
+                return
+            if not words:
                 log.debug("call %s: not an interruption: %r", self.call.call_id, text)
                 self.let_pass.append(text)
                 return
@@ -273,6 +296,17 @@ class VoiceSession:
             ago = self.call.clock.monotonic() - turn.ended_at
             self.call.user_stopped_speaking(silent_for=turn.silent_for, ago=ago)
         self.call.user_transcript(text)
+
+    async def _heard_again(self, turn: _Turn, text: str) -> bool:
+        """Whether words over the assistant are words when heard a second time, behind
+        half a second of silence. Whisper writes part of a hum as a word ("In a month"
+        for "mm-hmm") or not by where the turn's audio starts; real words stay words.
+        An interruption phrase needs no second hearing."""
+        if self.interruptions.urgent(text) or not self.stt.repeatable:
+            return True
+        lead = np.zeros(RATE // 2, np.int16)
+        again = await self._transcribe(np.concatenate([lead, turn.samples()]), listening=True)
+        return self.interruptions.cuts(again, final=True)
 
     # -- transcription -----------------------------------------------------------------
 

@@ -1,0 +1,174 @@
+"""One call's connection to an OpenAI Realtime server (or one that speaks its protocol).
+
+:class:`RealtimeLink` connects with the ``openai`` SDK, configures the session from the
+assistant (instructions, tools, audio formats, the server's turn detection with
+``create_response`` and ``interrupt_response`` off: responses are asked for by the
+call's arbiter, one at a time), and hands every server event to its ``on_event``
+callback. A dropped connection is opened again, with backoff, and ``on_reconnect`` is
+told, so the conversation can be written into the new session (OpenAI keeps nothing of
+a dropped session). Client events are queued with :meth:`RealtimeLink.post` and go out
+in order; the pump runs in the call's task group and ends with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from ..errors import ProviderError
+
+log = logging.getLogger("backchannel.realtime")
+
+#: Waits between attempts to connect again: the last one repeats.
+RECONNECT_BACKOFF = (0.2, 0.5, 1.0, 2.0, 5.0)
+DEFAULT_URL = "wss://api.openai.com/v1"
+DEFAULT_TRANSCRIBER = "gpt-4o-mini-transcribe"
+
+
+def session_config(
+    instructions: str,
+    tools: Sequence[Mapping[str, Any]],
+    *,
+    voice: str | None = None,
+    transcriber: str | None = None,
+    turn_detection: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The GA ``session.update`` body: PCM16 at 24 kHz both ways, the caller's speech
+    transcribed, the server's VAD reporting turns but never answering on its own."""
+    detection: dict[str, Any] | None = None
+    if turn_detection is not None:
+        detection = {**turn_detection, "create_response": False, "interrupt_response": False}
+    output: dict[str, Any] = {"format": {"type": "audio/pcm", "rate": 24000}}
+    if voice:
+        output["voice"] = voice
+    return {
+        "type": "realtime",
+        "output_modalities": ["audio"],
+        "instructions": instructions,
+        "audio": {
+            "input": {
+                "format": {"type": "audio/pcm", "rate": 24000},
+                "transcription": {"model": transcriber or DEFAULT_TRANSCRIBER},
+                "turn_detection": detection,
+            },
+            "output": output,
+        },
+        "tools": [_tool(t) for t in tools],
+        "tool_choice": "auto",
+    }
+
+
+def _tool(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """A chat-completions tool schema as a Realtime session tool."""
+    function = schema.get("function", schema)
+    out = {"type": "function", "name": function["name"]}
+    if function.get("description"):
+        out["description"] = function["description"]
+    out["parameters"] = function.get("parameters") or {"type": "object", "properties": {}}
+    return out
+
+
+class RealtimeLink:
+    def __init__(
+        self,
+        *,
+        model: str,
+        session: Mapping[str, Any],
+        api_key: str | None = None,
+        url: str | None = None,
+    ) -> None:
+        self.model = model
+        self.session = dict(session)
+        self.api_key = api_key or "unset"
+        self.url = (url or DEFAULT_URL).rstrip("/")
+        self.on_event: Callable[[dict[str, Any]], None] = lambda _event: None
+        #: Told when a new session replaces a dropped one (not for the first).
+        self.on_reconnect: Callable[[], None] | None = None
+        self._outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._ready = asyncio.Event()
+        self.connects = 0
+
+    async def ready(self) -> None:
+        """Wait until the session is open and configured."""
+        await self._ready.wait()
+
+    def post(self, event: Mapping[str, Any]) -> None:
+        """Queue one client event; they go out in order once the session is open. What
+        a dropped connection did not send is written again on reconnect (the history),
+        or no longer matters (audio of a moment ago)."""
+        self._outbox.put_nowait(dict(event))
+
+    async def run(self) -> None:
+        """Connect, configure and pump events until cancelled; reconnect on a drop."""
+        from openai import AsyncOpenAI
+
+        client = AsyncOpenAI(api_key=self.api_key, websocket_base_url=self.url)
+        failures = 0
+        while True:
+            try:
+                connection: Any = await client.realtime.connect(model=self.model).enter()
+            except Exception as exc:
+                log.warning("realtime connect to %s failed: %s", self.url, exc)
+                failures += 1
+                await asyncio.sleep(_backoff(failures))
+                continue
+            try:
+                await connection.send({"type": "session.update", "session": self.session})
+                self.connects += 1
+                if self.connects > 1:
+                    self._outbox = asyncio.Queue()  # the history is written again instead
+                    if self.on_reconnect is not None:
+                        self.on_reconnect()
+                self._ready.set()
+                failures = 0
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(self._write(connection))
+                    await self._pump(connection)
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:  # a drop, in either direction
+                log.warning("realtime connection lost: %s", exc)
+            finally:
+                self._ready.clear()
+                with contextlib.suppress(Exception):
+                    await connection.close()
+            failures += 1
+            await asyncio.sleep(_backoff(failures))
+
+    async def _write(self, connection: Any) -> None:
+        while True:
+            event = await self._outbox.get()
+            await connection.send(event)
+
+    async def _pump(self, connection: Any) -> None:
+        while True:
+            raw = await connection.recv_bytes()
+            try:
+                event = json.loads(raw)
+            except ValueError:
+                log.warning("realtime server sent a frame that is not JSON: %r", raw[:80])
+                continue
+            if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+                continue
+            if event["type"] == "error":
+                _log_error(event)
+            self.on_event(event)
+
+
+def _backoff(failures: int) -> float:
+    return RECONNECT_BACKOFF[min(failures, len(RECONNECT_BACKOFF)) - 1]
+
+
+def _log_error(event: Mapping[str, Any]) -> None:
+    error = event.get("error") or {}
+    log.warning("realtime server error %s: %s", error.get("code"), error.get("message"))
+
+
+def server_error(event: Mapping[str, Any]) -> ProviderError:
+    error = event.get("error") or {}
+    code = error.get("code") or "realtime_error"
+    return ProviderError(str(error.get("message") or code), code="realtime_error", upstream=code)

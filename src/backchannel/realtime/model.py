@@ -1,0 +1,326 @@
+"""A speech-to-speech model (OpenAI Realtime) as the call's :class:`~backchannel.llm.base.LLM`.
+
+The call keeps working as it does with the pipeline: its arbiter decides when a response
+starts, the response streams the model's words and tool calls, tools are recorded in the
+ledger and routed as always. :class:`RealtimeLLM` turns each ``stream`` into one Realtime
+response:
+
+* **The history, mirrored.** What the call's history has that the session does not (a
+  typed turn, a tool's placeholder or result as ``function_call_output``, a background
+  result's note, a fixed line that was said) is added with ``conversation.item.create``
+  before the response. What the session already has is not added again: the caller's
+  spoken turns (committed by the server's VAD) and the model's own answers and calls.
+* **One response at a time.** ``response.create`` is sent only once the previous
+  response is done (a cancelled one included), so the server never answers
+  ``conversation_already_has_active_response``.
+* **The request's guidance** (the instruction to tell the caller about a result) is an
+  item of its own for that response, deleted once it is done.
+* **Cut short** (barge-in, an ``interrupt`` result): ``response.cancel``, then the
+  answer's audio is truncated to what was heard, so the model's history is what the
+  caller got.
+
+The model's audio goes to :class:`~backchannel.realtime.voice.ModelVoice`, which the
+call's output plays sentence by sentence as if it were speech synthesis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import json
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..conversation import noted_result
+from ..errors import ProviderError
+from ..llm.base import LLMChunk, LLMRequest, TextDelta, ToolCallRequest
+from .link import RealtimeLink, server_error, session_config
+from .voice import ModelVoice
+
+log = logging.getLogger("backchannel.realtime")
+
+_AUDIO_DELTA = frozenset({"response.output_audio.delta", "response.audio.delta"})
+_TRANSCRIPT_DELTA = frozenset(
+    {"response.output_audio_transcript.delta", "response.audio_transcript.delta"}
+)
+_AUDIO_DONE = frozenset({"response.output_audio.done", "response.audio.done"})
+
+
+def _same(a: str | None, b: str | None) -> bool:
+    return " ".join((a or "").split()) == " ".join((b or "").split())
+
+
+class RealtimeLLM:
+    one_ask_per_response = False
+
+    def __init__(self, link: RealtimeLink, voice: ModelVoice | None = None) -> None:
+        self.link = link
+        self._voice = voice or ModelVoice()
+        self._voice.on_cut = self._truncate
+        self._configured = False
+        link.on_event = self._on_event
+        link.on_reconnect = self._reconnected
+        #: The caller's side of the session (VAD, transcripts), told of input events.
+        self.listener: Callable[[dict[str, Any]], None] | None = None
+        #: The history as the session has it (our messages, after the system prompt).
+        self._mirror: list[dict[str, Any]] = []
+        #: The model's own output not yet seen in the history: answers and call ids.
+        self._said: list[str] = []
+        self._called: set[str] = set()
+        #: Caller turns the server's VAD committed, not yet matched to a history message.
+        self._spoken_turns = 0
+        self._ids = itertools.count(1)
+        self._stream: asyncio.Queue[dict[str, Any]] | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._lock = asyncio.Lock()
+        #: Every ``response.create`` sent, for tests and metrics.
+        self.responses = 0
+
+    @property
+    def voice(self) -> ModelVoice:
+        """Where the model's audio goes; the call's output plays it."""
+        return self._voice
+
+    @voice.setter
+    def voice(self, voice: ModelVoice) -> None:
+        self._voice = voice
+        voice.on_cut = self._truncate
+
+    def _truncate(self, item_id: str, heard_ms: int) -> None:
+        """The caller heard only the start of an answer: so does the model's history."""
+        self.link.post(
+            {
+                "type": "conversation.item.truncate",
+                "item_id": item_id,
+                "content_index": 0,
+                "audio_end_ms": heard_ms,
+            }
+        )
+
+    # -- LLM ---------------------------------------------------------------------------
+
+    async def prepare(self, request: LLMRequest) -> None:
+        """Mirror the history now (a silent result reaches the model at once)."""
+        if self._lock.locked():
+            return  # the response in progress mirrors it
+        async with self._lock:
+            self._configure(request)
+            await self.link.ready()
+            messages = list(request.messages)
+            if messages and messages[-1].get("role") == "user":
+                messages.pop()  # the caller's next words, read ahead: not said yet
+            self._write_history(_history(messages, transient=request.guidance))
+
+    async def stream(self, request: LLMRequest) -> AsyncIterator[LLMChunk]:
+        async with self._lock:
+            self._configure(request)
+            await self.link.ready()
+            await self._idle.wait()  # a cancelled response ends before the next starts
+            transient = list(request.messages[len(request.messages) - request.guidance :])
+            self._write_history(_history(request.messages, transient=request.guidance))
+            guidance = [self._create(_item(m)) for m in transient if request.guidance]
+            queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+            self._stream = queue
+            self._idle.clear()
+            self.responses += 1
+            self.link.post({"type": "response.create"})
+            finished, audio_item = False, None
+            try:
+                while True:
+                    event = await queue.get()
+                    kind = event["type"]
+                    if kind == "response.output_item.added":
+                        item = event.get("item") or {}
+                        if item.get("type") == "message":
+                            audio_item = str(item.get("id"))
+                            self.voice.begin(audio_item)
+                    elif kind in _AUDIO_DELTA:
+                        self.voice.add_audio(str(event.get("item_id")), _pcm(event.get("delta")))
+                    elif kind in _TRANSCRIPT_DELTA:
+                        delta = str(event.get("delta") or "")
+                        self.voice.add_text(str(event.get("item_id")), delta)
+                        if delta:
+                            yield TextDelta(delta)
+                    elif kind == "response.function_call_arguments.done":
+                        call = _call(event)
+                        self._called.add(call.id)
+                        yield call
+                    elif kind == "response.done":
+                        finished = True
+                        status = (event.get("response") or {}).get("status")
+                        if status == "failed":
+                            raise ProviderError("the realtime model failed to answer")
+                        return
+                    elif kind == "error":
+                        finished = True
+                        raise server_error(event)
+            finally:
+                self._stream = None
+                if not finished:  # cut short while it is still being written
+                    self.link.post({"type": "response.cancel"})
+                    if audio_item is not None:
+                        self.voice.finish(audio_item)
+                for item_id in guidance:
+                    self.link.post({"type": "conversation.item.delete", "item_id": item_id})
+
+    def _configure(self, request: LLMRequest) -> None:
+        """The session's instructions (the system prompt) and tools, from the call's
+        first request; kept for every session the link opens."""
+        if self._configured:
+            return
+        self._configured = True
+        first = request.messages[0] if request.messages else {}
+        prompt = str(first.get("content") or "") if first.get("role") == "system" else ""
+        self.link.session = session_config(
+            prompt, request.tools, turn_detection={"type": "server_vad"}
+        )
+        self.link.post({"type": "session.update", "session": self.link.session})
+
+    # -- the history -------------------------------------------------------------------
+
+    def _write_history(self, history: list[dict[str, Any]]) -> None:
+        """Add what the session lacks, in order."""
+        common = 0
+        while (
+            common < min(len(history), len(self._mirror))
+            and history[common] == self._mirror[common]
+        ):
+            common += 1
+        old = self._mirror[common:]
+        for message in history[common:]:
+            if message in old or self._known(message, old):
+                continue
+            for item in _items(message):
+                self._create(item)
+        self._mirror = history
+
+    def _known(self, message: Mapping[str, Any], old: Sequence[Mapping[str, Any]]) -> bool:
+        """Whether the session has this message already: the caller's spoken turn, the
+        model's own words or calls, or a cut answer (truncated there already)."""
+        role, content = message.get("role"), message.get("content")
+        if role == "user" and self._spoken_turns:
+            self._spoken_turns -= 1
+            return True
+        if role != "assistant":
+            return False
+        calls = {c["id"] for c in message.get("tool_calls") or ()}
+        if calls and not calls <= self._called:
+            return False
+        self._called -= calls
+        if not content:
+            return True
+        for said in self._said:
+            if _same(said, content) or _same(said[: len(content)], content):
+                self._said.remove(said)
+                return True
+        return any(
+            m.get("role") == "assistant" and str(m.get("content") or "").startswith(content)
+            for m in old
+        )
+
+    def _create(self, item: dict[str, Any]) -> str:
+        item_id = f"bc_{next(self._ids)}"
+        self.link.post({"type": "conversation.item.create", "item": {"id": item_id, **item}})
+        return item_id
+
+    def _reconnected(self) -> None:
+        """A new session has nothing: write the whole history into it again."""
+        self._said.clear()
+        self._called.clear()
+        self._spoken_turns = 0
+        mirror, self._mirror = self._mirror, []
+        self._write_history(mirror)
+        if self._stream is not None:  # the response in progress is gone with the session
+            self._stream.put_nowait({"type": "error", "error": {"code": "session_lost"}})
+        self._idle.set()
+
+    # -- events ------------------------------------------------------------------------
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        kind = event["type"]
+        if kind.startswith("input_audio_buffer.") or kind.startswith(
+            "conversation.item.input_audio_transcription."
+        ):
+            if kind == "input_audio_buffer.committed":
+                self._spoken_turns += 1
+            transcribed = "conversation.item.input_audio_transcription.completed"
+            if kind == transcribed and not str(event.get("transcript") or "").strip():
+                self._spoken_turns = max(0, self._spoken_turns - 1)  # no words, no turn
+            if self.listener is not None:
+                self.listener(event)
+            return
+        if kind == "response.output_audio_transcript.done" or kind == (
+            "response.audio_transcript.done"
+        ):
+            self._said.append(str(event.get("transcript") or ""))
+        if kind in _AUDIO_DONE:
+            self.voice.finish(str(event.get("item_id")))
+        if kind == "response.done":
+            for item in (event.get("response") or {}).get("output") or ():
+                if item.get("type") == "message":
+                    self.voice.finish(str(item.get("id")))
+            self._idle.set()
+        if kind == "error" and self._stream is None:
+            return  # nothing waits on it; logged by the link
+        if self._stream is not None and (kind.startswith("response.") or kind == "error"):
+            self._stream.put_nowait(event)
+
+
+def _history(messages: Sequence[Mapping[str, Any]], *, transient: int) -> list[dict[str, Any]]:
+    """The history after the system prompt (that is the session's instructions)."""
+    start = 1 if messages and messages[0].get("role") == "system" else 0
+    return [dict(m) for m in messages[start : len(messages) - transient]]
+
+
+def _items(message: Mapping[str, Any]) -> list[dict[str, Any]]:
+    items = []
+    if message.get("content") or message.get("role") != "assistant":
+        items.append(_item(message))
+    for call in message.get("tool_calls") or ():
+        function = call.get("function") or {}
+        items.append(
+            {
+                "type": "function_call",
+                "call_id": call.get("id"),
+                "name": function.get("name"),
+                "arguments": function.get("arguments") or "{}",
+            }
+        )
+    return items
+
+
+def _item(message: Mapping[str, Any]) -> dict[str, Any]:
+    role, content = message.get("role"), str(message.get("content") or "")
+    if (noted := noted_result(message)) is not None:  # a result, under its call id
+        return {"type": "function_call_output", "call_id": noted[0], "output": noted[1]}
+    if role == "tool":
+        return {
+            "type": "function_call_output",
+            "call_id": message.get("tool_call_id"),
+            "output": content,
+        }
+    kind = "output_text" if role == "assistant" else "input_text"
+    return {"type": "message", "role": role, "content": [{"type": kind, "text": content}]}
+
+
+def _call(event: Mapping[str, Any]) -> ToolCallRequest:
+    try:
+        arguments = json.loads(event.get("arguments") or "{}")
+    except ValueError:
+        arguments = {}
+    if not isinstance(arguments, dict):
+        arguments = {}
+    return ToolCallRequest(str(event.get("call_id")), str(event.get("name")), arguments)
+
+
+def _pcm(delta: Any) -> Any:
+    try:
+        raw = base64.b64decode(str(delta or ""))
+    except ValueError:
+        return np.zeros(0, np.int16)
+    return np.frombuffer(raw[: len(raw) // 2 * 2], "<i2").astype(np.int16)

@@ -1,0 +1,248 @@
+"""A speech-to-speech model (OpenAI Realtime) with backchannel as its tool backend.
+
+The call runs against a Realtime server on loopback that speaks the protocol as OpenAI's
+reference documents it (:mod:`tests.fake_realtime`), through the ``openai`` SDK's
+Realtime client. The caller's audio goes to the model; its VAD and transcripts drive
+the call; the model's audio is what the caller hears; its tool calls are recorded in the
+ledger and their results are sent back under the model's call id when the arbiter says,
+never while another response is active.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import numpy as np
+import pytest
+
+from backchannel import AssistantConfig, Engine, EventLog, Ledger, MemoryStore
+from backchannel.call import Call
+from backchannel.lifecycle import TurnState
+from backchannel.realtime import ModelVoice, RealtimeInput, RealtimeLink, RealtimeLLM
+from backchannel.results import ResultSource, ToolResult
+from backchannel.voice.output import AudioOutput
+
+from .fake_realtime import FakeRealtime, Output, fake_realtime
+from .test_voice_pipeline import Line, eventually, final_user
+
+pytestmark = pytest.mark.anyio
+
+RATE = 16_000
+ORDER_TOOL = {"type": "function", "async": True, "function": {"name": "check_order"}}
+
+
+def assistant(tool: dict[str, Any] | None = None) -> AssistantConfig:
+    return AssistantConfig.from_json(
+        {
+            "model": {
+                "provider": "openai-realtime",
+                "model": "gpt-realtime",
+                "messages": [{"role": "system", "content": "You are the order desk."}],
+                "tools": [tool] if tool else [],
+            }
+        }
+    )
+
+
+@asynccontextmanager
+async def realtime_call(
+    fake: FakeRealtime, config: AssistantConfig
+) -> AsyncIterator[tuple[Call, RealtimeInput, Line, EventLog]]:
+    link = RealtimeLink(
+        model="gpt-realtime", session={"type": "realtime"}, api_key="sk-test", url=fake.url
+    )
+    model = RealtimeLLM(link)
+    engine = Engine(Ledger(MemoryStore()), llm=model)
+    await engine.open()
+    line, events = Line(), EventLog()
+    voice = ModelVoice()
+    output = AudioOutput(voice, line.send, rate=RATE, clear=voice.clearing(line.clear))
+    async with engine.call(config, output=output, events=events) as live:
+        model.voice = voice
+        listening = RealtimeInput(live, model, rate=RATE)
+        yield live, listening, line, events
+    await engine.close()
+
+
+def speech(seconds: float) -> bytes:
+    """A caller's turn as the fake's VAD hears it: a loud tone, then 0.8 s of silence."""
+    t = np.arange(int(seconds * RATE)) / RATE
+    tone = (np.sin(2 * np.pi * 300 * t) * 9000).astype("<i2")
+    return np.concatenate([tone, np.zeros(int(0.8 * RATE), "<i2")]).tobytes()
+
+
+def feed(listening: RealtimeInput, pcm: bytes) -> None:
+    for start in range(0, len(pcm), 640):
+        listening.feed(pcm[start : start + 640])
+
+
+def last_user(items: list[dict[str, Any]]) -> str:
+    for item in reversed(items):
+        if item.get("role") == "user":
+            content = item["content"][0]
+            return str(content.get("transcript") or content.get("text") or "")
+    return ""
+
+
+def outputs(items: list[dict[str, Any]], call_id: str) -> list[str]:
+    return [
+        i["output"]
+        for i in items
+        if i.get("type") == "function_call_output" and i["call_id"] == call_id
+    ]
+
+
+def said(events: EventLog) -> list[str]:
+    return [
+        e.data["transcript"] for e in events.of_type("transcript") if e.data["role"] == "assistant"
+    ]
+
+
+async def test_a_spoken_question_is_answered_in_the_models_voice() -> None:
+    def respond(items: list[dict[str, Any]]) -> Output:
+        return [("say", "We open at nine.")] if "open" in last_user(items) else []
+
+    async with fake_realtime(respond, ["When are you open?"]) as fake:
+        async with realtime_call(fake, assistant()) as (_live, listening, line, events):
+            feed(listening, speech(0.6))
+            await eventually(lambda: said(events) == ["We open at nine."], within=30)
+        assert [e.data["transcript"] for e in final_user(events)] == ["When are you open?"]
+        assert len(line.frames) > 40, "the model's audio reached the caller"
+        assert fake.paths == ["/v1/realtime?model=gpt-realtime"]
+        assert fake.headers[0]["authorization"] == "Bearer sk-test"
+        session = fake.session
+        assert session["instructions"] == "You are the order desk."
+        detection = session["audio"]["input"]["turn_detection"]
+        assert detection["create_response"] is False and detection["interrupt_response"] is False
+        assert len(fake.responses) == 1 and not fake.errors
+
+
+async def test_an_async_tool_is_recorded_and_its_later_result_is_answered_under_its_call_id() -> (
+    None
+):
+    def respond(items: list[dict[str, Any]]) -> Output:
+        last = [i for i in items if i.get("role") != "system"][-1]  # past the guidance
+        if last.get("role") == "user":
+            return [("say", "Let me check that."), ("call", "check_order", {"id": "4417"})]
+        if last.get("type") == "function_call_output" and "shipped" in last["output"]:
+            return [("say", "Your order has shipped.")]
+        return [("say", "It is on its way to you soon.")]
+
+    async with fake_realtime(respond, ["Where is order 4417?"]) as fake:
+        async with realtime_call(fake, assistant(ORDER_TOOL)) as (live, listening, _line, events):
+            feed(listening, speech(0.6))
+            await eventually(lambda: bool(events.of_type("tool-calls")), within=30)
+            call_id = events.of_type("tool-calls")[0].data["toolCallList"][0]["id"]
+            record = await live.ledger.get(live.call_id, call_id)
+            assert record is not None and record.name == "check_order"
+            assert record.arguments == {"id": "4417"}
+            await eventually(
+                lambda: len(fake.responses) == 2 and live.arbiter.state is TurnState.IDLE, within=30
+            )
+            await live.engine.submit_result(
+                live.call_id, ToolResult(call_id, result="shipped"), ResultSource.API
+            )
+            await eventually(lambda: "Your order has shipped." in said(events), within=30)
+        # The placeholder at once, the result later: both under the model's call id.
+        outs = outputs(fake.items, call_id)
+        assert len(outs) == 2 and "background" in outs[0] and outs[1] == "shipped"
+        assert not [i for i in fake.items if i.get("role") == "system"], "guidance deleted"
+        assert not fake.errors, fake.errors
+        assert said(events).count("Your order has shipped.") == 1
+
+
+LONG_ANSWER = (
+    "Our store opens at nine in the morning and closes at six in the evening, "
+    "every weekday, and on Saturdays we open a little later, at ten."
+)
+
+
+def order_desk(items: list[dict[str, Any]]) -> Output:
+    """Asked about an order: a line and the lookup. Told a result: says it. Else a long
+    answer, to be cut or waited for."""
+    last = [i for i in items if i.get("role") != "system"][-1]
+    if last.get("role") == "user" and "order" in last_user(items):
+        return [("say", "Let me check that."), ("call", "check_order", {"id": "4417"})]
+    if last.get("type") == "function_call_output" and "shipped" in last["output"]:
+        return [("say", "Your order has shipped.")]
+    return [("say", LONG_ANSWER)]
+
+
+async def started_lookup(fake: FakeRealtime, live: Call, events: EventLog) -> str:
+    await eventually(lambda: bool(events.of_type("tool-calls")), within=30)
+    await eventually(lambda: len(fake.responses) == 2, within=30)
+    return str(events.of_type("tool-calls")[0].data["toolCallList"][0]["id"])
+
+
+@pytest.mark.parametrize("delivery", ["when-idle", "interrupt"])
+async def test_a_result_during_an_answer_waits_for_it_or_cuts_it_never_two_responses(
+    delivery: str,
+) -> None:
+    # The model writes slowly here, so the result comes while its response is active.
+    async with fake_realtime(order_desk, ["Where is order 4417?"], pace=0.08) as fake:
+        async with realtime_call(fake, assistant(ORDER_TOOL)) as (live, listening, line, events):
+            feed(listening, speech(0.6))
+            call_id = await started_lookup(fake, live, events)
+            # "Let me check that." is 1.3 s; 2 s in, the long answer is playing and the
+            # model is still writing it.
+            await eventually(lambda: len(line.frames) >= 100, within=30)
+            assert fake.responses and live.assistant_speaking
+            result = ToolResult(call_id, result="shipped", delivery=delivery)
+            await live.engine.submit_result(live.call_id, result, ResultSource.API)
+            await eventually(lambda: "Your order has shipped." in said(events), within=60)
+        assert not fake.errors, fake.errors  # no conversation_already_has_active_response
+        lines = said(events)
+        assert lines.count("Your order has shipped.") == 1
+        if delivery == "when-idle":
+            assert LONG_ANSWER in " ".join(lines), "the answer was heard whole first"
+            assert not fake.of_type("response.cancel")
+        else:
+            assert LONG_ANSWER not in " ".join(lines), "the answer was cut for the result"
+            assert fake.of_type("response.cancel") or fake.of_type("conversation.item.truncate")
+
+
+async def test_a_barge_in_cuts_the_answer_and_the_model_keeps_only_what_was_heard() -> None:
+    async with fake_realtime(order_desk, ["When are you open?", "Sorry, and Sundays?"]) as fake:
+        async with realtime_call(fake, assistant()) as (live, listening, line, events):
+            feed(listening, speech(0.6))
+            await eventually(lambda: len(line.frames) >= 60, within=30)  # 1.2 s heard
+            feed(listening, speech(0.6))
+            await eventually(lambda: bool(events.of_type("user-interrupted")), within=30)
+            await eventually(lambda: bool(fake.of_type("conversation.item.truncate")), within=30)
+            await eventually(lambda: len(fake.responses) == 2, within=30)
+        truncate = fake.of_type("conversation.item.truncate")[0]
+        full_ms = len(LONG_ANSWER) / 14 * 1000
+        assert 500 < truncate["audio_end_ms"] < full_ms, truncate
+        history = live.conversation.to_openai()
+        cut = next(m["content"] for m in history if m["role"] == "assistant")
+        assert LONG_ANSWER.startswith(cut) and len(cut) < len(LONG_ANSWER)
+        assert not fake.errors, fake.errors
+
+
+async def test_a_dropped_session_is_opened_again_with_the_history_and_the_result_lands_once() -> (
+    None
+):
+    async with fake_realtime(order_desk, ["Where is order 4417?"]) as fake:
+        async with realtime_call(fake, assistant(ORDER_TOOL)) as (live, listening, _l, events):
+            feed(listening, speech(0.6))
+            call_id = await started_lookup(fake, live, events)
+            await eventually(lambda: live.arbiter.state is TurnState.IDLE, within=30)
+            await fake.drop()
+            await eventually(lambda: fake.connections == 2 and len(fake.items) >= 4, within=30)
+            # The new session has the conversation so far, written from the call's history.
+            kinds = [(i["type"], i.get("role")) for i in fake.items]
+            assert kinds[:4] == [
+                ("message", "user"),
+                ("message", "assistant"),
+                ("function_call", None),
+                ("function_call_output", None),
+            ], kinds
+            assert fake.items[2]["call_id"] == call_id
+            await live.engine.submit_result(
+                live.call_id, ToolResult(call_id, result="shipped"), ResultSource.API
+            )
+            await eventually(lambda: "Your order has shipped." in said(events), within=30)
+        assert said(events).count("Your order has shipped.") == 1
+        assert not fake.errors, fake.errors
