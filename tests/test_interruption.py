@@ -36,3 +36,18 @@ def test_with_no_acknowledgements_and_no_word_count_speech_cuts_at_once() -> Non
     assert not Interruptions(StopSpeakingPlan(acknowledgement_phrases=[])).enabled
     assert Interruptions(StopSpeakingPlan()).enabled
     assert Interruptions(StopSpeakingPlan(acknowledgement_phrases=[], num_words=2)).enabled
+
+
+def test_a_joining_word_before_an_acknowledgement_does_not_make_it_a_turn() -> None:
+    rules = Interruptions(StopSpeakingPlan())
+    for heard in ("And Mm-hmm.", "So, okay.", "Oh, uh-huh", "Well, right."):
+        assert not rules.cuts(heard, final=True), heard
+    assert rules.cuts("And then what?", final=True), "joining words with real ones"
+    assert rules.cuts("So", final=True), "a word alone is a turn once they stop"
+
+
+def test_the_first_real_word_and_the_phrases_that_cut_at_once() -> None:
+    rules = Interruptions(StopSpeakingPlan())
+    assert rules.first_word("Mm-hmm, sorry, one thing") == "sorry"
+    assert rules.first_word("Okay. Mm.") is None
+    assert rules.urgent("Wait, what?") and not rules.urgent("In a month.")

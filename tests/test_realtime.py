@@ -10,21 +10,27 @@ never while another response is active.
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from websockets.asyncio.client import connect
 
-from backchannel import AssistantConfig, Engine, EventLog, Ledger, MemoryStore
+from backchannel import AssistantConfig, Client, Engine, EventLog, Ledger, MemoryStore
 from backchannel.call import Call
+from backchannel.errors import BackchannelError
 from backchannel.lifecycle import TurnState
 from backchannel.realtime import ModelVoice, RealtimeInput, RealtimeLink, RealtimeLLM
 from backchannel.results import ResultSource, ToolResult
 from backchannel.voice.output import AudioOutput
 
 from .fake_realtime import FakeRealtime, Output, fake_realtime
+from .peers import free_port, server_process
 from .test_voice_pipeline import Line, eventually, final_user
 
 pytestmark = pytest.mark.anyio
@@ -246,3 +252,157 @@ async def test_a_dropped_session_is_opened_again_with_the_history_and_the_result
             await eventually(lambda: "Your order has shipped." in said(events), within=30)
         assert said(events).count("Your order has shipped.") == 1
         assert not fake.errors, fake.errors
+
+
+async def test_a_web_call_through_the_server_process_runs_on_the_realtime_model(
+    tmp_path: Path,
+) -> None:
+    """``model.provider: openai-realtime`` end to end: the browser's audio reaches the
+    model, the model's voice comes back in 20 ms frames, a text call is refused."""
+    async with fake_realtime(order_desk, ["When are you open?"]) as fake:
+        model = {
+            "provider": "openai-realtime",
+            "model": "gpt-realtime",
+            "url": fake.url.replace("ws://", "http://"),
+            "messages": [{"role": "system", "content": "You are the order desk."}],
+        }
+        env = {"BACKCHANNEL_OPENAI_API_KEY": "sk-server"}
+        with server_process(tmp_path, "http://127.0.0.1:9/v1", env=env) as server:
+            async with Client(server.url, api_key=server.api_key) as admin:
+                with pytest.raises(BackchannelError) as refused:
+                    await admin.create_call(assistant={"model": model}, type="text")
+                assert refused.value.code == "voice_call_required"
+                call = await admin.create_call(assistant={"model": model}, type="web")
+            url = f"{call['clientUrl']}?token={call['clientToken']}&sampleRate=16000"
+            frames: list[bytes] = []
+            events: list[dict[str, Any]] = []
+            async with connect(url, max_size=None) as ws:
+
+                async def listen() -> None:
+                    async for message in ws:
+                        if isinstance(message, bytes):
+                            frames.append(message)
+                        else:
+                            events.append(json.loads(message))
+
+                async with asyncio.TaskGroup() as group:
+                    listener = group.create_task(listen())
+                    pcm = speech(0.6)
+                    for start in range(0, len(pcm), 640):
+                        await ws.send(pcm[start : start + 640])
+                        await asyncio.sleep(0.02)
+
+                    def answered() -> bool:
+                        return any(
+                            e.get("type") == "transcript"
+                            and e["role"] == "assistant"
+                            and e["transcript"].startswith("Our store opens")
+                            for e in events
+                        )
+
+                    await eventually(answered, within=60)
+                    await eventually(lambda: len(frames) >= 50, within=30)
+                    listener.cancel()
+        assert {len(f) for f in frames} == {640}, "20 ms PCM16 frames at the client's rate"
+        assert fake.headers[0]["authorization"] == "Bearer sk-server"
+        assert len(fake.responses) == 1 and not fake.errors
+
+
+async def test_2_a_result_while_the_caller_talks_waits_and_one_response_covers_both() -> None:
+    turns = ["Where is order 4417?", "And is it insured?"]
+    async with fake_realtime(order_desk, turns) as fake:
+        async with realtime_call(fake, assistant(ORDER_TOOL)) as (live, listening, _l, events):
+            feed(listening, speech(0.6))
+            call_id = await started_lookup(fake, live, events)
+            await eventually(lambda: live.arbiter.state is TurnState.IDLE, within=30)
+            talk = speech(1.6)
+            feed(listening, talk[: len(talk) // 3])  # the caller is talking
+            await eventually(lambda: live.arbiter.user_speaking, within=30)
+            await live.engine.submit_result(
+                live.call_id, ToolResult(call_id, result="shipped"), ResultSource.API
+            )
+            assert len(fake.responses) == 2, "nothing said over the caller"
+            feed(listening, talk[len(talk) // 3 :])
+            await eventually(lambda: "Your order has shipped." in said(events), within=30)
+        assert len(fake.responses) == 3, "one response for the caller's words and the result"
+        assert said(events).count("Your order has shipped.") == 1 and not fake.errors
+
+
+async def test_8_a_silent_result_is_given_to_the_model_without_a_response() -> None:
+    seen: list[list[dict[str, Any]]] = []
+
+    def respond(items: list[dict[str, Any]]) -> Output:
+        seen.append(items)
+        return order_desk(items)
+
+    turns = ["Where is order 4417?", "Has it shipped yet?"]
+    async with fake_realtime(respond, turns) as fake:
+        async with realtime_call(fake, assistant(ORDER_TOOL)) as (live, listening, _l, events):
+            feed(listening, speech(0.6))
+            call_id = await started_lookup(fake, live, events)
+            await eventually(lambda: live.arbiter.state is TurnState.IDLE, within=30)
+            result = ToolResult(call_id, result="shipped", delivery="silent")
+            await live.engine.submit_result(live.call_id, result, ResultSource.API)
+            await eventually(lambda: bool(outputs(fake.items, call_id)[1:]), within=30)
+            assert len(fake.responses) == 2, "nothing said"
+            feed(listening, speech(0.6))
+            await eventually(lambda: len(fake.responses) == 3, within=30)
+        assert outputs(seen[-1], call_id)[-1] == "shipped", "the next question can use it"
+        assert "Your order has shipped." not in said(events)[:3]
+
+
+async def test_9_a_result_after_hang_up_is_kept_late() -> None:
+    async with fake_realtime(order_desk, ["Where is order 4417?"]) as fake:
+        async with realtime_call(fake, assistant(ORDER_TOOL)) as (live, listening, _l, events):
+            feed(listening, speech(0.6))
+            call_id = await started_lookup(fake, live, events)
+            await live.hang_up("customer-ended-call")
+        late = await live.engine.submit_result(
+            live.call_id, ToolResult(call_id, result="shipped"), ResultSource.API
+        )
+        assert late.outcome.value == "late" and late.record.late
+        assert "Your order has shipped." not in said(events)
+
+
+async def test_11_progress_then_the_result_are_recorded_in_order_and_said() -> None:
+    async with fake_realtime(order_desk, ["Where is order 4417?"]) as fake:
+        async with realtime_call(fake, assistant(ORDER_TOOL)) as (live, listening, _l, events):
+            feed(listening, speech(0.6))
+            call_id = await started_lookup(fake, live, events)
+            await eventually(lambda: live.arbiter.state is TurnState.IDLE, within=30)
+            progress = ToolResult(
+                call_id, result="packed", message="It is packed.", will_continue=True
+            )
+            await live.engine.submit_result(live.call_id, progress, ResultSource.API)
+            await eventually(lambda: "It is packed." in said(events), within=30)
+            await live.engine.submit_result(
+                live.call_id, ToolResult(call_id, result="shipped"), ResultSource.API
+            )
+            await eventually(lambda: "Your order has shipped." in said(events), within=30)
+            record = await live.ledger.get(live.call_id, call_id)
+        assert [p.result for p in record.progress] == ["packed"] and record.result == "shipped"
+        assert not fake.errors, fake.errors
+
+
+async def test_a_model_that_cannot_be_reached_gives_the_fallback_line_not_silence() -> None:
+    fake = FakeRealtime(order_desk, port=free_port())  # nothing listens there
+    link = RealtimeLink(model="gpt-realtime", session={}, api_key="sk-test", url=fake.url)
+    model = RealtimeLLM(link, connect_seconds=1.0)
+    engine = Engine(Ledger(MemoryStore()), llm=model)
+    await engine.open()
+    events = EventLog()
+    config = AssistantConfig.from_json(
+        {
+            "firstMessageMode": "assistant-speaks-first-with-model-generated-message",
+            "model": {"provider": "openai-realtime", "model": "gpt-realtime"},
+        }
+    )
+    line = Line()
+    output = AudioOutput(ModelVoice(), line.send, rate=RATE, clear=line.clear)
+    async with engine.call(config, output=output, events=events) as live:
+        RealtimeInput(live, model, rate=RATE)
+        await eventually(lambda: bool(said(events)), within=30)
+        errors = [e.data["error"]["code"] for e in events.of_type("error")]
+    await engine.close()
+    assert errors == ["realtime_unreachable"]
+    assert said(events) == [config.model.fallback_message]

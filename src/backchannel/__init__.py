@@ -42,6 +42,7 @@ from .llm.base import LLM, LLMRequest, TextDelta, ToolCallRequest
 from .llm.local import LlamaCppLLM
 from .llm.openai_compat import OpenAICompatibleLLM
 from .llm.scripted import ScriptedLLM
+from .realtime import ModelVoice, RealtimeInput, RealtimeLink, RealtimeLLM
 from .results import ResultSource, ToolResult, ToolResultPayload, parse_result
 from .speech import Cut, PacedSpeech, SpeechOutput, Utterance
 from .telemetry import TurnLatency, configure_tracing
@@ -85,6 +86,7 @@ __all__ = [
     "MemoryStore",
     "Message",
     "ModelConfig",
+    "ModelVoice",
     "NotFound",
     "OpenAICompatibleLLM",
     "Outcome",
@@ -93,6 +95,9 @@ __all__ = [
     "PlanKind",
     "Progress",
     "ProviderError",
+    "RealtimeInput",
+    "RealtimeLLM",
+    "RealtimeLink",
     "Resolution",
     "ResultSource",
     "Route",

@@ -660,6 +660,8 @@ class Call:
         self.conversation.add_note(result_note(record.name, record.tool_call_id, content + late))
         await self.delivered(record.tool_call_id, noted=record.delivered_at is not None)
         if record.delivery is Delivery.SILENT:
+            if self._response is None and self._opened.is_set():
+                self._read_ahead_turn()  # the model takes it in now, and says nothing
             return
         spec = self.specs.get(record.name)
         failed = record.error is not None

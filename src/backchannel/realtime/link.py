@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -84,7 +85,8 @@ class RealtimeLink:
         self.model = model
         self.session = dict(session)
         self.api_key = api_key or "unset"
-        self.url = (url or DEFAULT_URL).rstrip("/")
+        #: The WebSocket base URL; an HTTP one is taken as the server's (as the SDK does).
+        self.url = re.sub(r"^http(s?)://", r"ws\1://", (url or DEFAULT_URL).rstrip("/"))
         self.on_event: Callable[[dict[str, Any]], None] = lambda _event: None
         #: Told when a new session replaces a dropped one (not for the first).
         self.on_reconnect: Callable[[], None] | None = None

@@ -43,6 +43,11 @@ from .voice import ModelVoice
 
 log = logging.getLogger("backchannel.realtime")
 
+#: A response waits this long for the session to open, then fails (the caller hears
+#: the assistant's fallback line, not silence).
+CONNECT_SECONDS = 10.0
+#: A response with no event from the server for this long has failed.
+SILENCE_SECONDS = 30.0
 _AUDIO_DELTA = frozenset({"response.output_audio.delta", "response.audio.delta"})
 _TRANSCRIPT_DELTA = frozenset(
     {"response.output_audio_transcript.delta", "response.audio_transcript.delta"}
@@ -57,8 +62,17 @@ def _same(a: str | None, b: str | None) -> bool:
 class RealtimeLLM:
     one_ask_per_response = False
 
-    def __init__(self, link: RealtimeLink, voice: ModelVoice | None = None) -> None:
+    def __init__(
+        self,
+        link: RealtimeLink,
+        voice: ModelVoice | None = None,
+        *,
+        connect_seconds: float = CONNECT_SECONDS,
+        silence_seconds: float = SILENCE_SECONDS,
+    ) -> None:
         self.link = link
+        self.connect_seconds = connect_seconds
+        self.silence_seconds = silence_seconds
         self._voice = voice or ModelVoice()
         self._voice.on_cut = self._truncate
         self._configured = False
@@ -119,8 +133,8 @@ class RealtimeLLM:
     async def stream(self, request: LLMRequest) -> AsyncIterator[LLMChunk]:
         async with self._lock:
             self._configure(request)
-            await self.link.ready()
-            await self._idle.wait()  # a cancelled response ends before the next starts
+            await self._connected()
+            await self._previous_done()
             transient = list(request.messages[len(request.messages) - request.guidance :])
             self._write_history(_history(request.messages, transient=request.guidance))
             guidance = [self._create(_item(m)) for m in transient if request.guidance]
@@ -132,7 +146,13 @@ class RealtimeLLM:
             finished, audio_item = False, None
             try:
                 while True:
-                    event = await queue.get()
+                    try:
+                        async with asyncio.timeout(self.silence_seconds):
+                            event = await queue.get()
+                    except TimeoutError:
+                        raise ProviderError(
+                            "the realtime model stopped answering", code="realtime_timeout"
+                        ) from None
                     kind = event["type"]
                     if kind == "response.output_item.added":
                         item = event.get("item") or {}
@@ -180,6 +200,26 @@ class RealtimeLLM:
             prompt, request.tools, turn_detection={"type": "server_vad"}
         )
         self.link.post({"type": "session.update", "session": self.link.session})
+
+    async def _previous_done(self) -> None:
+        """A cancelled response ends before the next starts; one the server never ends
+        is given up after ``silence_seconds``."""
+        try:
+            async with asyncio.timeout(self.silence_seconds):
+                await self._idle.wait()
+        except TimeoutError:
+            log.warning("realtime: a cancelled response never ended; going on")
+            self._idle.set()
+
+    async def _connected(self) -> None:
+        try:
+            async with asyncio.timeout(self.connect_seconds):
+                await self.link.ready()
+        except TimeoutError:
+            raise ProviderError(
+                f"the realtime model at {self.link.url} cannot be reached",
+                code="realtime_unreachable",
+            ) from None
 
     # -- the history -------------------------------------------------------------------
 

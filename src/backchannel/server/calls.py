@@ -15,6 +15,7 @@ import base64
 import hashlib
 import hmac
 import logging
+import re
 import secrets
 import time
 import uuid
@@ -29,7 +30,7 @@ from ..call import Call
 from ..clock import iso_time
 from ..config import AssistantConfig
 from ..engine import Engine
-from ..errors import Conflict, NotFound
+from ..errors import Conflict, InvalidInput, NotFound
 from ..events import Event, EventSink, FanOut
 from ..ledger.retry import is_store_error, persistently, store_unavailable
 from ..ledger.sql import SqlStore
@@ -42,7 +43,7 @@ from .db import assistants, phone_calls, server_calls
 from .episode import Episode
 from .instances import Instances
 from .outbox import DEFAULT_SERVER_MESSAGES, Outbox, Route
-from .providers import LOCAL_LLM, Providers
+from .providers import LOCAL_LLM, REALTIME, Providers
 from .settings import Settings
 from .urls import check_webhook_url
 from .wire import CallOut, CreateCall, Customer, Monitor, assistant_document
@@ -130,10 +131,16 @@ class CallHost:
             assistant = body.assistant
         assistant = await call_assistant(self.db, assistant, body.assistant_overrides)
         await self.check_assistant(assistant)
+        call_type = kind or body.type
+        if assistant.model.provider in REALTIME and call_type == "text":
+            raise InvalidInput(
+                "a speech-to-speech model (openai-realtime) takes voice calls: web or phone",
+                code="voice_call_required",
+            )
         token, client_token = f"ct_{secrets.token_urlsafe(24)}", f"cc_{secrets.token_urlsafe(24)}"
         hosted = HostedCall(
             id=str(uuid.uuid4()),
-            type=kind or body.type,
+            type=call_type,
             assistant_id=assistant_id,
             assistant=assistant,
             token_hash=_hash(token),
@@ -164,7 +171,9 @@ class CallHost:
         if assistant.server and assistant.server.url:
             urls.add(assistant.server.url)
         if assistant.model.url and assistant.model.provider not in LOCAL_LLM:
-            urls.add(assistant.model.url)  # one URL policy for everything the server calls
+            # One URL policy for everything the server calls (a Realtime server's
+            # WebSocket URL as the HTTP URL it upgrades from).
+            urls.add(re.sub(r"^ws(s?)://", r"http\1://", assistant.model.url))
         for url in sorted(urls):
             await check_webhook_url(url, allow_private=self.settings.allow_private_webhooks)
 

@@ -23,6 +23,9 @@ _MURMURS = frozenset({"mm", "mmm", "hm", "hmm", "mhm", "uh", "um", "er", "ah", "
 #: A hum as a recogniser spells it, of any length: Whisper writes a spoken "mm-hmm" as
 #: "MM", "Mmmm", "N-m-m", "N M M" or "HMHN", and "uh-huh" as "Uh".
 _HUM = re.compile(r"[mhn]+|u+h+(h*u+h+)*")
+#: Words that join an acknowledgement without making it a turn ("and mm-hmm", "so
+#: okay"), and that Whisper also puts in front of a hum it was primed to hear.
+_GLUE = frozenset({"and", "so", "well", "then", "oh"})
 _ANNOTATION = re.compile(r"\([^)]*\)|\[[^\]]*\]|\*[^*]*\*")
 _NOT_WORD = re.compile(r"[^a-z0-9\- ]+")
 
@@ -79,6 +82,8 @@ class Interruptions:
         if joined in self._acks:
             return False
         real = [w for w in said if w not in self._ack_words and not _HUM.fullmatch(w)]
+        if len(real) < len(said) and all(w in _GLUE for w in real):
+            return False  # an acknowledgement with a joining word
         return len(real) >= (1 if final else max(1, math.ceil(self.num_words)))
 
 
