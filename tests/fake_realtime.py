@@ -41,6 +41,8 @@ class FakeRealtime:
     respond: Callable[[list[dict[str, Any]]], Output]
     transcripts: list[str] = field(default_factory=list)
     port: int = 0
+    #: Raw frames sent after ``session.created`` (garbage, for the client to survive).
+    preamble: list[str] = field(default_factory=list)
     #: Seconds between audio deltas of 100 ms: a model writes faster than real time.
     pace: float = 0.01
     #: Every client event, in order, and every error sent back.
@@ -82,6 +84,8 @@ class FakeRealtime:
         self._socket, self.items, self._active = ws, [], None
         audio = _Vad()
         await self._send({"type": "session.created", "session": {"type": "realtime"}})
+        for frame in self.preamble:
+            await ws.send(frame)
         try:
             async for raw in ws:
                 event = json.loads(raw)

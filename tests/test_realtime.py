@@ -176,9 +176,16 @@ def order_desk(items: list[dict[str, Any]]) -> Output:
     return [("say", LONG_ANSWER)]
 
 
-async def started_lookup(fake: FakeRealtime, live: Call, events: EventLog) -> str:
+async def asked_for_order(
+    fake: FakeRealtime, live: Call, listening: RealtimeInput, events: EventLog, *, idle: bool = True
+) -> str:
+    """The caller asks about an order; the model calls the lookup and goes on talking.
+    The lookup's call id, once the model has finished (and, if ``idle``, been heard)."""
+    feed(listening, speech(0.6))
     await eventually(lambda: bool(events.of_type("tool-calls")), within=30)
     await eventually(lambda: len(fake.responses) == 2, within=30)
+    if idle:
+        await eventually(lambda: live.arbiter.state is TurnState.IDLE, within=30)
     return str(events.of_type("tool-calls")[0].data["toolCallList"][0]["id"])
 
 
@@ -189,8 +196,7 @@ async def test_a_result_during_an_answer_waits_for_it_or_cuts_it_never_two_respo
     # The model writes slowly here, so the result comes while its response is active.
     async with fake_realtime(order_desk, ["Where is order 4417?"], pace=0.08) as fake:
         async with realtime_call(fake, assistant(ORDER_TOOL)) as (live, listening, line, events):
-            feed(listening, speech(0.6))
-            call_id = await started_lookup(fake, live, events)
+            call_id = await asked_for_order(fake, live, listening, events, idle=False)
             # "Let me check that." is 1.3 s; 2 s in, the long answer is playing and the
             # model is still writing it.
             await eventually(lambda: len(line.frames) >= 100, within=30)
@@ -232,9 +238,7 @@ async def test_a_dropped_session_is_opened_again_with_the_history_and_the_result
 ):
     async with fake_realtime(order_desk, ["Where is order 4417?"]) as fake:
         async with realtime_call(fake, assistant(ORDER_TOOL)) as (live, listening, _l, events):
-            feed(listening, speech(0.6))
-            call_id = await started_lookup(fake, live, events)
-            await eventually(lambda: live.arbiter.state is TurnState.IDLE, within=30)
+            call_id = await asked_for_order(fake, live, listening, events)
             await fake.drop()
             await eventually(lambda: fake.connections == 2 and len(fake.items) >= 4, within=30)
             # The new session has the conversation so far, written from the call's history.
@@ -312,9 +316,7 @@ async def test_2_a_result_while_the_caller_talks_waits_and_one_response_covers_b
     turns = ["Where is order 4417?", "And is it insured?"]
     async with fake_realtime(order_desk, turns) as fake:
         async with realtime_call(fake, assistant(ORDER_TOOL)) as (live, listening, _l, events):
-            feed(listening, speech(0.6))
-            call_id = await started_lookup(fake, live, events)
-            await eventually(lambda: live.arbiter.state is TurnState.IDLE, within=30)
+            call_id = await asked_for_order(fake, live, listening, events)
             talk = speech(1.6)
             feed(listening, talk[: len(talk) // 3])  # the caller is talking
             await eventually(lambda: live.arbiter.user_speaking, within=30)
@@ -338,9 +340,7 @@ async def test_8_a_silent_result_is_given_to_the_model_without_a_response() -> N
     turns = ["Where is order 4417?", "Has it shipped yet?"]
     async with fake_realtime(respond, turns) as fake:
         async with realtime_call(fake, assistant(ORDER_TOOL)) as (live, listening, _l, events):
-            feed(listening, speech(0.6))
-            call_id = await started_lookup(fake, live, events)
-            await eventually(lambda: live.arbiter.state is TurnState.IDLE, within=30)
+            call_id = await asked_for_order(fake, live, listening, events)
             result = ToolResult(call_id, result="shipped", delivery="silent")
             await live.engine.submit_result(live.call_id, result, ResultSource.API)
             await eventually(lambda: bool(outputs(fake.items, call_id)[1:]), within=30)
@@ -354,8 +354,7 @@ async def test_8_a_silent_result_is_given_to_the_model_without_a_response() -> N
 async def test_9_a_result_after_hang_up_is_kept_late() -> None:
     async with fake_realtime(order_desk, ["Where is order 4417?"]) as fake:
         async with realtime_call(fake, assistant(ORDER_TOOL)) as (live, listening, _l, events):
-            feed(listening, speech(0.6))
-            call_id = await started_lookup(fake, live, events)
+            call_id = await asked_for_order(fake, live, listening, events, idle=False)
             await live.hang_up("customer-ended-call")
         late = await live.engine.submit_result(
             live.call_id, ToolResult(call_id, result="shipped"), ResultSource.API
@@ -367,9 +366,7 @@ async def test_9_a_result_after_hang_up_is_kept_late() -> None:
 async def test_11_progress_then_the_result_are_recorded_in_order_and_said() -> None:
     async with fake_realtime(order_desk, ["Where is order 4417?"]) as fake:
         async with realtime_call(fake, assistant(ORDER_TOOL)) as (live, listening, _l, events):
-            feed(listening, speech(0.6))
-            call_id = await started_lookup(fake, live, events)
-            await eventually(lambda: live.arbiter.state is TurnState.IDLE, within=30)
+            call_id = await asked_for_order(fake, live, listening, events)
             progress = ToolResult(
                 call_id, result="packed", message="It is packed.", will_continue=True
             )
@@ -406,3 +403,19 @@ async def test_a_model_that_cannot_be_reached_gives_the_fallback_line_not_silenc
     await engine.close()
     assert errors == ["realtime_unreachable"]
     assert said(events) == [config.model.fallback_message]
+
+
+async def test_garbage_from_the_realtime_server_costs_nothing() -> None:
+    async with fake_realtime(order_desk, ["When are you open?"]) as fake:
+        fake.preamble = [
+            "not json",
+            "[1, 2]",
+            '{"type": 7}',
+            '{"type": "response.done", "response": "odd"}',
+            '{"type": "response.output_audio.delta", "item_id": 3, "delta": "%%%"}',
+            '{"type": "error", "error": null}',
+        ]
+        async with realtime_call(fake, assistant()) as (_live, listening, _line, events):
+            feed(listening, speech(0.6))
+            await eventually(lambda: LONG_ANSWER in " ".join(said(events)), within=30)
+        assert fake.connections == 1, "the session was kept"

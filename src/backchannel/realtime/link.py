@@ -158,7 +158,10 @@ class RealtimeLink:
                 continue
             if event["type"] == "error":
                 _log_error(event)
-            self.on_event(event)
+            try:
+                self.on_event(event)
+            except Exception:  # an odd event costs itself, not the session
+                log.exception("realtime event %s could not be handled", event["type"])
 
 
 def _backoff(failures: int) -> float:

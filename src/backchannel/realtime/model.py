@@ -120,11 +120,11 @@ class RealtimeLLM:
 
     async def prepare(self, request: LLMRequest) -> None:
         """Mirror the history now (a silent result reaches the model at once)."""
+        self._configure(request)
+        await self._connected()
         if self._lock.locked():
             return  # the response in progress mirrors it
         async with self._lock:
-            self._configure(request)
-            await self.link.ready()
             messages = list(request.messages)
             if messages and messages[-1].get("role") == "user":
                 messages.pop()  # the caller's next words, read ahead: not said yet
