@@ -48,6 +48,9 @@ class FakeRealtime:
     #: Every client event, in order, and every error sent back.
     received: list[dict[str, Any]] = field(default_factory=list)
     errors: list[dict[str, Any]] = field(default_factory=list)
+    #: What the client wrote that contradicts the conversation (a second
+    #: ``function_call`` under one call id, an output for a call it never saw).
+    problems: list[str] = field(default_factory=list)
     items: list[dict[str, Any]] = field(default_factory=list)
     session: dict[str, Any] = field(default_factory=dict)
     responses: list[str] = field(default_factory=list)
@@ -57,6 +60,7 @@ class FakeRealtime:
     _socket: ServerConnection | None = None
     _active: asyncio.Task[None] | None = None
     _ids: Any = field(default_factory=lambda: itertools.count(1))
+    _audio_ms: dict[str, int] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -112,6 +116,11 @@ class FakeRealtime:
                 await self._speech(change, vad)
         elif kind == "conversation.item.create":
             item = {**event["item"], "object": "realtime.item", "status": "completed"}
+            calls = {i.get("call_id") for i in self.items if i.get("type") == "function_call"}
+            if item.get("type") == "function_call" and item.get("call_id") in calls:
+                self.problems.append(f"function_call {item.get('call_id')} twice")
+            if item.get("type") == "function_call_output" and item.get("call_id") not in calls:
+                self.problems.append(f"output for unknown call {item.get('call_id')}")
             item.setdefault("id", self._id("item"))
             self.items.append(item)
             await self._send({"type": "conversation.item.added", "item": item})
@@ -120,6 +129,18 @@ class FakeRealtime:
             self.items = [i for i in self.items if i.get("id") != event.get("item_id")]
             await self._send({"type": "conversation.item.deleted", "item_id": event["item_id"]})
         elif kind == "conversation.item.truncate":
+            item = next((i for i in self.items if i.get("id") == event.get("item_id")), None)
+            length = self._audio_ms.get(str(event.get("item_id")), 0)
+            if item is None or not isinstance(event.get("audio_end_ms"), int):
+                await self._error("invalid_value", "Invalid 'item_id' or 'audio_end_ms'.")
+                return
+            if event["audio_end_ms"] > length:
+                await self._error(
+                    "invalid_value",
+                    f"Audio content of {length}ms is already shorter than "
+                    f"{event['audio_end_ms']}ms",
+                )
+                return
             keys = ("item_id", "content_index", "audio_end_ms")
             await self._send({"type": "conversation.item.truncated", **{k: event[k] for k in keys}})
         elif kind == "response.create":
@@ -205,23 +226,27 @@ class FakeRealtime:
             for index, part in enumerate(self.respond(list(self.items))):
                 ids = {"response_id": response_id, "output_index": index}
                 if part[0] == "say":
-                    output.append(await self._say(ids, part[1]))
+                    await self._say(ids, part[1], output)
                 else:
-                    output.append(await self._call(ids, part[1], part[2]))
+                    await self._call(ids, part[1], part[2], output)
         except asyncio.CancelledError:
             status = "cancelled"
-        self.items.extend(output)
         done = {"id": response_id, "status": status, "output": output}
         with contextlib.suppress(Exception):
             await self._send({"type": "response.done", "response": done})
 
-    async def _say(self, ids: dict[str, Any], text: str) -> dict[str, Any]:
-        item = {
+    async def _say(self, ids: dict[str, Any], text: str, output: list[dict[str, Any]]) -> None:
+        """An audio answer; its item joins the conversation as it starts, as the
+        server's does (a cancelled answer stays, cut where it was)."""
+        item: dict[str, Any] = {
             "id": self._id("item"),
             "type": "message",
             "role": "assistant",
             "status": "in_progress",
+            "content": [{"type": "output_audio", "transcript": ""}],
         }
+        self.items.append(item)
+        output.append(item)
         await self._send(
             {"type": "response.output_item.added", **ids, "item": {**item, "content": []}}
         )
@@ -232,24 +257,26 @@ class FakeRealtime:
             await self._send(
                 {"type": "response.output_audio_transcript.delta", **where, "delta": delta}
             )
+            item["content"][0]["transcript"] += delta
             tone = _tone(len(delta) * SECONDS_PER_CHAR)
             for start in range(0, tone.size, RATE // 10):  # 100 ms a delta
-                chunk = base64.b64encode(tone[start : start + RATE // 10].tobytes()).decode()
+                piece = tone[start : start + RATE // 10]
+                self._audio_ms[item["id"]] = self._audio_ms.get(item["id"], 0) + (
+                    piece.size * 1000 // RATE
+                )
+                chunk = base64.b64encode(piece.tobytes()).decode()
                 await self._send({"type": "response.output_audio.delta", **where, "delta": chunk})
                 await asyncio.sleep(self.pace)
         await self._send({"type": "response.output_audio.done", **where})
         await self._send(
             {"type": "response.output_audio_transcript.done", **where, "transcript": text}
         )
-        done = {
-            **item,
-            "status": "completed",
-            "content": [{"type": "output_audio", "transcript": text}],
-        }
-        await self._send({"type": "response.output_item.done", **ids, "item": done})
-        return done
+        item["status"] = "completed"
+        await self._send({"type": "response.output_item.done", **ids, "item": item})
 
-    async def _call(self, ids: dict[str, Any], name: str, args: dict[str, Any]) -> dict[str, Any]:
+    async def _call(
+        self, ids: dict[str, Any], name: str, args: dict[str, Any], output: list[dict[str, Any]]
+    ) -> None:
         call_id = self._id("call")
         item = {"id": self._id("item"), "type": "function_call", "call_id": call_id, "name": name}
         await self._send(
@@ -269,8 +296,9 @@ class FakeRealtime:
             }
         )
         done = {**item, "arguments": arguments, "status": "completed"}
+        self.items.append(done)
+        output.append(done)
         await self._send({"type": "response.output_item.done", **ids, "item": done})
-        return done
 
     # -- helpers -----------------------------------------------------------------------
 

@@ -28,6 +28,10 @@ log = logging.getLogger("backchannel.realtime")
 RECONNECT_BACKOFF = (0.2, 0.5, 1.0, 2.0, 5.0)
 DEFAULT_URL = "wss://api.openai.com/v1"
 DEFAULT_TRANSCRIBER = "gpt-4o-mini-transcribe"
+#: Microphone frames kept for a session not open yet (or away): about 5 s of 20 ms.
+MAX_QUEUED_AUDIO = 250
+#: The server's VAD, with the defaults of OpenAI's reference.
+SERVER_VAD = {"type": "server_vad"}
 
 
 def session_config(
@@ -78,12 +82,16 @@ class RealtimeLink:
         self,
         *,
         model: str,
-        session: Mapping[str, Any],
+        session: Mapping[str, Any] | None = None,
         api_key: str | None = None,
         url: str | None = None,
     ) -> None:
         self.model = model
-        self.session = dict(session)
+        #: Until the call's first request configures it: no instructions, no tools, and
+        #: turn detection that never answers on its own.
+        self.session = dict(session or session_config("", (), turn_detection=SERVER_VAD))
+        if not api_key:
+            log.warning("realtime: no API key (BACKCHANNEL_OPENAI_API_KEY) for %s", model)
         self.api_key = api_key or "unset"
         #: The WebSocket base URL; an HTTP one is taken as the server's (as the SDK does).
         self.url = re.sub(r"^http(s?)://", r"ws\1://", (url or DEFAULT_URL).rstrip("/"))
@@ -91,6 +99,7 @@ class RealtimeLink:
         #: Told when a new session replaces a dropped one (not for the first).
         self.on_reconnect: Callable[[], None] | None = None
         self._outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._audio_queued = 0
         self._ready = asyncio.Event()
         self.connects = 0
 
@@ -102,6 +111,10 @@ class RealtimeLink:
         """Queue one client event; they go out in order once the session is open. What
         a dropped connection did not send is written again on reconnect (the history),
         or no longer matters (audio of a moment ago)."""
+        if event.get("type") == "input_audio_buffer.append":
+            if self._audio_queued >= MAX_QUEUED_AUDIO:
+                return  # the session is away: the microphone's audio is not hoarded
+            self._audio_queued += 1
         self._outbox.put_nowait(dict(event))
 
     async def run(self) -> None:
@@ -123,6 +136,7 @@ class RealtimeLink:
                 self.connects += 1
                 if self.connects > 1:
                     self._outbox = asyncio.Queue()  # the history is written again instead
+                    self._audio_queued = 0
                     if self.on_reconnect is not None:
                         self.on_reconnect()
                 self._ready.set()
@@ -144,6 +158,8 @@ class RealtimeLink:
     async def _write(self, connection: Any) -> None:
         while True:
             event = await self._outbox.get()
+            if event.get("type") == "input_audio_buffer.append":
+                self._audio_queued -= 1
             await connection.send(event)
 
     async def _pump(self, connection: Any) -> None:
@@ -168,12 +184,17 @@ def _backoff(failures: int) -> float:
     return RECONNECT_BACKOFF[min(failures, len(RECONNECT_BACKOFF)) - 1]
 
 
+def _error_of(event: Mapping[str, Any]) -> Mapping[str, Any]:
+    error = event.get("error")
+    return error if isinstance(error, dict) else {}
+
+
 def _log_error(event: Mapping[str, Any]) -> None:
-    error = event.get("error") or {}
+    error = _error_of(event)
     log.warning("realtime server error %s: %s", error.get("code"), error.get("message"))
 
 
 def server_error(event: Mapping[str, Any]) -> ProviderError:
-    error = event.get("error") or {}
+    error = _error_of(event)
     code = error.get("code") or "realtime_error"
     return ProviderError(str(error.get("message") or code), code="realtime_error", upstream=code)

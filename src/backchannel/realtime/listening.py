@@ -8,16 +8,23 @@ the caller's turns (``speech_started`` / ``speech_stopped``) and its transcripti
 caller's words; they reach the call as they would from the pipeline, so the arbiter
 decides who speaks next: a barge-in cuts the model's answer, a result that arrives while
 the caller talks waits for the end of their turn.
+
+Speech over the assistant is weighed by the assistant's ``stopSpeakingPlan`` as with
+the pipeline (:mod:`backchannel.voice.interruption`): it cuts once it lasts longer than an
+acknowledgement, or once its transcript has words that are not one; "mm-hmm" and a
+cough let the answer go on.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 from typing import TYPE_CHECKING, Any
 
 from ..voice.audio import StreamResampler, to_samples
-from .model import RealtimeLLM
+from ..voice.interruption import MAX_ACKNOWLEDGEMENT_SECONDS, Interruptions
+from .model import SESSION_REOPENED, RealtimeLLM
 from .voice import MODEL_RATE
 
 if TYPE_CHECKING:
@@ -30,8 +37,17 @@ class RealtimeInput:
     def __init__(self, call: Call, model: RealtimeLLM, *, rate: int) -> None:
         self.call = call
         self.model = model
+        self.interruptions = Interruptions(call.assistant.stop_speaking_plan)
         self._resample = StreamResampler(rate, MODEL_RATE)
+        #: The caller's turn is open and the call knows it.
         self._speaking = False
+        #: Speech over the assistant that has not cut it (yet); and once it has ended,
+        #: its transcript decides.
+        self._tentative = False
+        self._weighing = False
+        self._timer: asyncio.Task[None] | None = None
+        #: What was let pass over the assistant (acknowledgements, sounds).
+        self.let_pass: list[str] = []
         model.listener = self._heard
         #: The session's connection lives as long as the call.
         call.spawn(model.link.run(), guard=False)
@@ -48,14 +64,62 @@ class RealtimeInput:
     def _heard(self, event: dict[str, Any]) -> None:
         kind = event["type"]
         if kind == "input_audio_buffer.speech_started":
-            self._speaking = True
-            self.call.user_started_speaking()
+            self._started()
         elif kind == "input_audio_buffer.speech_stopped":
-            if self._speaking:
-                self._speaking = False
-                self.call.user_stopped_speaking()
+            self._stopped()
         elif kind == "conversation.item.input_audio_transcription.completed":
-            self.call.user_transcript(str(event.get("transcript") or "").strip())
+            self._transcript(str(event.get("transcript") or "").strip())
         elif kind == "conversation.item.input_audio_transcription.failed":
             log.warning("call %s: the model could not transcribe a turn", self.call.call_id)
-            self.call.user_transcript("")
+            self._transcript("")
+        elif kind == SESSION_REOPENED:
+            self._cancel_timer()
+            self._tentative = self._weighing = False
+            if self._speaking:  # that turn is gone with the session
+                self._stopped()
+                self._transcript("")
+
+    def _started(self) -> None:
+        if self.call.assistant_speaking and self.interruptions.enabled:
+            self._tentative, self._weighing = True, False
+            self._cancel_timer()
+            self._timer = self.call.spawn(self._too_long())
+        else:
+            self._commit()
+
+    def _stopped(self) -> None:
+        self._cancel_timer()
+        if self._tentative:
+            self._tentative, self._weighing = False, True  # its words decide
+        elif self._speaking:
+            self._speaking = False
+            self.call.user_stopped_speaking()
+
+    def _transcript(self, text: str) -> None:
+        if self._weighing:
+            self._weighing = False
+            if not self.interruptions.cuts(text, final=True):
+                log.debug("call %s: not an interruption: %r", self.call.call_id, text)
+                self.let_pass.append(text)
+                self.model.forget_turn()
+                return
+            self._commit()
+            self._speaking = False
+            self.call.user_stopped_speaking()
+        self.call.user_transcript(text)
+
+    def _commit(self) -> None:
+        """The caller's turn is real: it cuts the assistant, if it is speaking."""
+        self._tentative = False
+        self._speaking = True
+        self.call.user_started_speaking()
+
+    async def _too_long(self) -> None:
+        await self.call.clock.sleep(MAX_ACKNOWLEDGEMENT_SECONDS)
+        if self._tentative:
+            self._commit()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None

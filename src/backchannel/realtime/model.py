@@ -38,7 +38,7 @@ import numpy as np
 from ..conversation import noted_result
 from ..errors import ProviderError
 from ..llm.base import LLMChunk, LLMRequest, TextDelta, ToolCallRequest
-from .link import RealtimeLink, server_error, session_config
+from .link import SERVER_VAD, RealtimeLink, server_error, session_config
 from .voice import ModelVoice
 
 log = logging.getLogger("backchannel.realtime")
@@ -52,6 +52,11 @@ _AUDIO_DELTA = frozenset({"response.output_audio.delta", "response.audio.delta"}
 _TRANSCRIPT_DELTA = frozenset(
     {"response.output_audio_transcript.delta", "response.audio_transcript.delta"}
 )
+_TRANSCRIPT_DONE = frozenset(
+    {"response.output_audio_transcript.done", "response.audio_transcript.done"}
+)
+#: Told to the caller's side when a new session replaced a dropped one.
+SESSION_REOPENED = "backchannel.session_reopened"
 _AUDIO_DONE = frozenset({"response.output_audio.done", "response.audio.done"})
 
 
@@ -89,6 +94,9 @@ class RealtimeLLM:
         self._spoken_turns = 0
         self._ids = itertools.count(1)
         self._stream: asyncio.Queue[dict[str, Any]] | None = None
+        #: The ``event_id`` of the ``response.create`` in flight: an error naming it
+        #: is that response's; any other error is logged, not a response's failure.
+        self._asked: str | None = None
         self._idle = asyncio.Event()
         self._idle.set()
         self._lock = asyncio.Lock()
@@ -142,8 +150,9 @@ class RealtimeLLM:
             self._stream = queue
             self._idle.clear()
             self.responses += 1
-            self.link.post({"type": "response.create"})
-            finished, audio_item = False, None
+            self._asked = self._event_id()
+            self.link.post({"type": "response.create", "event_id": self._asked})
+            finished, refused, audio_item, response_id = False, False, None, None
             try:
                 while True:
                     try:
@@ -154,9 +163,11 @@ class RealtimeLLM:
                             "the realtime model stopped answering", code="realtime_timeout"
                         ) from None
                     kind = event["type"]
-                    if kind == "response.output_item.added":
-                        item = event.get("item") or {}
-                        if item.get("type") == "message":
+                    if kind == "response.created":
+                        response_id = _field(event, "response", "id")
+                    elif kind == "response.output_item.added":
+                        item = event.get("item")
+                        if isinstance(item, dict) and item.get("type") == "message":
                             audio_item = str(item.get("id"))
                             self.voice.begin(audio_item)
                     elif kind in _AUDIO_DELTA:
@@ -171,20 +182,29 @@ class RealtimeLLM:
                         self._called.add(call.id)
                         yield call
                     elif kind == "response.done":
+                        done_id = _field(event, "response", "id")
+                        if response_id is not None and done_id not in (None, response_id):
+                            continue  # an earlier response's end, late
                         finished = True
-                        status = (event.get("response") or {}).get("status")
-                        if status == "failed":
+                        if _field(event, "response", "status") == "failed":
                             raise ProviderError("the realtime model failed to answer")
                         return
                     elif kind == "error":
+                        # Refused (no response was made), or gone with the session:
+                        # either way there is nothing to cancel.
+                        refused = response_id is None
                         finished = True
                         raise server_error(event)
             finally:
-                self._stream = None
-                if not finished:  # cut short while it is still being written
-                    self.link.post({"type": "response.cancel"})
-                    if audio_item is not None:
-                        self.voice.finish(audio_item)
+                self._stream = self._asked = None
+                if refused:
+                    self._idle.set()  # no response was made
+                elif not finished:  # cut short while it is still being written
+                    self.link.post({"type": "response.cancel", "event_id": self._event_id()})
+                if audio_item is not None:
+                    self.voice.finish(audio_item)
+                    if not finished:
+                        self.voice.abandon(audio_item)
                 for item_id in guidance:
                     self.link.post({"type": "conversation.item.delete", "item_id": item_id})
 
@@ -196,9 +216,7 @@ class RealtimeLLM:
         self._configured = True
         first = request.messages[0] if request.messages else {}
         prompt = str(first.get("content") or "") if first.get("role") == "system" else ""
-        self.link.session = session_config(
-            prompt, request.tools, turn_detection={"type": "server_vad"}
-        )
+        self.link.session = session_config(prompt, request.tools, turn_detection=SERVER_VAD)
         self.link.post({"type": "session.update", "session": self.link.session})
 
     async def _previous_done(self) -> None:
@@ -238,17 +256,26 @@ class RealtimeLLM:
             for item in _items(message):
                 self._create(item)
         self._mirror = history
+        # What the model said or called that the history did not take (a response cut
+        # while it was written) is not matched against anything later.
+        self._said.clear()
+        self._called.clear()
 
     def _known(self, message: Mapping[str, Any], old: Sequence[Mapping[str, Any]]) -> bool:
         """Whether the session has this message already: the caller's spoken turn, the
-        model's own words or calls, or a cut answer (truncated there already)."""
-        role, content = message.get("role"), message.get("content")
+        model's own words or calls, or an answer cut to what was heard (the session's
+        copy is truncated there already)."""
+        role, content = message.get("role"), str(message.get("content") or "")
         if role == "user" and self._spoken_turns:
             self._spoken_turns -= 1
             return True
         if role != "assistant":
             return False
-        calls = {c["id"] for c in message.get("tool_calls") or ()}
+        calls = _call_ids(message)
+        for m in old:
+            heard = str(m.get("content") or "")
+            if m.get("role") == "assistant" and _call_ids(m) == calls and heard.startswith(content):
+                return True
         if calls and not calls <= self._called:
             return False
         self._called -= calls
@@ -258,10 +285,10 @@ class RealtimeLLM:
             if _same(said, content) or _same(said[: len(content)], content):
                 self._said.remove(said)
                 return True
-        return any(
-            m.get("role") == "assistant" and str(m.get("content") or "").startswith(content)
-            for m in old
-        )
+        return False
+
+    def _event_id(self) -> str:
+        return f"bc_event_{next(self._ids)}"
 
     def _create(self, item: dict[str, Any]) -> str:
         item_id = f"bc_{next(self._ids)}"
@@ -276,8 +303,13 @@ class RealtimeLLM:
         mirror, self._mirror = self._mirror, []
         self._write_history(mirror)
         if self._stream is not None:  # the response in progress is gone with the session
-            self._stream.put_nowait({"type": "error", "error": {"code": "session_lost"}})
+            self._stream.put_nowait(
+                {"type": "error", "error": {"code": "session_lost", "event_id": self._asked}}
+            )
+        self.voice.abandon_all()
         self._idle.set()
+        if self.listener is not None:
+            self.listener({"type": SESSION_REOPENED})
 
     # -- events ------------------------------------------------------------------------
 
@@ -288,27 +320,47 @@ class RealtimeLLM:
         ):
             if kind == "input_audio_buffer.committed":
                 self._spoken_turns += 1
-            transcribed = "conversation.item.input_audio_transcription.completed"
-            if kind == transcribed and not str(event.get("transcript") or "").strip():
-                self._spoken_turns = max(0, self._spoken_turns - 1)  # no words, no turn
+            transcribed = kind == "conversation.item.input_audio_transcription.completed"
+            if kind.endswith(".failed") or (
+                transcribed and not str(event.get("transcript") or "").strip()
+            ):
+                self.forget_turn()  # no words, no turn
             if self.listener is not None:
                 self.listener(event)
             return
-        if kind == "response.output_audio_transcript.done" or kind == (
-            "response.audio_transcript.done"
-        ):
+        if kind in _TRANSCRIPT_DONE:
             self._said.append(str(event.get("transcript") or ""))
         if kind in _AUDIO_DONE:
             self.voice.finish(str(event.get("item_id")))
         if kind == "response.done":
-            for item in (event.get("response") or {}).get("output") or ():
-                if item.get("type") == "message":
+            output = _field(event, "response", "output")
+            for item in output if isinstance(output, list) else ():
+                if isinstance(item, dict) and item.get("type") == "message":
                     self.voice.finish(str(item.get("id")))
             self._idle.set()
-        if kind == "error" and self._stream is None:
-            return  # nothing waits on it; logged by the link
+        if kind == "error":
+            error = event.get("error")
+            code = error.get("code") if isinstance(error, dict) else None
+            asked = isinstance(error, dict) and error.get("event_id") == self._asked
+            if not (asked or code == "conversation_already_has_active_response"):
+                return  # not about the response in progress; logged by the link
         if self._stream is not None and (kind.startswith("response.") or kind == "error"):
             self._stream.put_nowait(event)
+
+    def forget_turn(self) -> None:
+        """A turn the server committed is not the caller's turn after all (an
+        acknowledgement over the answer): no history message will stand for it."""
+        self._spoken_turns = max(0, self._spoken_turns - 1)
+
+
+def _field(event: Mapping[str, Any], outer: str, inner: str) -> Any:
+    """``event[outer][inner]``, or ``None`` when the server sent another shape."""
+    value = event.get(outer)
+    return value.get(inner) if isinstance(value, dict) else None
+
+
+def _call_ids(message: Mapping[str, Any]) -> set[str]:
+    return {c["id"] for c in message.get("tool_calls") or ()}
 
 
 def _history(messages: Sequence[Mapping[str, Any]], *, transient: int) -> list[dict[str, Any]]:

@@ -91,6 +91,19 @@ class ModelVoice:
             take.complete = True
             take.changed.set()
 
+    def abandon(self, item_id: str) -> None:
+        """The answer was cut: what it had not yet said is never said."""
+        if (take := self._find(item_id)) is not None:
+            take.spoken_chars = len(take.text)
+            take.complete = True
+            take.changed.set()
+
+    def abandon_all(self) -> None:
+        """The session is gone: no answer of it goes on."""
+        for take in self._takes:
+            self.abandon(take.item_id)
+        self._playing = None  # its items are not the new session's to truncate
+
     def played_ms(self, item_id: str) -> int:
         """About how much of the item's audio the listener has heard: the output plays
         in real time from the moment its first audio went out."""
@@ -98,14 +111,17 @@ class ModelVoice:
         if take is None or take.started_at is None:
             return 0
         heard = int((self.clock.monotonic() - take.started_at) * 1000)
-        return max(0, min(heard, take.samples * 1000 // MODEL_RATE))
+        # Not more than went to the output, however long ago it started.
+        return max(0, min(heard, take.spoken_samples * 1000 // MODEL_RATE))
 
     def stopped(self) -> None:
         """The output stopped mid-sentence (a barge-in): if the model's answer was
         playing, the model is told how much of it was heard."""
         take, self._playing = self._playing, None
-        if take is not None and self.on_cut is not None:
-            self.on_cut(take.item_id, self.played_ms(take.item_id))
+        if take is not None:
+            if self.on_cut is not None:
+                self.on_cut(take.item_id, self.played_ms(take.item_id))
+            self.abandon(take.item_id)
 
     def clearing(self, clear: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
         """The transport's ``clear`` (called by the output after a cut), telling this
@@ -123,13 +139,12 @@ class ModelVoice:
     # -- the TTS side ------------------------------------------------------------------
 
     async def synthesize(self, text: str) -> AsyncIterator[Samples]:
-        take = self._owner(text)
+        take = self._playing = self._owner(text)
         if take is None:
             async for chunk in self._fallback(text):
                 yield chunk
             return
         take.spoken_chars = end = take.spoken_chars + len(text)
-        self._playing = take
         async for chunk in self._share(take, end):
             yield chunk
 
@@ -140,7 +155,8 @@ class ModelVoice:
             take.changed.clear()
             if take.complete:
                 # The last sentence takes the rest; an earlier one, its share.
-                share = 1.0 if end >= len(take.text) else end / len(take.text)
+                said = len(take.text.rstrip())  # trailing space carries no audio
+                share = 1.0 if end >= said else end / said
             else:
                 share = end / max(end + 1, len(take.text))
             upto = int(take.samples * share)
@@ -159,7 +175,7 @@ class ModelVoice:
         said = _squash(text)
         if not said:
             return None
-        for take in self._takes:
+        for take in reversed(self._takes):  # the latest answer first
             rest = _squash(take.text[take.spoken_chars :])
             if rest.startswith(said):
                 # Whitespace between sentences belongs to the sentence before.

@@ -64,7 +64,6 @@ class Providers:
 
             link = RealtimeLink(
                 model=model.model,
-                session={"type": "realtime"},
                 api_key=self.settings.openai_api_key,
                 url=model.url or self.settings.openai_realtime_url,
             )

@@ -33,7 +33,7 @@ import numpy as np
 from ..call import Call
 from ..errors import BackchannelError
 from .audio import RATE, Samples, StreamResampler, to_samples
-from .interruption import Interruptions
+from .interruption import Interruptions, words
 from .stt import STT, clip
 from .turn_model import TurnModel
 from .vad import Activity, TurnDetector
@@ -298,15 +298,17 @@ class VoiceSession:
         self.call.user_transcript(text)
 
     async def _heard_again(self, turn: _Turn, text: str) -> bool:
-        """Whether words over the assistant are words when heard a second time, behind
-        half a second of silence. Whisper writes part of a hum as a word ("In a month"
-        for "mm-hmm") or not by where the turn's audio starts; real words stay words.
-        An interruption phrase needs no second hearing."""
+        """Whether words over the assistant are still words when heard a second time,
+        behind half a second of silence. Whisper writes part of a hum as a word ("In a
+        month" for "mm-hmm") or not by where the turn's audio starts; real words stay
+        words. An interruption phrase needs no second hearing."""
         if self.interruptions.urgent(text) or not self.stt.repeatable:
             return True
         lead = np.zeros(RATE // 2, np.int16)
         again = await self._transcribe(np.concatenate([lead, turn.samples()]), listening=True)
-        return self.interruptions.cuts(again, final=True)
+        # Only an acknowledgement or a hum heard the second time undoes the words; no
+        # words (or a failed transcription) leaves them as they were.
+        return not words(again) or self.interruptions.cuts(again, final=True)
 
     # -- transcription -----------------------------------------------------------------
 
