@@ -112,8 +112,19 @@ class FakeRealtime:
             await self._send({"type": "session.updated", "session": self.session})
         elif kind == "input_audio_buffer.append":
             pcm = np.frombuffer(base64.b64decode(event["audio"]), "<i2")
-            for change in vad.feed(pcm):
-                await self._speech(change, vad)
+            vad.buffered += pcm.size
+            if self._detection() is not None:
+                for change in vad.feed(pcm):
+                    await self._speech(change, vad)
+        elif kind == "input_audio_buffer.commit":
+            if vad.buffered < RATE // 10:
+                await self._error(
+                    "input_audio_buffer_commit_empty",
+                    "Error committing input audio buffer: buffer too small.",
+                )
+                return
+            vad.item_id = self._id("item")
+            await self._turn(vad)
         elif kind == "conversation.item.create":
             item = {**event["item"], "object": "realtime.item", "status": "completed"}
             calls = {i.get("call_id") for i in self.items if i.get("type") == "function_call"}
@@ -185,6 +196,11 @@ class FakeRealtime:
                 "item_id": item_id,
             }
         )
+        await self._turn(vad)
+
+    async def _turn(self, vad: _Vad) -> None:
+        """The buffer becomes the caller's item, transcribed if the session asks."""
+        item_id, vad.buffered = vad.item_id, 0
         previous = self.items[-1]["id"] if self.items else None
         await self._send(
             {
@@ -193,7 +209,8 @@ class FakeRealtime:
                 "previous_item_id": previous,
             }
         )
-        said = self.transcripts.pop(0) if self.transcripts else ""
+        transcribing = bool(self.session.get("audio", {}).get("input", {}).get("transcription"))
+        said = (self.transcripts.pop(0) if self.transcripts else "") if transcribing else None
         item = {
             "id": item_id,
             "type": "message",
@@ -202,14 +219,15 @@ class FakeRealtime:
         }
         self.items.append(item)
         await self._send({"type": "conversation.item.added", "item": item})
-        await self._send(
-            {
-                "type": "conversation.item.input_audio_transcription.completed",
-                "item_id": item_id,
-                "content_index": 0,
-                "transcript": said,
-            }
-        )
+        if transcribing:
+            await self._send(
+                {
+                    "type": "conversation.item.input_audio_transcription.completed",
+                    "item_id": item_id,
+                    "content_index": 0,
+                    "transcript": said,
+                }
+            )
 
     # -- responses ---------------------------------------------------------------------
 
@@ -302,6 +320,11 @@ class FakeRealtime:
 
     # -- helpers -----------------------------------------------------------------------
 
+    def _detection(self) -> Any:
+        """The session's turn detection; ``None`` when the client commits turns."""
+        audio = self.session.get("audio") or {}
+        return (audio.get("input") or {}).get("turn_detection", {"type": "server_vad"})
+
     def _id(self, prefix: str) -> str:
         return f"{prefix}_{next(self._ids)}"
 
@@ -323,6 +346,7 @@ class _Vad:
         self.speaking = False
         self.quiet_ms = 0
         self.item_id = ""
+        self.buffered = 0  # samples appended since the last commit
         self._carry = np.zeros(0, np.int16)
 
     def feed(self, pcm: Any) -> list[str]:

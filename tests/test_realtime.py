@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,12 @@ from backchannel.errors import BackchannelError
 from backchannel.lifecycle import TurnState
 from backchannel.realtime import ModelVoice, RealtimeInput, RealtimeLink, RealtimeLLM
 from backchannel.results import ResultSource, ToolResult
+from backchannel.voice.audio import resample
 from backchannel.voice.output import AudioOutput
+from backchannel.voice.session import CallInput, VoiceSession
+from backchannel.voice.stt import WhisperSTT
+from backchannel.voice.tts import PiperTTS, spoken
+from backchannel.voice.vad import SileroVAD, TurnDetector
 
 from .fake_realtime import FakeRealtime, Output, fake_realtime
 from .peers import free_port, server_process
@@ -54,10 +59,12 @@ def assistant(tool: dict[str, Any] | None = None) -> AssistantConfig:
 
 @asynccontextmanager
 async def realtime_call(
-    fake: FakeRealtime, config: AssistantConfig
+    fake: FakeRealtime,
+    config: AssistantConfig,
+    input_side: Callable[[Call], CallInput] | None = None,
 ) -> AsyncIterator[tuple[Call, RealtimeInput, Line, EventLog]]:
     link = RealtimeLink(model="gpt-realtime", api_key="sk-test", url=fake.url)
-    model = RealtimeLLM(link)
+    model = RealtimeLLM(link, turn_detection=config.model.turn_detection)
     engine = Engine(Ledger(MemoryStore()), llm=model)
     await engine.open()
     line, events = Line(), EventLog()
@@ -65,7 +72,8 @@ async def realtime_call(
     output = AudioOutput(voice, line.send, rate=RATE, clear=voice.clearing(line.clear))
     async with engine.call(config, output=output, events=events) as live:
         model.voice = voice
-        listening = RealtimeInput(live, model, rate=RATE)
+        session = input_side(live) if input_side is not None else None
+        listening = RealtimeInput(live, model, rate=RATE, session=session)
         yield live, listening, line, events
     await engine.close()
     assert not fake.problems, fake.problems  # the session's conversation stayed consistent
@@ -468,3 +476,34 @@ async def test_a_session_lost_mid_answer_leaves_the_call_able_to_answer() -> Non
 def _live_fallback(lines: list[str]) -> bool:
     """The caller heard the assistant's fallback line when the answer was lost."""
     return AssistantConfig.from_json({}).model.fallback_message in lines
+
+
+async def test_with_backchannel_turn_detection_the_pipeline_hears_the_caller_and_the_model_answers(
+    piper: PiperTTS, whisper: WhisperSTT, turn_model: Any
+) -> None:
+    """``turnDetection: backchannel``: Silero, the turn model and Whisper find the turn on
+    real speech; the session gets the turn's audio committed, with no VAD of its own."""
+    config = AssistantConfig.from_json(
+        {"model": {"provider": "openai-realtime", "turnDetection": "backchannel"}}
+    )
+
+    def pipeline(call: Call) -> CallInput:
+        return VoiceSession(call, TurnDetector(SileroVAD()), whisper, turn_model=turn_model)
+
+    async def voice(text: str) -> bytes:
+        audio = resample(await spoken(piper, text), piper.sample_rate, RATE)
+        return np.concatenate([audio, np.zeros(int(1.5 * RATE), np.int16)]).astype("<i2").tobytes()
+
+    async with fake_realtime(order_desk) as fake:
+        async with realtime_call(fake, config, pipeline) as (_live, listening, _line, events):
+            for start in range(0, len(pcm := await voice("When are you open?")), 640):
+                listening.feed(pcm[start : start + 640])
+                await asyncio.sleep(0.02)  # in real time: the turn model waits on pauses
+            await eventually(lambda: LONG_ANSWER in " ".join(said(events)), within=60)
+        assert "open" in final_user(events)[0].data["transcript"].lower()
+        assert fake.session["audio"]["input"]["turn_detection"] is None
+        assert fake.session["audio"]["input"]["transcription"] is None
+        assert [e["type"] for e in fake.received].count("input_audio_buffer.commit") == 1
+        assert not fake.of_type("input_audio_buffer.speech_started") and not fake.errors
+        user = [i for i in fake.items if i.get("role") == "user"]
+        assert len(user) == 1 and user[0]["content"][0]["type"] == "input_audio"

@@ -103,6 +103,10 @@ class ModelConfig(WireModel):
     messages: list[dict[str, Any]] = Field(default_factory=list)
     tools: list[ToolConfig] = Field(default_factory=list)
     url: str | None = None
+    #: A speech-to-speech model's turn detection: the model server's ``server_vad`` or
+    #: ``semantic_vad``, or ``backchannel`` (Silero, the turn model and the
+    #: ``stopSpeakingPlan`` rules, as in the pipeline, with Whisper's transcripts).
+    turn_detection: Literal["server_vad", "semantic_vad", "backchannel"] = "server_vad"
     #: Said when the model fails (unreachable, a wrong key), so the caller never waits
     #: in silence; empty to say nothing.
     fallback_message: str = "Sorry, I'm having trouble answering right now."

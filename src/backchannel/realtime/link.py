@@ -41,9 +41,11 @@ def session_config(
     voice: str | None = None,
     transcriber: str | None = None,
     turn_detection: Mapping[str, Any] | None = None,
+    transcribe: bool = True,
 ) -> dict[str, Any]:
     """The GA ``session.update`` body: PCM16 at 24 kHz both ways, the caller's speech
-    transcribed, the server's VAD reporting turns but never answering on its own."""
+    transcribed (unless the call transcribes it itself), the server's VAD reporting
+    turns but never answering on its own (or none: ``turn_detection`` ``None``)."""
     detection: dict[str, Any] | None = None
     if turn_detection is not None:
         detection = {**turn_detection, "create_response": False, "interrupt_response": False}
@@ -57,7 +59,9 @@ def session_config(
         "audio": {
             "input": {
                 "format": {"type": "audio/pcm", "rate": 24000},
-                "transcription": {"model": transcriber or DEFAULT_TRANSCRIBER},
+                "transcription": (
+                    {"model": transcriber or DEFAULT_TRANSCRIBER} if transcribe else None
+                ),
                 "turn_detection": detection,
             },
             "output": output,

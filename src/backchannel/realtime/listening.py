@@ -12,7 +12,9 @@ the caller talks waits for the end of their turn.
 Speech over the assistant is weighed by the assistant's ``stopSpeakingPlan`` as with
 the pipeline (:mod:`backchannel.voice.interruption`): it cuts once it lasts longer than an
 acknowledgement, or once its transcript has words that are not one; "mm-hmm" and a
-cough let the answer go on.
+cough let the answer go on. With ``turnDetection: backchannel`` the pipeline's own input
+side (Silero, the turn model, Whisper) does all of this instead, and the model gets each
+turn's audio when the call takes the turn.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..voice.audio import StreamResampler, to_samples
 from ..voice.interruption import MAX_ACKNOWLEDGEMENT_SECONDS, Interruptions
+from ..voice.session import CallInput
 from .model import SESSION_REOPENED, RealtimeLLM
 from .voice import MODEL_RATE
 
@@ -34,9 +37,14 @@ log = logging.getLogger("backchannel.realtime")
 
 
 class RealtimeInput:
-    def __init__(self, call: Call, model: RealtimeLLM, *, rate: int) -> None:
+    def __init__(
+        self, call: Call, model: RealtimeLLM, *, rate: int, session: CallInput | None = None
+    ) -> None:
         self.call = call
         self.model = model
+        #: With ``turnDetection: backchannel``, the pipeline's input side finds the
+        #: caller's turns and words; the audio still goes to the model.
+        self.session = session
         self.interruptions = Interruptions(call.assistant.stop_speaking_plan)
         self._resample = StreamResampler(rate, MODEL_RATE)
         #: The caller's turn is open and the call knows it.
@@ -56,12 +64,16 @@ class RealtimeInput:
         """Take one frame of microphone audio; dropped while the customer is muted."""
         if self.call.customer_muted:
             return
+        if self.session is not None:
+            self.session.feed(pcm)
         samples = self._resample(to_samples(pcm))
         if samples.size:
             audio = base64.b64encode(samples.astype("<i2").tobytes()).decode()
             self.model.link.post({"type": "input_audio_buffer.append", "audio": audio})
 
     def _heard(self, event: dict[str, Any]) -> None:
+        if self.session is not None:
+            return  # the call's own VAD and recogniser speak for the caller
         kind = event["type"]
         if kind == "input_audio_buffer.speech_started":
             self._started()

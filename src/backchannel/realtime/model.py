@@ -38,7 +38,7 @@ import numpy as np
 from ..conversation import noted_result
 from ..errors import ProviderError
 from ..llm.base import LLMChunk, LLMRequest, TextDelta, ToolCallRequest
-from .link import SERVER_VAD, RealtimeLink, server_error, session_config
+from .link import RealtimeLink, server_error, session_config
 from .voice import ModelVoice
 
 log = logging.getLogger("backchannel.realtime")
@@ -74,8 +74,13 @@ class RealtimeLLM:
         *,
         connect_seconds: float = CONNECT_SECONDS,
         silence_seconds: float = SILENCE_SECONDS,
+        turn_detection: str = "server_vad",
     ) -> None:
         self.link = link
+        #: ``backchannel``: the call's own VAD finds the caller's turns; each turn's
+        #: audio is committed to the session when the history takes the turn.
+        self.turn_detection = turn_detection
+        link.session = session_config("", (), turn_detection=self._detection())
         self.connect_seconds = connect_seconds
         self.silence_seconds = silence_seconds
         self._voice = voice or ModelVoice()
@@ -216,8 +221,18 @@ class RealtimeLLM:
         self._configured = True
         first = request.messages[0] if request.messages else {}
         prompt = str(first.get("content") or "") if first.get("role") == "system" else ""
-        self.link.session = session_config(prompt, request.tools, turn_detection=SERVER_VAD)
+        self.link.session = session_config(
+            prompt, request.tools, turn_detection=self._detection(), transcribe=not self.ours
+        )
         self.link.post({"type": "session.update", "session": self.link.session})
+
+    @property
+    def ours(self) -> bool:
+        """Whether the call's own VAD finds the caller's turns (not the server's)."""
+        return self.turn_detection == "backchannel"
+
+    def _detection(self) -> dict[str, Any] | None:
+        return None if self.ours else {"type": self.turn_detection}
 
     async def _previous_done(self) -> None:
         """A cancelled response ends before the next starts; one the server never ends
@@ -269,6 +284,11 @@ class RealtimeLLM:
         if role == "user" and self._spoken_turns:
             self._spoken_turns -= 1
             return True
+        if role == "user" and self.ours:
+            # The caller's turn, as the call heard it: its audio is in the session's
+            # buffer, and becomes the turn's item now.
+            self.link.post({"type": "input_audio_buffer.commit"})
+            return True
         if role != "assistant":
             return False
         calls = _call_ids(message)
@@ -318,7 +338,7 @@ class RealtimeLLM:
         if kind.startswith("input_audio_buffer.") or kind.startswith(
             "conversation.item.input_audio_transcription."
         ):
-            if kind == "input_audio_buffer.committed":
+            if kind == "input_audio_buffer.committed" and not self.ours:
                 self._spoken_turns += 1
             transcribed = kind == "conversation.item.input_audio_transcription.completed"
             if kind.endswith(".failed") or (

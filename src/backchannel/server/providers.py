@@ -67,7 +67,7 @@ class Providers:
                 api_key=self.settings.openai_api_key,
                 url=model.url or self.settings.openai_realtime_url,
             )
-            return RealtimeLLM(link)
+            return RealtimeLLM(link, turn_detection=model.turn_detection)
         if model.provider in LOCAL_LLM:
             if model.model not in self._local:
                 self._local[model.model] = LazyLlamaCpp(model.model)
@@ -129,16 +129,19 @@ class Providers:
         (sent as PCM16 frames, ``clear`` on barge-in) and, per call, the caller's audio
         in (turns, transcripts)."""
         tts = await self.tts(assistant.voice)
-        if assistant.model.provider in REALTIME:
-            return self._realtime_audio(tts, send, clear, rate=rate)
+        realtime = assistant.model.provider in REALTIME
+        if realtime and assistant.model.turn_detection != "backchannel":
+            return self._realtime_audio(tts, send, clear, rate=rate, input_side=None)
         stt = await self.stt(assistant.transcriber)
         voice = await self.voice.get()
-        output = AudioOutput(tts, send, rate=rate, clear=clear)
 
         def session(call: Call) -> VoiceSession:
             detector = TurnDetector.for_rate(voice.vad(), rate)
             return VoiceSession(call, detector, stt, rate=rate, turn_model=voice.turn_model)
 
+        if realtime:
+            return self._realtime_audio(tts, send, clear, rate=rate, input_side=session)
+        output = AudioOutput(tts, send, rate=rate, clear=clear)
         return output, session
 
     def _realtime_audio(
@@ -148,10 +151,12 @@ class Providers:
         clear: Callable[[], Awaitable[None]],
         *,
         rate: int,
+        input_side: Callable[[Call], VoiceSession] | None,
     ) -> tuple[AudioOutput, Callable[[Call], CallInput]]:
         """A speech-to-speech model's call: the model's own voice out (the assistant's
         voice speaks the lines that are not the model's), the caller's audio to the
-        model, whose turn detection and transcripts drive the call."""
+        model, whose turn detection and transcripts drive the call, or the pipeline's
+        (``input_side``)."""
         from ..realtime import ModelVoice, RealtimeInput, RealtimeLLM
 
         voice = ModelVoice(tts)
@@ -163,7 +168,8 @@ class Providers:
                 raise ConfigError("this call's model is not a speech-to-speech model")
             voice.clock = call.clock
             model.voice = voice
-            return RealtimeInput(call, model, rate=rate)
+            session = input_side(call) if input_side is not None else None
+            return RealtimeInput(call, model, rate=rate, session=session)
 
         return output, listen
 
