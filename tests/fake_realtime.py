@@ -21,6 +21,7 @@ import base64
 import contextlib
 import itertools
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -51,6 +52,9 @@ class FakeRealtime:
     #: What the client wrote that contradicts the conversation (a second
     #: ``function_call`` under one call id, an output for a call it never saw).
     problems: list[str] = field(default_factory=list)
+    #: When each event was sent and each client event arrived (wall time), by type.
+    sent: list[tuple[float, str]] = field(default_factory=list)
+    arrivals: list[tuple[float, str]] = field(default_factory=list)
     items: list[dict[str, Any]] = field(default_factory=list)
     session: dict[str, Any] = field(default_factory=dict)
     responses: list[str] = field(default_factory=list)
@@ -94,6 +98,7 @@ class FakeRealtime:
             async for raw in ws:
                 event = json.loads(raw)
                 self.received.append(event)
+                self.arrivals.append((time.time(), str(event.get("type"))))
                 await self._handle(event, audio)
         finally:
             if self._active is not None:
@@ -329,6 +334,7 @@ class FakeRealtime:
         return f"{prefix}_{next(self._ids)}"
 
     async def _send(self, event: dict[str, Any]) -> None:
+        self.sent.append((time.time(), event["type"]))
         if self._socket is not None:
             await self._socket.send(json.dumps({"event_id": self._id("event"), **event}))
 

@@ -1,0 +1,128 @@
+"""What backchannel adds to a speech-to-speech model's latency, per turn.
+
+    .venv/bin/python benchmarks/realtime_overhead.py [--turns 20]
+
+A call on OpenAI Realtime's protocol against the loopback server of the tests
+(``tests/fake_realtime.py``), which answers at once: what is timed is backchannel's own
+share of each turn, in two places.
+
+* **decide**: the server's transcript of the caller's turn arrives → backchannel's
+  ``response.create`` reaches the server (the call takes the turn, the arbiter plans the
+  reply, the history is written into the session).
+* **play**: the model's first audio leaves the server → its first 20 ms frame goes to
+  the caller (the response reads it, the output plays it).
+
+Run from the checkout (it uses the tests' server). Medians and p90 over the turns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.fake_realtime import fake_realtime
+
+from backchannel import AssistantConfig, Engine, EventLog, Ledger, MemoryStore, TurnState
+from backchannel.realtime import ModelVoice, RealtimeInput, RealtimeLink, RealtimeLLM
+from backchannel.voice.output import AudioOutput
+
+RATE = 16_000
+ANSWER = "We open at nine."
+
+
+def speech(seconds: float) -> bytes:
+    import numpy as np
+
+    t = np.arange(int(seconds * RATE)) / RATE
+    tone = (np.sin(2 * np.pi * 300 * t) * 9000).astype("<i2")
+    return np.concatenate([tone, np.zeros(int(0.8 * RATE), "<i2")]).tobytes()
+
+
+async def until(check: Callable[[], bool], within: float = 30.0) -> None:
+    for _ in range(int(within / 0.005)):
+        if check():
+            return
+        await asyncio.sleep(0.005)
+    raise TimeoutError("the turn did not end")
+
+
+def answered(events: EventLog) -> int:
+    return sum(1 for e in events.of_type("transcript") if e.data["role"] == "assistant")
+
+
+def after(log: list[tuple[float, str]], kind: str, since: float) -> float:
+    return next(t for t, k in log if k == kind and t >= since)
+
+
+async def run(turns: int) -> tuple[list[float], list[float]]:
+    decide: list[float] = []
+    play: list[float] = []
+    frames: list[float] = []
+
+    async def send(_frame: bytes) -> None:
+        frames.append(time.time())
+
+    async def clear() -> None:
+        return None
+
+    def respond(_items: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        return [("say", ANSWER)]
+
+    async with fake_realtime(respond, ["When are you open?"] * turns, pace=0.0) as fake:
+        link = RealtimeLink(model="gpt-realtime", api_key="bench", url=fake.url)
+        model = RealtimeLLM(link)
+        engine = Engine(Ledger(MemoryStore()), llm=model)
+        await engine.open()
+        voice = ModelVoice()
+        output = AudioOutput(voice, send, rate=RATE, clear=voice.clearing(clear))
+        config = AssistantConfig.from_json({"model": {"provider": "openai-realtime"}})
+        events = EventLog()
+        async with engine.call(config, output=output, events=events) as live:
+            model.voice = voice
+            listening = RealtimeInput(live, model, rate=RATE)
+            for turn in range(turns):
+                started = time.time()
+                pcm = speech(0.5)
+                for start in range(0, len(pcm), 640):
+                    listening.feed(pcm[start : start + 640])
+                await until(lambda n=turn: answered(events) > n and not live.assistant_speaking)
+                await until(lambda: live.arbiter.state is TurnState.IDLE)
+                heard = after(
+                    fake.sent, "conversation.item.input_audio_transcription.completed", started
+                )
+                asked = after(fake.arrivals, "response.create", heard)
+                first_audio = after(fake.sent, "response.output_audio.delta", asked)
+                first_frame = next(t for t in frames if t >= first_audio)
+                decide.append((asked - heard) * 1000)
+                play.append((first_frame - first_audio) * 1000)
+        await engine.close()
+    return decide, play
+
+
+def report(name: str, values: list[float]) -> None:
+    values = sorted(values)
+    p90 = values[min(len(values) - 1, int(0.9 * len(values)))]
+    print(f"{name:>7}: median {statistics.median(values):6.1f} ms   p90 {p90:6.1f} ms")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--turns", type=int, default=20)
+    args = parser.parse_args()
+    decide, play = asyncio.run(run(args.turns))
+    print(f"{args.turns} turns on the loopback Realtime server")
+    report("decide", decide)
+    report("play", play)
+    report("total", [d + p for d, p in zip(decide, play, strict=True)])
+
+
+if __name__ == "__main__":
+    main()
