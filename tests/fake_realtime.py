@@ -157,6 +157,7 @@ class FakeRealtime:
                     f"{event['audio_end_ms']}ms",
                 )
                 return
+            self._audio_ms[str(event["item_id"])] = event["audio_end_ms"]
             keys = ("item_id", "content_index", "audio_end_ms")
             await self._send({"type": "conversation.item.truncated", **{k: event[k] for k in keys}})
         elif kind == "response.create":

@@ -136,7 +136,9 @@ class RealtimeLink:
                 await asyncio.sleep(_backoff(failures))
                 continue
             try:
-                await connection.send({"type": "session.update", "session": self.session})
+                await connection.send(
+                    {"type": "session.update", "session": self.session, "event_id": "bc_configure"}
+                )
                 self.connects += 1
                 if self.connects > 1:
                     self._outbox = asyncio.Queue()  # the history is written again instead

@@ -4,17 +4,19 @@ model, the server's turn detection and transcripts to the call.
 :class:`RealtimeInput` takes the transport's frames like a
 :class:`~backchannel.voice.session.VoiceSession` does (``feed``), resamples them to the
 model's 24 kHz and appends them to the session's input buffer. The server's VAD reports
-the caller's turns (``speech_started`` / ``speech_stopped``) and its transcription the
-caller's words; they reach the call as they would from the pipeline, so the arbiter
-decides who speaks next: a barge-in cuts the model's answer, a result that arrives while
-the caller talks waits for the end of their turn.
+the caller's turns (``speech_started`` / ``speech_stopped``, each under the item the turn
+becomes) and its transcription the caller's words; they reach the call as they would
+from the pipeline, so the arbiter decides who speaks next: a barge-in cuts the model's
+answer, a result that arrives while the caller talks waits for the end of their turn.
 
 Speech over the assistant is weighed by the assistant's ``stopSpeakingPlan`` as with
 the pipeline (:mod:`backchannel.voice.interruption`): it cuts once it lasts longer than an
 acknowledgement, or once its transcript has words that are not one; "mm-hmm" and a
-cough let the answer go on. With ``turnDetection: backchannel`` the pipeline's own input
-side (Silero, the turn model, Whisper) does all of this instead, and the model gets each
-turn's audio when the call takes the turn.
+cough let the answer go on, and their item is taken out of the session.
+
+With ``turnDetection: backchannel`` the pipeline's own input side (Silero, the turn model,
+Whisper) does all of this instead; the model gets the caller's turns as the call heard
+them, in words.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from ..voice.audio import StreamResampler, to_samples
@@ -36,24 +39,26 @@ if TYPE_CHECKING:
 log = logging.getLogger("backchannel.realtime")
 
 
+class _Turn(StrEnum):
+    TENTATIVE = "tentative"  # over the assistant, not (yet) cutting it
+    WEIGHING = "weighing"  # over the assistant and ended: its words decide
+    OPEN = "open"  # a turn the call knows of, still going
+    ENDED = "ended"  # the call knows it ended; its transcript is awaited
+
+
 class RealtimeInput:
     def __init__(
         self, call: Call, model: RealtimeLLM, *, rate: int, session: CallInput | None = None
     ) -> None:
         self.call = call
         self.model = model
-        #: With ``turnDetection: backchannel``, the pipeline's input side finds the
-        #: caller's turns and words; the audio still goes to the model.
+        #: With ``turnDetection: backchannel``: the pipeline's input side.
         self.session = session
         self.interruptions = Interruptions(call.assistant.stop_speaking_plan)
         self._resample = StreamResampler(rate, MODEL_RATE)
-        #: The caller's turn is open and the call knows it.
-        self._speaking = False
-        #: Speech over the assistant that has not cut it (yet); and once it has ended,
-        #: its transcript decides.
-        self._tentative = False
-        self._weighing = False
-        self._timer: asyncio.Task[None] | None = None
+        #: The caller's turns the server reported, by item id, until transcribed.
+        self._turns: dict[str, _Turn] = {}
+        self._timers: dict[str, asyncio.Task[None]] = {}
         #: What was let pass over the assistant (acknowledgements, sounds).
         self.let_pass: list[str] = []
         model.listener = self._heard
@@ -65,7 +70,8 @@ class RealtimeInput:
         if self.call.customer_muted:
             return
         if self.session is not None:
-            self.session.feed(pcm)
+            self.session.feed(pcm)  # the call hears the caller; the model gets words
+            return
         samples = self._resample(to_samples(pcm))
         if samples.size:
             audio = base64.b64encode(samples.astype("<i2").tobytes()).decode()
@@ -73,65 +79,74 @@ class RealtimeInput:
 
     def _heard(self, event: dict[str, Any]) -> None:
         if self.session is not None:
-            return  # the call's own VAD and recogniser speak for the caller
-        kind = event["type"]
+            return  # the pipeline's input side speaks for the caller
+        kind, item = event["type"], str(event.get("item_id"))
         if kind == "input_audio_buffer.speech_started":
-            self._started()
+            self._started(item)
         elif kind == "input_audio_buffer.speech_stopped":
-            self._stopped()
+            self._stopped(item)
         elif kind == "conversation.item.input_audio_transcription.completed":
-            self._transcript(str(event.get("transcript") or "").strip())
+            self._transcript(item, str(event.get("transcript") or "").strip())
         elif kind == "conversation.item.input_audio_transcription.failed":
             log.warning("call %s: the model could not transcribe a turn", self.call.call_id)
-            self._transcript("")
+            self._transcript(item, "")
         elif kind == SESSION_REOPENED:
-            self._cancel_timer()
-            self._tentative = self._weighing = False
-            if self._speaking:  # that turn is gone with the session
-                self._stopped()
-                self._transcript("")
+            self._reopened()
 
-    def _started(self) -> None:
+    def _started(self, item: str) -> None:
         if self.call.assistant_speaking and self.interruptions.enabled:
-            self._tentative, self._weighing = True, False
-            self._cancel_timer()
-            self._timer = self.call.spawn(self._too_long())
+            self._turns[item] = _Turn.TENTATIVE
+            self._timers[item] = self.call.spawn(self._too_long(item))
         else:
-            self._commit()
+            self._open(item)
 
-    def _stopped(self) -> None:
-        self._cancel_timer()
-        if self._tentative:
-            self._tentative, self._weighing = False, True  # its words decide
-        elif self._speaking:
-            self._speaking = False
+    def _stopped(self, item: str) -> None:
+        self._cancel_timer(item)
+        state = self._turns.get(item)
+        if state is _Turn.TENTATIVE:
+            self._turns[item] = _Turn.WEIGHING
+        elif state is _Turn.OPEN:
+            self._turns[item] = _Turn.ENDED
             self.call.user_stopped_speaking()
 
-    def _transcript(self, text: str) -> None:
-        if self._weighing:
-            self._weighing = False
+    def _transcript(self, item: str, text: str) -> None:
+        self._cancel_timer(item)
+        state = self._turns.pop(item, None)
+        if state in (_Turn.TENTATIVE, _Turn.WEIGHING):
             if not self.interruptions.cuts(text, final=True):
+                # Not a turn: the answer goes on, and the session forgets it was said.
                 log.debug("call %s: not an interruption: %r", self.call.call_id, text)
                 self.let_pass.append(text)
-                self.model.forget_turn()
+                self.model.not_a_turn(item)
                 return
-            self._commit()
-            self._speaking = False
+            self.call.user_started_speaking()
             self.call.user_stopped_speaking()
+        elif state is _Turn.OPEN:
+            self.call.user_stopped_speaking()
+        if not text:
+            self.model.not_a_turn(item)
         self.call.user_transcript(text)
 
-    def _commit(self) -> None:
+    def _open(self, item: str) -> None:
         """The caller's turn is real: it cuts the assistant, if it is speaking."""
-        self._tentative = False
-        self._speaking = True
+        self._turns[item] = _Turn.OPEN
         self.call.user_started_speaking()
 
-    async def _too_long(self) -> None:
-        await self.call.clock.sleep(MAX_ACKNOWLEDGEMENT_SECONDS)
-        if self._tentative:
-            self._commit()
+    def _reopened(self) -> None:
+        """The session was lost: turns it had not transcribed end with no words."""
+        for item in list(self._turns):
+            if self._turns[item] in (_Turn.OPEN, _Turn.ENDED):
+                self._transcript(item, "")
+            else:
+                self._cancel_timer(item)
+                self._turns.pop(item, None)
 
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+    async def _too_long(self, item: str) -> None:
+        await self.call.clock.sleep(MAX_ACKNOWLEDGEMENT_SECONDS)
+        self._timers.pop(item, None)
+        if self._turns.get(item) is _Turn.TENTATIVE:
+            self._open(item)
+
+    def _cancel_timer(self, item: str) -> None:
+        if (timer := self._timers.pop(item, None)) is not None:
+            timer.cancel()

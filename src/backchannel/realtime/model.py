@@ -55,6 +55,9 @@ _TRANSCRIPT_DELTA = frozenset(
 _TRANSCRIPT_DONE = frozenset(
     {"response.output_audio_transcript.done", "response.audio_transcript.done"}
 )
+#: The ``event_id`` of the session's configuration (instructions, tools).
+CONFIGURE_EVENT = "bc_configure"
+_BUSY = "conversation_already_has_active_response"
 #: Told to the caller's side when a new session replaced a dropped one.
 SESSION_REOPENED = "backchannel.session_reopened"
 _AUDIO_DONE = frozenset({"response.output_audio.done", "response.audio.done"})
@@ -80,7 +83,10 @@ class RealtimeLLM:
         #: ``backchannel``: the call's own VAD finds the caller's turns; each turn's
         #: audio is committed to the session when the history takes the turn.
         self.turn_detection = turn_detection
-        link.session = session_config("", (), turn_detection=self._detection())
+        link.session = session_config(
+            "", (), turn_detection=self._detection(), transcribe=not self.ours
+        )
+        self._truncated: set[str] = set()
         self.connect_seconds = connect_seconds
         self.silence_seconds = silence_seconds
         self._voice = voice or ModelVoice()
@@ -95,8 +101,9 @@ class RealtimeLLM:
         #: The model's own output not yet seen in the history: answers and call ids.
         self._said: list[str] = []
         self._called: set[str] = set()
-        #: Caller turns the server's VAD committed, not yet matched to a history message.
-        self._spoken_turns = 0
+        #: Caller turns the server's VAD committed (item id → transcript, once it
+        #: comes), in order, not yet matched to a history message.
+        self._spoken: dict[str, str | None] = {}
         self._ids = itertools.count(1)
         self._stream: asyncio.Queue[dict[str, Any]] | None = None
         #: The ``event_id`` of the ``response.create`` in flight: an error naming it
@@ -119,7 +126,11 @@ class RealtimeLLM:
         voice.on_cut = self._truncate
 
     def _truncate(self, item_id: str, heard_ms: int) -> None:
-        """The caller heard only the start of an answer: so does the model's history."""
+        """The caller heard only the start of an answer: so does the model's history
+        (once per answer: the first cut is where the caller stopped hearing it)."""
+        if item_id in self._truncated:
+            return
+        self._truncated.add(item_id)
         self.link.post(
             {
                 "type": "conversation.item.truncate",
@@ -158,12 +169,14 @@ class RealtimeLLM:
             self._asked = self._event_id()
             self.link.post({"type": "response.create", "event_id": self._asked})
             finished, refused, audio_item, response_id = False, False, None, None
+            calls: list[str] = []  # the function-call items of this response
             try:
                 while True:
                     try:
                         async with asyncio.timeout(self.silence_seconds):
                             event = await queue.get()
                     except TimeoutError:
+                        self._idle.set()  # cancelled below; the next one need not wait
                         raise ProviderError(
                             "the realtime model stopped answering", code="realtime_timeout"
                         ) from None
@@ -183,6 +196,7 @@ class RealtimeLLM:
                         if delta:
                             yield TextDelta(delta)
                     elif kind == "response.function_call_arguments.done":
+                        calls.append(str(event.get("item_id")))
                         call = _call(event)
                         self._called.add(call.id)
                         yield call
@@ -197,7 +211,7 @@ class RealtimeLLM:
                     elif kind == "error":
                         # Refused (no response was made), or gone with the session:
                         # either way there is nothing to cancel.
-                        refused = response_id is None
+                        refused = response_id is None and _code(event) != _BUSY
                         finished = True
                         raise server_error(event)
             finally:
@@ -206,6 +220,12 @@ class RealtimeLLM:
                     self._idle.set()  # no response was made
                 elif not finished:  # cut short while it is still being written
                     self.link.post({"type": "response.cancel", "event_id": self._event_id()})
+                    # What the caller did not hear is not the model's either: its answer
+                    # cut there, the calls it was making gone (none of them ran).
+                    for item_id in calls:
+                        self.link.post({"type": "conversation.item.delete", "item_id": item_id})
+                    if audio_item is not None:
+                        self._truncate(audio_item, self.voice.played_ms(audio_item))
                 if audio_item is not None:
                     self.voice.finish(audio_item)
                     if not finished:
@@ -224,7 +244,9 @@ class RealtimeLLM:
         self.link.session = session_config(
             prompt, request.tools, turn_detection=self._detection(), transcribe=not self.ours
         )
-        self.link.post({"type": "session.update", "session": self.link.session})
+        self.link.post(
+            {"type": "session.update", "session": self.link.session, "event_id": CONFIGURE_EVENT}
+        )
 
     @property
     def ours(self) -> bool:
@@ -265,8 +287,9 @@ class RealtimeLLM:
         ):
             common += 1
         old = self._mirror[common:]
-        for message in history[common:]:
-            if message in old or self._known(message, old):
+        for i, message in enumerate(history[common:]):
+            before = old[i] if i < len(old) else None  # what stood at its place
+            if message == before or self._known(message, before):
                 continue
             for item in _items(message):
                 self._create(item)
@@ -276,26 +299,23 @@ class RealtimeLLM:
         self._said.clear()
         self._called.clear()
 
-    def _known(self, message: Mapping[str, Any], old: Sequence[Mapping[str, Any]]) -> bool:
-        """Whether the session has this message already: the caller's spoken turn, the
-        model's own words or calls, or an answer cut to what was heard (the session's
-        copy is truncated there already)."""
+    def _known(self, message: Mapping[str, Any], before: Mapping[str, Any] | None) -> bool:
+        """Whether the session has this message already: the caller's spoken turns, the
+        model's own words or calls, or an answer cut to what was heard (``before``, at
+        its place, is the session's copy, truncated there already)."""
         role, content = message.get("role"), str(message.get("content") or "")
-        if role == "user" and self._spoken_turns:
-            self._spoken_turns -= 1
-            return True
-        if role == "user" and self.ours:
-            # The caller's turn, as the call heard it: its audio is in the session's
-            # buffer, and becomes the turn's item now.
-            self.link.post({"type": "input_audio_buffer.commit"})
-            return True
+        if role == "user":
+            return self._spoken_turn(content)
         if role != "assistant":
             return False
         calls = _call_ids(message)
-        for m in old:
-            heard = str(m.get("content") or "")
-            if m.get("role") == "assistant" and _call_ids(m) == calls and heard.startswith(content):
-                return True
+        if (
+            before is not None
+            and before.get("role") == "assistant"
+            and _call_ids(before) == calls
+            and str(before.get("content") or "").startswith(content)
+        ):
+            return True
         if calls and not calls <= self._called:
             return False
         self._called -= calls
@@ -304,6 +324,20 @@ class RealtimeLLM:
         for said in self._said:
             if _same(said, content) or _same(said[: len(content)], content):
                 self._said.remove(said)
+                return True
+        return False
+
+    def _spoken_turn(self, content: str) -> bool:
+        """Whether the caller's words are the session's committed turns (one, or several
+        the call took as one reply): they are in the session already, as audio."""
+        heard: list[str] = []
+        for item_id, text in self._spoken.items():
+            if text is None:
+                break
+            heard.append(item_id)
+            if _same(" ".join(self._spoken[i] or "" for i in heard), content):
+                for done in heard:
+                    del self._spoken[done]
                 return True
         return False
 
@@ -319,7 +353,7 @@ class RealtimeLLM:
         """A new session has nothing: write the whole history into it again."""
         self._said.clear()
         self._called.clear()
-        self._spoken_turns = 0
+        self._spoken.clear()
         mirror, self._mirror = self._mirror, []
         self._write_history(mirror)
         if self._stream is not None:  # the response in progress is gone with the session
@@ -338,13 +372,11 @@ class RealtimeLLM:
         if kind.startswith("input_audio_buffer.") or kind.startswith(
             "conversation.item.input_audio_transcription."
         ):
-            if kind == "input_audio_buffer.committed" and not self.ours:
-                self._spoken_turns += 1
-            transcribed = kind == "conversation.item.input_audio_transcription.completed"
-            if kind.endswith(".failed") or (
-                transcribed and not str(event.get("transcript") or "").strip()
-            ):
-                self.forget_turn()  # no words, no turn
+            item_id = str(event.get("item_id"))
+            if kind == "input_audio_buffer.committed":
+                self._spoken[item_id] = None
+            elif kind.endswith("transcription.completed") and item_id in self._spoken:
+                self._spoken[item_id] = str(event.get("transcript") or "").strip()
             if self.listener is not None:
                 self.listener(event)
             return
@@ -360,23 +392,31 @@ class RealtimeLLM:
             self._idle.set()
         if kind == "error":
             error = event.get("error")
-            code = error.get("code") if isinstance(error, dict) else None
-            asked = isinstance(error, dict) and error.get("event_id") == self._asked
-            if not (asked or code == "conversation_already_has_active_response"):
+            about = error.get("event_id") if isinstance(error, dict) else None
+            if about == CONFIGURE_EVENT:
+                log.error("realtime: the session refused its configuration: %s", error)
+                return
+            if not (about == self._asked or _code(event) == _BUSY):
                 return  # not about the response in progress; logged by the link
         if self._stream is not None and (kind.startswith("response.") or kind == "error"):
             self._stream.put_nowait(event)
 
-    def forget_turn(self) -> None:
+    def not_a_turn(self, item_id: str) -> None:
         """A turn the server committed is not the caller's turn after all (an
-        acknowledgement over the answer): no history message will stand for it."""
-        self._spoken_turns = max(0, self._spoken_turns - 1)
+        acknowledgement over the answer, or no words): it leaves the session."""
+        if item_id in self._spoken:
+            del self._spoken[item_id]
+            self.link.post({"type": "conversation.item.delete", "item_id": item_id})
 
 
 def _field(event: Mapping[str, Any], outer: str, inner: str) -> Any:
     """``event[outer][inner]``, or ``None`` when the server sent another shape."""
     value = event.get(outer)
     return value.get(inner) if isinstance(value, dict) else None
+
+
+def _code(event: Mapping[str, Any]) -> Any:
+    return _field(event, "error", "code")
 
 
 def _call_ids(message: Mapping[str, Any]) -> set[str]:

@@ -101,7 +101,8 @@ class ModelVoice:
     def abandon_all(self) -> None:
         """The session is gone: no answer of it goes on."""
         for take in self._takes:
-            self.abandon(take.item_id)
+            if not take.complete:  # a whole answer still playing here plays on
+                self.abandon(take.item_id)
         self._playing = None  # its items are not the new session's to truncate
 
     def played_ms(self, item_id: str) -> int:
