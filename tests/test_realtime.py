@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 from websockets.asyncio.client import connect
@@ -25,6 +26,7 @@ from backchannel import AssistantConfig, Client, Engine, EventLog, Ledger, Memor
 from backchannel.call import Call
 from backchannel.errors import BackchannelError
 from backchannel.lifecycle import TurnState
+from backchannel.phone import mulaw
 from backchannel.realtime import ModelVoice, RealtimeInput, RealtimeLink, RealtimeLLM
 from backchannel.results import ResultSource, ToolResult
 from backchannel.voice.audio import resample
@@ -36,6 +38,7 @@ from backchannel.voice.vad import SileroVAD, TurnDetector
 
 from .fake_realtime import FakeRealtime, Output, fake_realtime
 from .peers import free_port, server_process
+from .test_phone import NUMBER, TOKEN, FakeTwilio, incoming_call, until
 from .test_voice_pipeline import Line, eventually, final_user
 
 pytestmark = pytest.mark.anyio
@@ -512,3 +515,33 @@ async def test_with_backchannel_turn_detection_the_pipeline_hears_the_caller_and
         user = [i for i in fake.items if i.get("role") == "user"]
         assert len(user) == 1 and user[0]["content"][0]["type"] == "input_text"
         assert "open" in user[0]["content"][0]["text"].lower()
+
+
+async def test_a_phone_call_runs_on_the_realtime_model(tmp_path: Path) -> None:
+    """Twilio's media stream (µ-law 8 kHz) in and out, the model in between."""
+    async with fake_realtime(order_desk, ["When are you open?"]) as fake:
+        env = {"BACKCHANNEL_TWILIO_AUTH_TOKEN": TOKEN, "BACKCHANNEL_OPENAI_API_KEY": "sk-phone"}
+        with server_process(tmp_path, "http://127.0.0.1:9/v1", env=env) as server:
+            model = {"provider": "openai-realtime", "url": fake.url.replace("ws://", "http://")}
+            async with Client(server.url, api_key=server.api_key) as admin:
+                created = await admin.create_assistant({"model": model})
+            async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+                mapped = await http.post(
+                    "/phone-numbers",
+                    json={"number": NUMBER, "assistantId": created["id"]},
+                    headers={"Authorization": f"Bearer {server.api_key}"},
+                )
+                assert mapped.status_code == 201, mapped.text
+            stream_url, params = await incoming_call(server, f"{server.url}/twilio/voice")
+            async with connect(stream_url) as ws:
+                twilio = FakeTwilio(ws)
+                await twilio.start("CA0001", params)
+                async with twilio.on_the_line():
+                    t = np.arange(int(0.6 * 8000)) / 8000
+                    await twilio.say((np.sin(2 * np.pi * 300 * t) * 9000).astype(np.int16))
+                    await until(lambda: len(twilio.heard) > 50, what="the model's voice")
+                    await ws.close()
+        loud = max(int(np.abs(mulaw.decode(f)).max()) for _, f in twilio.heard)
+        assert loud > 1000, "the model's audio, not silence"
+        assert fake.headers[0]["authorization"] == "Bearer sk-phone"
+        assert len(fake.responses) == 1 and not fake.errors
