@@ -9,15 +9,20 @@ response:
   typed turn, a tool's placeholder or result as ``function_call_output``, a background
   result's note, a fixed line that was said) is added with ``conversation.item.create``
   before the response. What the session already has is not added again: the caller's
-  spoken turns (committed by the server's VAD) and the model's own answers and calls.
+  spoken turns (committed by the server's VAD, matched by their transcript), the model's
+  own answers and calls, and an answer cut to what was heard.
 * **One response at a time.** ``response.create`` is sent only once the previous
   response is done (a cancelled one included), so the server never answers
-  ``conversation_already_has_active_response``.
+  ``conversation_already_has_active_response``. Each carries an ``event_id``: only an
+  error that names it fails the response.
 * **The request's guidance** (the instruction to tell the caller about a result) is an
   item of its own for that response, deleted once it is done.
-* **Cut short** (barge-in, an ``interrupt`` result): ``response.cancel``, then the
-  answer's audio is truncated to what was heard, so the model's history is what the
-  caller got.
+* **Cut short** (barge-in, an ``interrupt`` result): ``response.cancel`` if it is still
+  being written (the calls it made, none of which ran, deleted), and the answer's audio
+  truncated to what was heard, so the model's history is what the caller got.
+* **Faults.** A session not open in ``connect_seconds``, or a response silent for
+  ``silence_seconds``, fails the response (the call says its fallback line); a session
+  lost mid-answer fails that answer, and the next one runs on the new session.
 
 The model's audio goes to :class:`~backchannel.realtime.voice.ModelVoice`, which the
 call's output plays sentence by sentence as if it were speech synthesis.
@@ -80,8 +85,8 @@ class RealtimeLLM:
         turn_detection: str = "server_vad",
     ) -> None:
         self.link = link
-        #: ``backchannel``: the call's own VAD finds the caller's turns; each turn's
-        #: audio is committed to the session when the history takes the turn.
+        #: ``backchannel``: the call's own VAD and recogniser find the caller's turns,
+        #: written into the session as words; else the server's VAD.
         self.turn_detection = turn_detection
         link.session = session_config(
             "", (), turn_detection=self._detection(), transcribe=not self.ours
