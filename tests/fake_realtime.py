@@ -44,6 +44,8 @@ class FakeRealtime:
     port: int = 0
     #: Raw frames sent after ``session.created`` (garbage, for the client to survive).
     preamble: list[str] = field(default_factory=list)
+    #: Responses that start and then say nothing (a stuck model), counted down.
+    stall: int = 0
     #: Seconds between audio deltas of 100 ms: a model writes faster than real time.
     pace: float = 0.01
     #: Every client event, in order, and every error sent back.
@@ -247,6 +249,9 @@ class FakeRealtime:
                     "response": {"id": response_id, "status": "in_progress"},
                 }
             )
+            if self.stall:
+                self.stall -= 1
+                await asyncio.Event().wait()  # until cancelled
             for index, part in enumerate(self.respond(list(self.items))):
                 ids = {"response_id": response_id, "output_index": index}
                 if part[0] == "say":

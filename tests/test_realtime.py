@@ -65,9 +65,13 @@ async def realtime_call(
     fake: FakeRealtime,
     config: AssistantConfig,
     input_side: Callable[[Call], CallInput] | None = None,
+    *,
+    silence_seconds: float = 30.0,
 ) -> AsyncIterator[tuple[Call, RealtimeInput, Line, EventLog]]:
     link = RealtimeLink(model="gpt-realtime", api_key="sk-test", url=fake.url)
-    model = RealtimeLLM(link, turn_detection=config.model.turn_detection)
+    model = RealtimeLLM(
+        link, turn_detection=config.model.turn_detection, silence_seconds=silence_seconds
+    )
     engine = Engine(Ledger(MemoryStore()), llm=model)
     await engine.open()
     line, events = Line(), EventLog()
@@ -545,3 +549,21 @@ async def test_a_phone_call_runs_on_the_realtime_model(tmp_path: Path) -> None:
         assert loud > 1000, "the model's audio, not silence"
         assert fake.headers[0]["authorization"] == "Bearer sk-phone"
         assert len(fake.responses) == 1 and not fake.errors
+
+
+async def test_a_model_that_stops_answering_is_given_up_and_the_next_turn_is_answered() -> None:
+    async with fake_realtime(order_desk, ["When are you open?", "Hello?"]) as fake:
+        fake.stall = 1  # the first response starts and says nothing
+        async with realtime_call(fake, assistant(), silence_seconds=1.0) as (
+            _l,
+            listening,
+            _line,
+            events,
+        ):
+            feed(listening, speech(0.6))
+            await eventually(lambda: _live_fallback(said(events)), within=30)
+            feed(listening, speech(0.6))
+            await eventually(lambda: LONG_ANSWER in " ".join(said(events)), within=30)
+        assert [e.data["error"]["code"] for e in events.of_type("error")] == ["realtime_timeout"]
+        assert fake.of_type("response.cancel"), "the stuck response was cancelled"
+        assert not fake.errors, fake.errors
