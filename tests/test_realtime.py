@@ -567,3 +567,26 @@ async def test_a_model_that_stops_answering_is_given_up_and_the_next_turn_is_ans
         assert [e.data["error"]["code"] for e in events.of_type("error")] == ["realtime_timeout"]
         assert fake.of_type("response.cancel"), "the stuck response was cancelled"
         assert not fake.errors, fake.errors
+
+
+async def test_a_cough_over_the_answer_resumes_the_cut_sentence_in_the_models_voice() -> None:
+    async with fake_realtime(order_desk, ["When are you open?", ""]) as fake:
+        async with realtime_call(fake, assistant()) as (_live, listening, line, events):
+            feed(listening, speech(0.6))
+            await eventually(lambda: len(line.frames) >= 60, within=30)
+            feed(listening, speech(1.6))  # longer than an acknowledgement, and no words
+            await eventually(lambda: bool(events.of_type("user-interrupted")), within=30)
+            cut_at = events.of_type("user-interrupted")[0].at
+            await eventually(
+                lambda: (
+                    said(events)[-1:] == [LONG_ANSWER[-20:]]
+                    or said(events)[-1].endswith(LONG_ANSWER[-20:])
+                ),
+                within=60,
+            )
+        lines = said(events)
+        assert LONG_ANSWER.endswith(lines[-1]) and len(lines[-1]) > 20, lines
+        after = [f for t, f in line.frames if t > cut_at]
+        loud = sum(1 for f in after if np.abs(np.frombuffer(f, "<i2")).max() > 1000)
+        assert loud > 50, "the sentence came again in the model's own voice"
+        assert not fake.errors, fake.errors

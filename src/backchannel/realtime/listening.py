@@ -59,6 +59,8 @@ class RealtimeInput:
         #: The caller's turns the server reported, by item id, until transcribed.
         self._turns: dict[str, _Turn] = {}
         self._timers: dict[str, asyncio.Task[None]] = {}
+        #: Where each turn's audio began in the session's input (ms), by item.
+        self._began: dict[str, int | None] = {}
         #: What was let pass over the assistant (acknowledgements, sounds).
         self.let_pass: list[str] = []
         model.listener = self._heard
@@ -82,9 +84,13 @@ class RealtimeInput:
             return  # the pipeline's input side speaks for the caller
         kind, item = event["type"], str(event.get("item_id"))
         if kind == "input_audio_buffer.speech_started":
+            self._began[item] = _ms(event.get("audio_start_ms"))
             self._started(item)
         elif kind == "input_audio_buffer.speech_stopped":
-            self._stopped(item)
+            began = self._began.pop(item, None)
+            ended = _ms(event.get("audio_end_ms"))
+            lasted = (ended - began) / 1000 if began is not None and ended is not None else 0.0
+            self._stopped(item, lasted)
         elif kind == "conversation.item.input_audio_transcription.completed":
             self._transcript(item, str(event.get("transcript") or "").strip())
         elif kind == "conversation.item.input_audio_transcription.failed":
@@ -100,9 +106,15 @@ class RealtimeInput:
         else:
             self._open(item)
 
-    def _stopped(self, item: str) -> None:
+    def _stopped(self, item: str, lasted: float) -> None:
+        """The server's VAD says the turn ended, after ``lasted`` seconds of its audio."""
         self._cancel_timer(item)
         state = self._turns.get(item)
+        if state is _Turn.TENTATIVE and self.interruptions.too_long(lasted):
+            # Longer than an acknowledgement, by the audio (which may come faster than
+            # real time): a turn of its own, whatever its words.
+            self._open(item)
+            state = _Turn.OPEN
         if state is _Turn.TENTATIVE:
             self._turns[item] = _Turn.WEIGHING
         elif state is _Turn.OPEN:
@@ -134,6 +146,7 @@ class RealtimeInput:
 
     def _reopened(self) -> None:
         """The session was lost: turns it had not transcribed end with no words."""
+        self._began.clear()
         for item in list(self._turns):
             if self._turns[item] in (_Turn.OPEN, _Turn.ENDED):
                 self._transcript(item, "")
@@ -150,3 +163,7 @@ class RealtimeInput:
     def _cancel_timer(self, item: str) -> None:
         if (timer := self._timers.pop(item, None)) is not None:
             timer.cancel()
+
+
+def _ms(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

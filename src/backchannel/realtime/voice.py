@@ -45,6 +45,8 @@ class _Take:
         self.changed = asyncio.Event()
         #: When its first audio went to the output (the call's monotonic clock).
         self.started_at: float | None = None
+        #: Where each sentence handed out began: (character, sample).
+        self.starts: list[tuple[int, int]] = []
 
     def audio_between(self, start: int, end: int) -> Samples:
         joined = np.concatenate(self.audio) if self.audio else np.zeros(0, np.int16)
@@ -142,12 +144,32 @@ class ModelVoice:
     async def synthesize(self, text: str) -> AsyncIterator[Samples]:
         take = self._playing = self._owner(text)
         if take is None:
+            replay = self._replay(text)
+            if replay is not None:  # said again after a cough: in the model's voice
+                yield replay
+                return
             async for chunk in self._fallback(text):
                 yield chunk
             return
+        take.starts.append((take.spoken_chars, take.spoken_samples))
         take.spoken_chars = end = take.spoken_chars + len(text)
         async for chunk in self._share(take, end):
             yield chunk
+
+    def _replay(self, text: str) -> Samples | None:
+        """The model's audio again for words of an answer that was cut (a false
+        interruption resumes the cut sentence), from the start of the sentence."""
+        said = _squash(text)
+        if not said:
+            return None
+        for take in reversed(self._takes):
+            for chars, samples in reversed(take.starts):
+                if _squash(take.text[chars:]).startswith(said):
+                    whole = len(take.text.rstrip()) or 1
+                    end = min(whole, chars + len(text.strip()))
+                    upto = take.samples if end >= whole else int(take.samples * end / whole)
+                    return take.audio_between(samples, upto)
+        return None
 
     async def _share(self, take: _Take, end: int) -> AsyncIterator[Samples]:
         """The take's audio for the sentence that ends at ``end`` in its transcript."""
