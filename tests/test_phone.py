@@ -204,7 +204,7 @@ async def test_a_phone_call_with_an_async_tool_barge_in_and_end_call(
     tmp_path: Path, piper: PiperTTS
 ) -> None:
     question = await caller_audio(piper, "Where is my order?")
-    over = await caller_audio(piper, "Also, I have one more question about the delivery time.")
+    over = await caller_audio(piper, "Wait, I have one more question about the delivery time.")
     bye = await caller_audio(piper, "Okay, thanks. Goodbye.")
     async with phone_server(tmp_path) as (server, tools, voice_url):
         stream_url, params = await incoming_call(server, voice_url)
