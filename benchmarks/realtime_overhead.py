@@ -22,13 +22,13 @@ import asyncio
 import statistics
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.fake_realtime import fake_realtime
+from tests.test_voice_pipeline import eventually
 
 from backchannel import AssistantConfig, Engine, EventLog, Ledger, MemoryStore, TurnState
 from backchannel.realtime import ModelVoice, RealtimeInput, RealtimeLink, RealtimeLLM
@@ -44,14 +44,6 @@ def speech(seconds: float) -> bytes:
     t = np.arange(int(seconds * RATE)) / RATE
     tone = (np.sin(2 * np.pi * 300 * t) * 9000).astype("<i2")
     return np.concatenate([tone, np.zeros(int(0.8 * RATE), "<i2")]).tobytes()
-
-
-async def until(check: Callable[[], bool], within: float = 30.0) -> None:
-    for _ in range(int(within / 0.005)):
-        if check():
-            return
-        await asyncio.sleep(0.005)
-    raise TimeoutError("the turn did not end")
 
 
 def answered(events: EventLog) -> int:
@@ -93,8 +85,10 @@ async def run(turns: int) -> tuple[list[float], list[float]]:
                 pcm = speech(0.5)
                 for start in range(0, len(pcm), 640):
                     listening.feed(pcm[start : start + 640])
-                await until(lambda n=turn: answered(events) > n and not live.assistant_speaking)
-                await until(lambda: live.arbiter.state is TurnState.IDLE)
+                await eventually(
+                    lambda n=turn: answered(events) > n and not live.assistant_speaking
+                )
+                await eventually(lambda: live.arbiter.state is TurnState.IDLE)
                 heard = after(
                     fake.sent, "conversation.item.input_audio_transcription.completed", started
                 )

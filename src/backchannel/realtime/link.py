@@ -30,8 +30,8 @@ DEFAULT_URL = "wss://api.openai.com/v1"
 DEFAULT_TRANSCRIBER = "gpt-4o-mini-transcribe"
 #: Microphone frames kept for a session not open yet (or away): about 5 s of 20 ms.
 MAX_QUEUED_AUDIO = 250
-#: The server's VAD, with the defaults of OpenAI's reference.
-SERVER_VAD = {"type": "server_vad"}
+#: The ``event_id`` of every ``session.update``: an error naming it is the session's.
+CONFIGURE_EVENT = "bc_configure"
 
 
 def session_config(
@@ -86,14 +86,12 @@ class RealtimeLink:
         self,
         *,
         model: str,
-        session: Mapping[str, Any] | None = None,
         api_key: str | None = None,
         url: str | None = None,
     ) -> None:
         self.model = model
-        #: Until the call's first request configures it: no instructions, no tools, and
-        #: turn detection that never answers on its own.
-        self.session = dict(session or session_config("", (), turn_detection=SERVER_VAD))
+        #: The ``session.update`` body each new session gets; its model sets it.
+        self.session: dict[str, Any] = {}
         if not api_key:
             log.warning("realtime: no API key (BACKCHANNEL_OPENAI_API_KEY) for %s", model)
         self.api_key = api_key or "unset"
@@ -137,7 +135,7 @@ class RealtimeLink:
                 continue
             try:
                 await connection.send(
-                    {"type": "session.update", "session": self.session, "event_id": "bc_configure"}
+                    {"type": "session.update", "session": self.session, "event_id": CONFIGURE_EVENT}
                 )
                 self.connects += 1
                 if self.connects > 1:
@@ -190,17 +188,17 @@ def _backoff(failures: int) -> float:
     return RECONNECT_BACKOFF[min(failures, len(RECONNECT_BACKOFF)) - 1]
 
 
-def _error_of(event: Mapping[str, Any]) -> Mapping[str, Any]:
+def error_of(event: Mapping[str, Any]) -> Mapping[str, Any]:
     error = event.get("error")
     return error if isinstance(error, dict) else {}
 
 
 def _log_error(event: Mapping[str, Any]) -> None:
-    error = _error_of(event)
+    error = error_of(event)
     log.warning("realtime server error %s: %s", error.get("code"), error.get("message"))
 
 
 def server_error(event: Mapping[str, Any]) -> ProviderError:
-    error = _error_of(event)
+    error = error_of(event)
     code = error.get("code") or "realtime_error"
     return ProviderError(str(error.get("message") or code), code="realtime_error", upstream=code)

@@ -43,7 +43,7 @@ import numpy as np
 from ..conversation import noted_result
 from ..errors import ProviderError
 from ..llm.base import LLMChunk, LLMRequest, TextDelta, ToolCallRequest
-from .link import RealtimeLink, server_error, session_config
+from .link import CONFIGURE_EVENT, RealtimeLink, error_of, server_error, session_config
 from .voice import ModelVoice
 
 log = logging.getLogger("backchannel.realtime")
@@ -60,8 +60,6 @@ _TRANSCRIPT_DELTA = frozenset(
 _TRANSCRIPT_DONE = frozenset(
     {"response.output_audio_transcript.done", "response.audio_transcript.done"}
 )
-#: The ``event_id`` of the session's configuration (instructions, tools).
-CONFIGURE_EVENT = "bc_configure"
 _BUSY = "conversation_already_has_active_response"
 #: Told to the caller's side when a new session replaced a dropped one.
 SESSION_REOPENED = "backchannel.session_reopened"
@@ -88,9 +86,7 @@ class RealtimeLLM:
         #: ``backchannel``: the call's own VAD and recogniser find the caller's turns,
         #: written into the session as words; else the server's VAD.
         self.turn_detection = turn_detection
-        link.session = session_config(
-            "", (), turn_detection=self._detection(), transcribe=not self.ours
-        )
+        link.session = self._session("", ())  # until the first request: no answers
         self._truncated: set[str] = set()
         self.connect_seconds = connect_seconds
         self.silence_seconds = silence_seconds
@@ -117,8 +113,6 @@ class RealtimeLLM:
         self._idle = asyncio.Event()
         self._idle.set()
         self._lock = asyncio.Lock()
-        #: Every ``response.create`` sent, for tests and metrics.
-        self.responses = 0
 
     @property
     def voice(self) -> ModelVoice:
@@ -164,13 +158,12 @@ class RealtimeLLM:
             self._configure(request)
             await self._connected()
             await self._previous_done()
-            transient = list(request.messages[len(request.messages) - request.guidance :])
             self._write_history(_history(request.messages, transient=request.guidance))
-            guidance = [self._create(_item(m)) for m in transient if request.guidance]
+            extra = request.messages[len(request.messages) - request.guidance :]
+            guidance = [self._create(_item(m)) for m in extra]
             queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
             self._stream = queue
             self._idle.clear()
-            self.responses += 1
             self._asked = self._event_id()
             self.link.post({"type": "response.create", "event_id": self._asked})
             finished, refused, audio_item, response_id = False, False, None, None
@@ -200,6 +193,10 @@ class RealtimeLLM:
                         self.voice.add_text(str(event.get("item_id")), delta)
                         if delta:
                             yield TextDelta(delta)
+                    elif kind in _AUDIO_DONE:
+                        self.voice.finish(str(event.get("item_id")))
+                    elif kind in _TRANSCRIPT_DONE:
+                        self._said.append(str(event.get("transcript") or ""))
                     elif kind == "response.function_call_arguments.done":
                         calls.append(str(event.get("item_id")))
                         call = _call(event)
@@ -246,9 +243,7 @@ class RealtimeLLM:
         self._configured = True
         first = request.messages[0] if request.messages else {}
         prompt = str(first.get("content") or "") if first.get("role") == "system" else ""
-        self.link.session = session_config(
-            prompt, request.tools, turn_detection=self._detection(), transcribe=not self.ours
-        )
+        self.link.session = self._session(prompt, request.tools)
         self.link.post(
             {"type": "session.update", "session": self.link.session, "event_id": CONFIGURE_EVENT}
         )
@@ -258,8 +253,9 @@ class RealtimeLLM:
         """Whether the call's own VAD finds the caller's turns (not the server's)."""
         return self.turn_detection == "backchannel"
 
-    def _detection(self) -> dict[str, Any] | None:
-        return None if self.ours else {"type": self.turn_detection}
+    def _session(self, prompt: str, tools: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        detection = None if self.ours else {"type": self.turn_detection}
+        return session_config(prompt, tools, turn_detection=detection, transcribe=not self.ours)
 
     async def _previous_done(self) -> None:
         """A cancelled response ends before the next starts; one the server never ends
@@ -385,21 +381,12 @@ class RealtimeLLM:
             if self.listener is not None:
                 self.listener(event)
             return
-        if kind in _TRANSCRIPT_DONE:
-            self._said.append(str(event.get("transcript") or ""))
-        if kind in _AUDIO_DONE:
-            self.voice.finish(str(event.get("item_id")))
         if kind == "response.done":
-            output = _field(event, "response", "output")
-            for item in output if isinstance(output, list) else ():
-                if isinstance(item, dict) and item.get("type") == "message":
-                    self.voice.finish(str(item.get("id")))
-            self._idle.set()
+            self._idle.set()  # the stream, if any, finishes its audio
         if kind == "error":
-            error = event.get("error")
-            about = error.get("event_id") if isinstance(error, dict) else None
+            about = error_of(event).get("event_id")
             if about == CONFIGURE_EVENT:
-                log.error("realtime: the session refused its configuration: %s", error)
+                log.error("realtime: the session refused its configuration: %s", error_of(event))
                 return
             if not (about == self._asked or _code(event) == _BUSY):
                 return  # not about the response in progress; logged by the link
@@ -421,7 +408,7 @@ def _field(event: Mapping[str, Any], outer: str, inner: str) -> Any:
 
 
 def _code(event: Mapping[str, Any]) -> Any:
-    return _field(event, "error", "code")
+    return error_of(event).get("code")
 
 
 def _call_ids(message: Mapping[str, Any]) -> set[str]:

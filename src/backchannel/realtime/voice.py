@@ -19,8 +19,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import numpy as np
 
 from ..clock import Clock, SystemClock
-from ..voice.audio import Samples, StreamResampler
-from ..voice.tts import TTS
+from ..voice.audio import Samples
+from ..voice.tts import TTS, synthesized
 
 #: The rate of OpenAI Realtime's ``audio/pcm`` output (and Gemini Live's).
 MODEL_RATE = 24_000
@@ -208,13 +208,6 @@ class ModelVoice:
         return None
 
     async def _fallback(self, text: str) -> AsyncIterator[Samples]:
-        if self.fallback is None:
-            return
-        resampler: StreamResampler | None = None
-        async for chunk in self.fallback.synthesize(text):
-            if resampler is None:
-                resampler = StreamResampler(self.fallback.sample_rate, MODEL_RATE)
-            if (out := resampler(chunk)).size:
-                yield out
-        if resampler is not None and (tail := resampler(np.zeros(0, np.int16), last=True)).size:
-            yield tail
+        if self.fallback is not None:
+            async for chunk in synthesized(self.fallback, text, MODEL_RATE):
+                yield chunk

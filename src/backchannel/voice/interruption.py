@@ -56,35 +56,43 @@ class Interruptions:
     def too_long(self, seconds: float) -> bool:
         return seconds >= MAX_ACKNOWLEDGEMENT_SECONDS
 
+    def _real(self, word: str) -> bool:
+        """Not an acknowledgement's word, a murmur or a hum."""
+        return word not in self._ack_words and not _HUM.fullmatch(word)
+
     def urgent(self, text: str) -> bool:
         """Whether the words hold an interruption phrase ("stop", "wait"): these cut at
         once, even in a partial transcript."""
-        joined = " ".join(w.replace("-", "") for w in words(text))
+        return self._has_cutter(" ".join(_bare(text)))
+
+    def _has_cutter(self, joined: str) -> bool:
         return any(_contains(joined, cutter) for cutter in self._cutters)
 
     def first_word(self, text: str) -> str | None:
         """The first word that is not an acknowledgement or a murmur, if any."""
-        for word in (w.replace("-", "") for w in words(text)):
-            if word not in self._ack_words and not _HUM.fullmatch(word):
-                return word
-        return None
+        return next((w for w in _bare(text) if self._real(w)), None)
 
     def cuts(self, text: str, *, final: bool = False) -> bool:
         """Whether these words cut the assistant. While the caller is still talking,
         ``numWords`` real words are needed; once they have stopped, any real word makes
         it a turn of its own."""
-        said = [w.replace("-", "") for w in words(text)]
+        said = _bare(text)
         if not said:
             return False
         joined = " ".join(said)
-        if any(_contains(joined, cutter) for cutter in self._cutters):
+        if self._has_cutter(joined):
             return True
         if joined in self._acks:
             return False
-        real = [w for w in said if w not in self._ack_words and not _HUM.fullmatch(w)]
+        real = [w for w in said if self._real(w)]
         if len(real) < len(said) and all(w in _GLUE for w in real):
             return False  # an acknowledgement with a joining word
         return len(real) >= (1 if final else max(1, math.ceil(self.num_words)))
+
+
+def _bare(text: str) -> list[str]:
+    """The words, hyphens dropped ("mm-hmm" → "mmhmm"), as the phrase lists are keyed."""
+    return [w.replace("-", "") for w in words(text)]
 
 
 def _contains(text: str, phrase: str) -> bool:

@@ -18,8 +18,8 @@ import numpy as np
 from ..clock import Clock, SystemClock
 from ..errors import BackchannelError
 from ..speech import Cut, SpeechListener, Utterance, UtteranceQueue
-from .audio import FRAME_MS, Samples, StreamResampler
-from .tts import TTS
+from .audio import FRAME_MS, Samples
+from .tts import TTS, synthesized
 
 SendFrame = Callable[[bytes], Awaitable[None]]
 CHARS_PER_SECOND = 14.0
@@ -182,13 +182,6 @@ class AudioOutput:
         await self.send((np.zeros_like(chunk) if self.muted else chunk).tobytes())
         self.frames_sent += 1
 
-    async def _audio(self, text: str) -> AsyncIterator[Samples]:
+    def _audio(self, text: str) -> AsyncIterator[Samples]:
         """The sentence's audio at the listener's rate, chunk by chunk."""
-        resampler: StreamResampler | None = None
-        async for chunk in self.tts.synthesize(text.strip()):
-            if resampler is None:  # the voice's rate is known once audio comes
-                resampler = StreamResampler(self.tts.sample_rate, self.rate)
-            if (out := resampler(chunk)).size:
-                yield out
-        if resampler is not None and (tail := resampler(np.zeros(0, np.int16), last=True)).size:
-            yield tail
+        return synthesized(self.tts, text.strip(), self.rate)

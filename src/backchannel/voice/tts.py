@@ -13,7 +13,7 @@ from typing import Protocol
 import numpy as np
 
 from ..errors import ProviderError
-from .audio import Samples
+from .audio import Samples, StreamResampler
 from .loop_lock import LoopLock
 
 
@@ -23,6 +23,19 @@ class TTS(Protocol):
     def synthesize(self, text: str) -> AsyncIterator[Samples]:
         """The sentence spoken, at ``sample_rate`` (known once the first chunk is out)."""
         ...
+
+
+async def synthesized(tts: TTS, text: str, rate: int) -> AsyncIterator[Samples]:
+    """The sentence's audio resampled to ``rate``, chunk by chunk (the voice's own rate is
+    known once its first chunk is out)."""
+    resampler: StreamResampler | None = None
+    async for chunk in tts.synthesize(text):
+        if resampler is None:
+            resampler = StreamResampler(tts.sample_rate, rate)
+        if (out := resampler(chunk)).size:
+            yield out
+    if resampler is not None and (tail := resampler(np.zeros(0, np.int16), last=True)).size:
+        yield tail
 
 
 async def spoken(tts: TTS, text: str) -> Samples:
