@@ -42,7 +42,7 @@ from .llm.base import LLM, LLMRequest, TextDelta, ToolCallRequest
 from .llm.local import LlamaCppLLM
 from .llm.openai_compat import OpenAICompatibleLLM
 from .llm.scripted import ScriptedLLM
-from .realtime import ModelVoice, RealtimeInput, RealtimeLink, RealtimeLLM
+from .realtime import LiveLink, LiveLLM, ModelVoice, RealtimeInput, RealtimeLink, RealtimeLLM
 from .results import ResultSource, ToolResult, ToolResultPayload, parse_result
 from .speech import Cut, PacedSpeech, SpeechOutput, Utterance
 from .telemetry import TurnLatency, configure_tracing
@@ -81,6 +81,8 @@ __all__ = [
     "LLMRequest",
     "Ledger",
     "LedgerStore",
+    "LiveLLM",
+    "LiveLink",
     "LlamaCppLLM",
     "ManualClock",
     "MemoryStore",

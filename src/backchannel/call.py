@@ -590,9 +590,12 @@ class Call:
         if self._response is response:
             self._response = None
         self._conversation_changed()
-        if response.cut and self._opened.is_set() and not self.ended.is_set():
+        announcing = any(a.text is None for a in self.arbiter.pending)
+        live = self._opened.is_set() and not self.ended.is_set()
+        if response.cut and live and (self.arbiter.user_speaking or not announcing):
             # The caller took the floor: their turn follows what was heard; the model
-            # reads it ahead while they talk, before any words of theirs are transcribed.
+            # reads it ahead while they talk, before any words are transcribed. (Cut for
+            # a result instead, the result's announcement is asked next.)
             self._read_ahead_turn()
         verdict = self.arbiter.finished(response.plan, unspoken)
         for a in response.announcements:

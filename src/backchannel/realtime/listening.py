@@ -27,9 +27,11 @@ import logging
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from ..errors import ConfigError
 from ..voice.audio import StreamResampler, to_samples
 from ..voice.interruption import MAX_ACKNOWLEDGEMENT_SECONDS, Interruptions
 from ..voice.session import CallInput
+from .live_model import LiveLLM
 from .model import SESSION_REOPENED, RealtimeLLM
 from .voice import MODEL_RATE
 
@@ -48,8 +50,15 @@ class _Turn(StrEnum):
 
 class RealtimeInput:
     def __init__(
-        self, call: Call, model: RealtimeLLM, *, rate: int, session: CallInput | None = None
+        self,
+        call: Call,
+        model: RealtimeLLM | LiveLLM,
+        *,
+        rate: int,
+        session: CallInput | None = None,
     ) -> None:
+        if isinstance(model, LiveLLM) and session is None:
+            raise ConfigError("Gemini Live hears the caller through the call's own input side")
         self.call = call
         self.model = model
         #: With ``turnDetection: backchannel``: the pipeline's input side.
@@ -75,7 +84,7 @@ class RealtimeInput:
             self.session.feed(pcm)  # the call hears the caller; the model gets words
             return
         samples = self._resample(to_samples(pcm))
-        if samples.size:
+        if samples.size and isinstance(self.model, RealtimeLLM):
             audio = base64.b64encode(samples.astype("<i2").tobytes()).decode()
             self.model.link.post({"type": "input_audio_buffer.append", "audio": audio})
 

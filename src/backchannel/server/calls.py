@@ -43,7 +43,7 @@ from .db import assistants, phone_calls, server_calls
 from .episode import Episode
 from .instances import Instances
 from .outbox import DEFAULT_SERVER_MESSAGES, Outbox, Route
-from .providers import LOCAL_LLM, REALTIME, Providers
+from .providers import LOCAL_LLM, SPEECH_TO_SPEECH, Providers
 from .settings import Settings
 from .urls import check_webhook_url
 from .wire import CallOut, CreateCall, Customer, Monitor, assistant_document
@@ -132,9 +132,10 @@ class CallHost:
         assistant = await call_assistant(self.db, assistant, body.assistant_overrides)
         await self.check_assistant(assistant)
         call_type = kind or body.type
-        if assistant.model.provider in REALTIME and call_type == "text":
+        if assistant.model.provider in SPEECH_TO_SPEECH and call_type == "text":
             raise InvalidInput(
-                "a speech-to-speech model (openai-realtime) takes voice calls: web or phone",
+                f"a speech-to-speech model ({assistant.model.provider}) takes voice calls:"
+                " web or phone",
                 code="voice_call_required",
             )
         token, client_token = f"ct_{secrets.token_urlsafe(24)}", f"cc_{secrets.token_urlsafe(24)}"

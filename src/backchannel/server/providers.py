@@ -40,6 +40,8 @@ log = logging.getLogger("backchannel.server")
 
 LOCAL_LLM = frozenset({"llama.cpp", "llama-cpp", "local"})
 REALTIME = frozenset({"openai-realtime"})
+GOOGLE_LIVE = frozenset({"google-live"})
+SPEECH_TO_SPEECH = REALTIME | GOOGLE_LIVE
 DEEPGRAM = frozenset({"deepgram"})
 ELEVENLABS = frozenset({"11labs", "elevenlabs"})
 LOCAL_VOICE = frozenset({"piper", "espeak", "faster-whisper", "whisper"})
@@ -68,6 +70,15 @@ class Providers:
                 url=model.url or self.settings.openai_realtime_url,
             )
             return RealtimeLLM(link, turn_detection=model.turn_detection)
+        if model.provider in GOOGLE_LIVE:
+            from ..realtime import LiveLink, LiveLLM
+
+            live = LiveLink(
+                model=model.model,
+                api_key=self.settings.google_api_key,
+                url=model.url or self.settings.google_live_url,
+            )
+            return LiveLLM(live)
         if model.provider in LOCAL_LLM:
             if model.model not in self._local:
                 self._local[model.model] = LazyLlamaCpp(model.model)
@@ -129,8 +140,13 @@ class Providers:
         (sent as PCM16 frames, ``clear`` on barge-in) and, per call, the caller's audio
         in (turns, transcripts)."""
         tts = await self.tts(assistant.voice)
-        realtime = assistant.model.provider in REALTIME
-        if realtime and assistant.model.turn_detection != "backchannel":
+        realtime = assistant.model.provider in SPEECH_TO_SPEECH
+        # Gemini Live always hears the caller through the pipeline's turn detection.
+        ours = (
+            assistant.model.provider in GOOGLE_LIVE
+            or assistant.model.turn_detection == "backchannel"
+        )
+        if realtime and not ours:
             return self._realtime_audio(tts, send, clear, rate=rate, input_side=None)
         stt = await self.stt(assistant.transcriber)
         voice = await self.voice.get()
@@ -157,14 +173,14 @@ class Providers:
         voice speaks the lines that are not the model's), the caller's audio to the
         model, whose turn detection and transcripts drive the call, or the pipeline's
         (``input_side``)."""
-        from ..realtime import ModelVoice, RealtimeInput, RealtimeLLM
+        from ..realtime import LiveLLM, ModelVoice, RealtimeInput, RealtimeLLM
 
         voice = ModelVoice(tts)
         output = AudioOutput(voice, send, rate=rate, clear=voice.clearing(clear))
 
         def listen(call: Call) -> CallInput:
             model = call.llm
-            if not isinstance(model, RealtimeLLM):
+            if not isinstance(model, RealtimeLLM | LiveLLM):
                 raise ConfigError("this call's model is not a speech-to-speech model")
             voice.clock = call.clock
             model.voice = voice

@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     #: ``model.url`` overrides it per assistant).
     openai_api_key: str | None = None
     openai_realtime_url: str | None = None
+    #: Gemini Live (``model.provider: "google-live"``): the Gemini API key, and the
+    #: server's base URL when it is not Google's.
+    google_api_key: str | None = None
+    google_live_url: str | None = None
     #: Vendor keys: an assistant whose transcriber is Deepgram, or whose voice is
     #: ElevenLabs, uses them when set (else the offline stack). The URLs override the
     #: vendors' own (a proxy, a self-hosted Deepgram).

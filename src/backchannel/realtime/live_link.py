@@ -1,0 +1,213 @@
+"""One call's connection to Gemini Live (``BidiGenerateContent``), or a server that
+speaks its protocol.
+
+:class:`LiveLink` connects with the ``google-genai`` SDK once its model has given it the
+session's set-up (the system instruction, the tools, the output transcription; Live takes
+them only when a session opens), and hands every server message to ``on_message``.
+Messages to the server are queued with :meth:`LiveLink.post` and go out in order.
+
+A session the server ends (a dropped connection, a ``goAway`` before its time limit) is
+opened again with the last ``sessionResumptionUpdate`` handle, so the server restores the
+conversation, pending tool calls included, and ``on_reconnect(resumed=True)`` is told. A
+handle the server refuses is dropped: the next session starts empty and
+``on_reconnect(resumed=False)`` lets the model write the conversation into it. A ``goAway``
+is acted on once the model is idle (or just before the time it gave runs out), so an
+answer in progress is not lost to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger("backchannel.realtime")
+
+#: Waits between attempts to connect again: the last one repeats.
+RECONNECT_BACKOFF = (0.2, 0.5, 1.0, 2.0, 5.0)
+DEFAULT_URL = "https://generativelanguage.googleapis.com"
+DEFAULT_MODEL = "gemini-live-2.5-flash-preview"
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One client message: ``clientContent``, ``toolResponse`` or ``realtimeInput``
+    (the SDK's keyword arguments for it)."""
+
+    kind: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+
+
+class LiveLink:
+    def __init__(
+        self,
+        *,
+        model: str,
+        api_key: str | None = None,
+        url: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.model = model or DEFAULT_MODEL
+        if not api_key:
+            log.warning("gemini live: no API key (BACKCHANNEL_GOOGLE_API_KEY) for %s", model)
+        self.api_key = api_key or "unset"
+        #: The server's base URL; the SDK speaks ``wss://`` to it.
+        self.url = re.sub(r"^ws(s?)://", r"http\1://", (url or DEFAULT_URL).rstrip("/"))
+        self.ssl_context = ssl_context
+        #: The session's ``LiveConnectConfig`` (as a dict); set by the model, then ``run``
+        #: connects.
+        self.setup: dict[str, Any] | None = None
+        self._configured = asyncio.Event()
+        self.on_message: Callable[[Any], None] = lambda _message: None
+        #: Told when a new session replaces a lost one: whether the server resumed it.
+        self.on_reconnect: Callable[[bool], None] | None = None
+        #: Whether the model has no generation in progress (a ``goAway`` waits for it).
+        self.idle: Callable[[], bool] = lambda: True
+        #: The latest resumption handle the server gave, if it can resume.
+        self.handle: str | None = None
+        self._outbox: asyncio.Queue[Outgoing] = asyncio.Queue()
+        self._ready = asyncio.Event()
+        self._over = asyncio.Event()
+        #: When a ``goAway`` came: the loop time by which to leave the session.
+        self._go_away: float | None = None
+        self.connects = 0
+
+    def configure(self, setup: dict[str, Any]) -> None:
+        """The session's set-up; the first call lets ``run`` connect."""
+        if self.setup is None:
+            self.setup = setup
+            self._configured.set()
+
+    async def ready(self) -> None:
+        """Wait until a session is open."""
+        await self._ready.wait()
+
+    def post(self, kind: str, **arguments: Any) -> None:
+        """Queue one client message; they go out in order once a session is open."""
+        self._outbox.put_nowait(Outgoing(kind, arguments))
+
+    async def run(self) -> None:
+        """Connect once configured, pump messages until cancelled, reconnect on a loss."""
+        from google import genai
+        from google.genai import types
+
+        await self._configured.wait()
+        options: dict[str, Any] = {"base_url": self.url, "api_version": "v1beta"}
+        if self.ssl_context is not None:
+            options["async_client_args"] = {"ssl": self.ssl_context}
+        client = genai.Client(api_key=self.api_key, http_options=types.HttpOptions(**options))
+        failures = 0
+        while True:
+            config = types.LiveConnectConfig(**(self.setup or {}))
+            resuming = self.handle
+            config.session_resumption = types.SessionResumptionConfig(handle=resuming)
+            try:
+                async with client.aio.live.connect(model=self.model, config=config) as session:
+                    self.connects += 1
+                    if self.connects > 1:
+                        if resuming is None:  # the history is written again instead
+                            self._outbox = asyncio.Queue()
+                        if self.on_reconnect is not None:
+                            self.on_reconnect(resuming is not None)
+                    self._ready.set()
+                    failures = 0
+                    self._over, self._go_away = asyncio.Event(), None
+                    async with asyncio.TaskGroup() as group:
+                        tasks = [
+                            group.create_task(self._write(session)),
+                            group.create_task(self._pump(session)),
+                        ]
+                        await self._until_left()
+                        for task in tasks:
+                            task.cancel()
+                    if self._go_away is None:
+                        raise ConnectionError("the session ended")
+                    log.info("gemini live: session rotated after goAway")
+                    continue
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:  # refused, or dropped in either direction
+                log.warning("gemini live connection to %s lost: %s", self.url, _reason(exc))
+                if resuming is not None and self._ready.is_set() is False:
+                    self.handle = None  # the server would not resume it: start afresh
+            finally:
+                self._ready.clear()
+            failures += 1
+            await asyncio.sleep(_backoff(failures))
+
+    async def _write(self, session: Any) -> None:
+        while True:
+            message = await self._outbox.get()
+            if message.kind == "clientContent":
+                await session.send_client_content(**message.arguments)
+            elif message.kind == "toolResponse":
+                await session.send_tool_response(**message.arguments)
+            else:
+                await session.send_realtime_input(**message.arguments)
+
+    async def _pump(self, session: Any) -> None:
+        try:
+            while True:
+                try:
+                    message = await session._receive()
+                except Exception as exc:
+                    if _closed(session):
+                        raise
+                    # A frame that is not JSON, or not a message: skipped.
+                    log.warning("gemini live server sent a bad frame: %s", str(exc)[:120])
+                    continue
+                self._note(message)
+                try:
+                    self.on_message(message)
+                except Exception:  # an odd message costs itself, not the session
+                    log.exception("gemini live message could not be handled")
+        finally:
+            self._over.set()
+
+    def _note(self, message: Any) -> None:
+        """Keep the latest resumption handle; note a ``goAway``'s deadline."""
+        update = message.session_resumption_update
+        if update is not None and update.resumable and update.new_handle:
+            self.handle = update.new_handle
+        if message.go_away is not None and self._go_away is None:
+            seconds = _seconds(message.go_away.time_left)
+            self._go_away = asyncio.get_running_loop().time() + max(0.0, seconds - 1.0)
+            self._over.set()
+
+    async def _until_left(self) -> None:
+        """Until the session is over, or told to go away: then once the model is idle
+        (or a second before the server would end it)."""
+        await self._over.wait()
+        while self._go_away is not None and not self.idle():
+            if asyncio.get_running_loop().time() >= self._go_away:
+                break
+            await asyncio.sleep(0.05)
+
+
+def _closed(session: Any) -> bool:
+    """Whether the session's socket is closed (else a frame was bad, not the socket)."""
+    from websockets.protocol import State
+
+    return getattr(getattr(session, "_ws", None), "state", State.CLOSED) is not State.OPEN
+
+
+def _backoff(failures: int) -> float:
+    return RECONNECT_BACKOFF[min(failures, len(RECONNECT_BACKOFF)) - 1]
+
+
+def _seconds(value: Any) -> float:
+    """A ``goAway``'s ``timeLeft`` (a duration: the SDK's ``timedelta`` or ``"10s"``)."""
+    if hasattr(value, "total_seconds"):
+        return float(value.total_seconds())
+    match = re.fullmatch(r"([0-9.]+)s", str(value or ""))
+    return float(match.group(1)) if match else 0.0
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(_reason(e) for e in exc.exceptions)
+    return f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,457 @@
+"""Gemini Live as the call's :class:`~backchannel.llm.base.LLM`.
+
+As with OpenAI Realtime (:mod:`.model`), the call stays what it is: its arbiter decides
+when the model speaks, tools are recorded in the ledger and routed as always.
+:class:`LiveLLM` turns each ``stream`` into one generation of the Live session:
+
+* **The caller's turns come in words.** The call's own VAD, turn model and recogniser
+  find the caller's turns (the session's automatic activity detection is off, so the
+  server never answers on its own); each turn is written into the session as a user turn.
+* **The history, mirrored.** What the session lacks is written before the generation,
+  in order: user turns and fixed lines (``clientContent`` with ``turnComplete: false``),
+  tool placeholders and results (``toolResponse`` under the model's call id,
+  ``scheduling: SILENT``; a placeholder with ``willContinue: true``, so the real result
+  can follow it). Every tool is declared ``NON_BLOCKING``: the model keeps talking while
+  it runs.
+* **What starts the generation** is the last thing the session lacks: a tool's result
+  goes with ``scheduling: WHEN_IDLE``, or ``INTERRUPT`` when a generation the call gave
+  up (a barge-in, an ``interrupt`` result) is still being written; the caller's turn goes
+  with ``turnComplete: true``. The request's guidance (the instruction to tell the caller
+  about a result) rides with the caller's turn; a result's own response needs none.
+* **One generation at a time.** A generation the call gave up (a barge-in, an
+  ``interrupt`` result) may still be being written: what starts the next one interrupts
+  it (any ``clientContent`` does, as does ``INTERRUPT``), and what it still sends, up to
+  its ``interrupted`` / ``turnComplete``, is dropped; a tool it still calls is told it
+  did not run. Nothing else starts a generation: the session's own activity detection
+  is off and every other tool response is ``SILENT``.
+* **Faults** as with Realtime: a session not open in ``connect_seconds``, or a generation
+  silent for ``silence_seconds``, fails the response (the caller hears the fallback
+  line); a session lost mid-answer fails that answer. A lost session is resumed with its
+  handle (the server keeps the conversation and the pending calls); one that cannot be
+  resumed starts afresh and the whole history is written into it, the calls as
+  ``functionCall`` parts and their results as ``functionResponse`` parts.
+
+Live has no way to cut the session's copy of an answer to what was heard: after a
+barge-in the model's history holds its whole answer, the call's the part that was heard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..conversation import noted_result
+from ..errors import ProviderError
+from ..llm.base import LLMChunk, LLMRequest, TextDelta, ToolCallRequest, parse_arguments
+from ..tool_runs import PLACEHOLDER
+from .link import _tool
+from .live_link import LiveLink
+from .model import CONNECT_SECONDS, SESSION_REOPENED, SILENCE_SECONDS, _call_ids, _history, _same
+from .voice import ModelVoice
+
+log = logging.getLogger("backchannel.realtime")
+
+#: What a call the model made in an answer nobody heard is told.
+NOT_RUN = {"error": "not run: the caller did not hear this answer"}
+
+
+def live_setup(
+    prompt: str, tools: Sequence[Mapping[str, Any]], *, voice: str | None = None
+) -> dict[str, Any]:
+    """The session's ``LiveConnectConfig``: audio out with its transcript, the system
+    prompt, every tool ``NON_BLOCKING``, no activity detection of the server's."""
+    setup: dict[str, Any] = {
+        "response_modalities": ["AUDIO"],
+        "output_audio_transcription": {},
+        "realtime_input_config": {"automatic_activity_detection": {"disabled": True}},
+        "context_window_compression": {"sliding_window": {}},
+    }
+    if prompt:
+        setup["system_instruction"] = {"parts": [{"text": prompt}]}
+    if tools:
+        declarations = []
+        for schema in tools:
+            tool = _tool(schema)
+            declarations.append(
+                {
+                    "name": tool["name"],
+                    "description": tool.get("description") or "",
+                    "parameters_json_schema": tool["parameters"],
+                    "behavior": "NON_BLOCKING",
+                }
+            )
+        setup["tools"] = [{"function_declarations": declarations}]
+    if voice:
+        setup["speech_config"] = {"voice_config": {"prebuilt_voice_config": {"voice_name": voice}}}
+    return setup
+
+
+class LiveLLM:
+    one_ask_per_response = False
+
+    def __init__(
+        self,
+        link: LiveLink,
+        voice: ModelVoice | None = None,
+        *,
+        connect_seconds: float = CONNECT_SECONDS,
+        silence_seconds: float = SILENCE_SECONDS,
+    ) -> None:
+        self.link = link
+        self.connect_seconds = connect_seconds
+        self.silence_seconds = silence_seconds
+        self._voice = voice or ModelVoice()
+        link.on_message = self._on_message
+        link.on_reconnect = self._reconnected
+        link.idle = lambda: self._idle.is_set()
+        #: Told of input events; the call's own input side hears the caller here.
+        self.listener: Callable[[dict[str, Any]], None] | None = None
+        self._mirror: list[dict[str, Any]] = []
+        self._said: list[str] = []
+        self._called: set[str] = set()
+        #: Calls the session knows only as history we wrote (a session started afresh):
+        #: their results go in as content, not as answers to the session's own calls.
+        self._written_calls: set[str] = set()
+        self._cancelled: set[str] = set()
+        self._names: dict[str, str] = {}
+        self._ids = itertools.count(1)
+        self._stream: asyncio.Queue[tuple[Any, ...]] | None = None
+        #: Drop what comes before the end of a generation given up (an ``INTERRUPT``).
+        self._skipping = False
+        #: An ``interrupted`` came; a ``turnComplete`` right after it is the same end.
+        self._stale_end = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._lock = asyncio.Lock()
+
+    @property
+    def voice(self) -> ModelVoice:
+        return self._voice
+
+    @voice.setter
+    def voice(self, voice: ModelVoice) -> None:
+        self._voice = voice
+
+    def not_a_turn(self, item_id: str) -> None:
+        """Nothing to take back: the session gets the caller's turns only once heard."""
+
+    # -- LLM ---------------------------------------------------------------------------
+
+    async def prepare(self, request: LLMRequest) -> None:
+        """Mirror the history now: a silent result reaches the model at once. Not the
+        results an announcement is about to tell (a request with guidance): their
+        response starts the generation (``WHEN_IDLE``)."""
+        self._configure(request)
+        await self._connected()
+        if self._lock.locked() or request.guidance:
+            return  # the response in progress mirrors it
+        async with self._lock:
+            messages = list(request.messages)
+            if messages and messages[-1].get("role") == "user":
+                messages.pop()  # the caller's next words, read ahead: not said yet
+            for message in self._missing(_history(messages, transient=request.guidance)):
+                self._write(message)
+
+    async def stream(self, request: LLMRequest) -> AsyncIterator[LLMChunk]:
+        async with self._lock:
+            self._configure(request)
+            await self._connected()
+            missing = self._missing(_history(request.messages, transient=request.guidance))
+            trigger = _trigger(missing)
+            for message in missing:
+                self._write(message)
+            guidance = request.messages[len(request.messages) - request.guidance :]
+            queue: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
+            self._stream = queue
+            # A generation given up is still being written: what starts this one
+            # interrupts it (Live ends it with ``interrupted``), and what it still sends
+            # is dropped.
+            self._skipping = not self._idle.is_set()
+            self._idle.clear()
+            self._start(trigger, guidance, interrupt=self._skipping)
+            item, began, finished, heard = f"live_{next(self._ids)}", False, False, ""
+            try:
+                while True:
+                    try:
+                        async with asyncio.timeout(self.silence_seconds):
+                            event = await queue.get()
+                    except TimeoutError:
+                        raise ProviderError(
+                            "the live model stopped answering", code="realtime_timeout"
+                        ) from None
+                    kind = event[0]
+                    if kind in ("audio", "text") and not began:
+                        began = True
+                        self.voice.begin(item)
+                    if kind == "audio":
+                        self.voice.add_audio(item, event[1])
+                    elif kind == "text":
+                        heard += event[1]
+                        self.voice.add_text(item, event[1])
+                        yield TextDelta(event[1])
+                    elif kind == "call":
+                        self._called.add(event[1].id)
+                        yield event[1]
+                    elif kind == "end":
+                        finished = True
+                        return
+                    elif kind == "lost":
+                        finished = True
+                        raise ProviderError(
+                            "the live session was lost",
+                            code="realtime_error",
+                            upstream="session_lost",
+                        )
+            finally:
+                self._stream = None
+                self._said.append(heard)  # the session has it, whole or cut
+                if began:
+                    self.voice.finish(item)
+                    if not finished:
+                        self.voice.abandon(item)
+
+    def _configure(self, request: LLMRequest) -> None:
+        """The session's set-up, from the call's first request (its system prompt and
+        tools): the link connects with it."""
+        if self.link.setup is not None:
+            return
+        first = request.messages[0] if request.messages else {}
+        prompt = str(first.get("content") or "") if first.get("role") == "system" else ""
+        self.link.configure(live_setup(prompt, request.tools))
+
+    async def _connected(self) -> None:
+        try:
+            async with asyncio.timeout(self.connect_seconds):
+                await self.link.ready()
+        except TimeoutError:
+            raise ProviderError(
+                f"the live model at {self.link.url} cannot be reached",
+                code="realtime_unreachable",
+            ) from None
+
+    # -- writing into the session ------------------------------------------------------
+
+    def _missing(self, history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """What the session lacks of ``history``, in order."""
+        common = 0
+        while (
+            common < min(len(history), len(self._mirror))
+            and history[common] == self._mirror[common]
+        ):
+            common += 1
+        old = self._mirror[common:]
+        missing = []
+        for i, message in enumerate(history[common:]):
+            before = old[i] if i < len(old) else None
+            for call in message.get("tool_calls") or ():
+                self._names[str(call.get("id"))] = str((call.get("function") or {}).get("name"))
+            if message == before or self._known(message, before):
+                continue
+            missing.append(message)
+        self._mirror = history
+        self._said.clear()
+        self._called.clear()
+        return missing
+
+    def _known(self, message: Mapping[str, Any], before: Mapping[str, Any] | None) -> bool:
+        """Whether the session has this message already: the model's own words and
+        calls, or an answer of its that the call cut to what was heard."""
+        if message.get("role") != "assistant":
+            return False
+        content, calls = str(message.get("content") or ""), _call_ids(message)
+        if (
+            before is not None
+            and before.get("role") == "assistant"
+            and _call_ids(before) == calls
+            and str(before.get("content") or "").startswith(content)
+        ):
+            return True
+        if calls and not calls <= self._called:
+            return False
+        if not content:
+            return True
+        for said in self._said:
+            if _same(said, content) or _same(said[: len(content)], content):
+                self._said.remove(said)
+                return True
+        return False
+
+    def _write(self, message: Mapping[str, Any]) -> None:
+        """Add one message to the session's context without a generation."""
+        if (answer := self._answer(message)) is not None:
+            call_id, response, more = answer
+            if self._as_content(message):
+                self._content([_function_response(call_id, self._names, response)], "user")
+            elif call_id in self._cancelled:
+                log.info("gemini live: call %s was cancelled by the model; result kept", call_id)
+            else:
+                self._respond(call_id, response, "SILENT", more=more)
+            return
+        role = "model" if message.get("role") == "assistant" else "user"
+        parts: list[dict[str, Any]] = []
+        if message.get("content"):
+            parts.append({"text": str(message["content"])})
+        for call in message.get("tool_calls") or ():
+            function = call.get("function") or {}
+            arguments = parse_arguments(function.get("arguments"))
+            parts.append(
+                {
+                    "function_call": {
+                        "id": call["id"],
+                        "name": function.get("name"),
+                        "args": arguments,
+                    }
+                }
+            )
+            self._written_calls.add(str(call["id"]))
+        if parts:
+            self._content(parts, role)
+
+    def _start(
+        self,
+        trigger: Mapping[str, Any] | None,
+        guidance: Sequence[Mapping[str, Any]],
+        *,
+        interrupt: bool,
+    ) -> None:
+        """Start the generation: the result, or the caller's turn (with the guidance)."""
+        answer = self._answer(trigger) if trigger is not None else None
+        if answer is not None and trigger is not None and not self._as_content(trigger):
+            call_id, response, more = answer
+            if call_id not in self._cancelled:
+                self._respond(
+                    call_id, response, "INTERRUPT" if interrupt else "WHEN_IDLE", more=more
+                )
+                return
+        parts: list[dict[str, Any]] = []
+        if answer is not None:
+            parts.append(_function_response(answer[0], self._names, answer[1]))
+        elif trigger is not None and trigger.get("content"):
+            parts.append({"text": str(trigger["content"])})
+        parts += [{"text": str(m.get("content") or "")} for m in guidance if m.get("content")]
+        self.link.post(
+            "clientContent",
+            turns=[{"role": "user", "parts": parts}] if parts else [],
+            turn_complete=True,
+        )
+
+    def _answer(self, message: Mapping[str, Any]) -> tuple[str, dict[str, Any], bool] | None:
+        """A tool's placeholder or result (or a result's note), as a function response:
+        its call id, the response, and whether more will follow."""
+        if (noted := noted_result(message)) is not None:
+            return noted[0], {"output": noted[1]}, False
+        if message.get("role") == "tool":
+            content = str(message.get("content") or "")
+            return str(message.get("tool_call_id")), {"output": content}, content == PLACEHOLDER
+        return None
+
+    def _as_content(self, message: Mapping[str, Any]) -> bool:
+        """A result for a call the session knows only as written history."""
+        answer = self._answer(message)
+        return answer is not None and answer[0] in self._written_calls
+
+    def _respond(
+        self, call_id: str, response: dict[str, Any], scheduling: str, *, more: bool
+    ) -> None:
+        function_response: dict[str, Any] = {
+            "id": call_id,
+            "name": self._names.get(call_id, ""),
+            "response": response,
+            "scheduling": scheduling,
+        }
+        if more:
+            function_response["will_continue"] = True
+        self.link.post("toolResponse", function_responses=[function_response])
+
+    def _content(self, parts: list[dict[str, Any]], role: str) -> None:
+        self.link.post("clientContent", turns=[{"role": role, "parts": parts}], turn_complete=False)
+
+    def _reconnected(self, resumed: bool) -> None:
+        """A lost session: resumed, the server has the conversation; else it is written
+        into the new one. Either way the answer in progress is gone."""
+        # Calls made on the lost connection: a resumed session may not take answers to
+        # them as such, so their results go in as content.
+        self._written_calls |= set(self._names)
+        if not resumed:
+            self._said.clear()
+            self._called.clear()
+            self._cancelled.clear()
+            mirror, self._mirror = self._mirror, []
+            for message in self._missing(mirror):
+                self._write(message)
+        if self._stream is not None:
+            self._stream.put_nowait(("lost",))
+        self.voice.abandon_all()
+        self._idle.set()
+        self._skipping = self._stale_end = False
+        if self.listener is not None:
+            self.listener({"type": SESSION_REOPENED})
+
+    # -- messages from the server --------------------------------------------------------
+
+    def _on_message(self, message: Any) -> None:
+        if message.tool_call_cancellation is not None:
+            self._cancelled.update(message.tool_call_cancellation.ids or ())
+        if message.tool_call is not None:
+            for call in message.tool_call.function_calls or ():
+                request = ToolCallRequest(str(call.id), str(call.name), dict(call.args or {}))
+                self._names[request.id] = request.name
+                self._to_stream(("call", request))
+        content = message.server_content
+        if content is None:
+            return
+        for part in (content.model_turn.parts or ()) if content.model_turn else ():
+            data = part.inline_data.data if part.inline_data is not None else None
+            if data:
+                self._to_stream(("audio", np.frombuffer(data[: len(data) // 2 * 2], "<i2")))
+        if content.output_transcription is not None and content.output_transcription.text:
+            self._to_stream(("text", content.output_transcription.text))
+        if content.interrupted:
+            # Its ``turnComplete`` may follow: that is this generation's end, not the next's.
+            self._stale_end = True
+            self._end_generation()
+        elif content.turn_complete:
+            if self._stale_end:
+                self._stale_end = False
+            else:
+                self._end_generation()
+
+    def _end_generation(self) -> None:
+        if self._skipping:
+            self._skipping = False  # the generation given up is over; ours goes on
+        else:
+            self._idle.set()
+            self._to_stream(("end",))
+
+    def _to_stream(self, event: tuple[Any, ...]) -> None:
+        if self._stream is not None and not self._skipping:
+            if event[0] != "end":
+                self._stale_end = False  # the next generation has begun
+            self._stream.put_nowait(event)
+        elif event[0] == "call":  # an answer nobody hears: the call does not run
+            self._respond(event[1].id, dict(NOT_RUN), "SILENT", more=False)
+
+
+def _trigger(missing: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Take out of what the session lacks the message that starts the generation: the
+    caller's latest turn (results that came with it go in silently), else the last
+    result."""
+    users = [i for i, m in enumerate(missing) if m.get("role") == "user"]
+    if users:
+        return missing.pop(users[-1])
+    if missing and (missing[-1].get("role") == "tool" or noted_result(missing[-1])):
+        return missing.pop()
+    return None
+
+
+def _function_response(
+    call_id: str, names: Mapping[str, str], response: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "function_response": {"id": call_id, "name": names.get(call_id, ""), "response": response}
+    }

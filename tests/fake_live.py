@@ -1,0 +1,336 @@
+"""A Gemini Live server on loopback (``BidiGenerateContent`` over TLS), for tests.
+
+It follows the public reference: the client's first message is ``setup``, answered with
+``setupComplete``; ``clientContent`` turns join the context, and ``turnComplete: true``
+starts a generation; ``toolResponse`` answers the model's calls by id, and for a
+``NON_BLOCKING`` function its ``scheduling`` says what happens (``SILENT``: context only;
+``WHEN_IDLE``: a generation once none runs; ``INTERRUPT``: the running one is
+``interrupted`` and a new one starts). A generation streams ``serverContent`` with the
+model's audio (a tone, PCM16 at 24 kHz) and its ``outputTranscription``, ``toolCall`` for
+each call, then ``generationComplete`` and ``turnComplete``. Sessions that asked for it
+get ``sessionResumptionUpdate`` handles between generations; a new session that brings
+one gets the conversation back.
+
+Any ``clientContent`` cuts a running generation (``interrupted``, then ``turnComplete``),
+as the reference says. The test reads off what the client did wrong (``problems``): a
+response for a call the session never made, a ``toolResponse`` for a call made before the
+session was resumed (a resumed session does not act on those), a second response to a
+call whose last one was final.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import itertools
+import json
+import ssl
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import trustme
+from websockets.asyncio.server import ServerConnection, serve
+
+RATE = 24_000
+Output = list[tuple[Any, ...]]
+SECONDS_PER_CHAR = 1 / 14
+PATH = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
+
+
+#: Fields whose values are the user's own data: their keys are kept as sent.
+_DATA = frozenset({"args", "response", "parametersJsonSchema", "parameters"})
+
+
+def camel(value: Any) -> Any:
+    """The message with lowerCamelCase keys: the server takes proto3 JSON, whose parser
+    accepts the field names either way (the SDK sends ``tool_response``,
+    ``will_continue``…)."""
+    if isinstance(value, list):
+        return [camel(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out = {}
+    for key, item in value.items():
+        head, *rest = key.split("_")
+        name = head + "".join(r[:1].upper() + r[1:] for r in rest)
+        out[name] = item if name in _DATA else camel(item)
+    return out
+
+
+@dataclass
+class _State:
+    """What a session knows; a resumption handle brings it back."""
+
+    contents: list[dict[str, Any]] = field(default_factory=list)
+    #: The model's calls by id, and whether a final response came.
+    calls: dict[str, bool] = field(default_factory=dict)
+    #: Calls made on an earlier connection of a resumed session.
+    earlier: set[str] = field(default_factory=set)
+
+    def resumed(self) -> _State:
+        return _State(json.loads(json.dumps(self.contents)), dict(self.calls), set(self.calls))
+
+
+@dataclass
+class FakeLive:
+    respond: Callable[[list[dict[str, Any]]], Output]
+    port: int = 0
+    pace: float = 0.01
+    #: Raw frames sent after ``setupComplete`` (garbage, for the client to survive).
+    preamble: list[str] = field(default_factory=list)
+    #: Generations that start and then send nothing (a stuck model), counted down.
+    stall: int = 0
+    #: Refuse resumption handles (as after the server's handle lifetime).
+    forget: bool = False
+    received: list[dict[str, Any]] = field(default_factory=list)
+    setups: list[dict[str, Any]] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    #: What started each generation: ``turn``, or a result's scheduling.
+    generations: list[str] = field(default_factory=list)
+    interrupted: int = 0
+    state: _State = field(default_factory=_State)
+    handles: dict[str, _State] = field(default_factory=dict)
+    connections: int = 0
+    ca: trustme.CA = field(default_factory=trustme.CA)
+    _socket: ServerConnection | None = None
+    _generation: asyncio.Task[None] | None = None
+    _waiting: list[str] = field(default_factory=list)
+    _ids: Any = field(default_factory=lambda: itertools.count(1))
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def client_ssl(self) -> ssl.SSLContext:
+        context = ssl.create_default_context()
+        self.ca.configure_trust(context)
+        return context
+
+    @property
+    def setup(self) -> dict[str, Any]:
+        return self.setups[-1]
+
+    def of_kind(self, kind: str) -> list[dict[str, Any]]:
+        return [m[kind] for m in self.received if kind in m]
+
+    def responses(self, call_id: str) -> list[dict[str, Any]]:
+        """Every answer the client gave to one call, as a tool response or as content."""
+        found = []
+        for message in self.of_kind("toolResponse"):
+            found += [r for r in message["functionResponses"] if r.get("id") == call_id]
+        for message in self.of_kind("clientContent"):
+            for turn in message.get("turns") or ():
+                for part in turn.get("parts", ()):
+                    if part.get("functionResponse", {}).get("id") == call_id:
+                        found.append(part["functionResponse"])
+        return found
+
+    async def drop(self) -> None:
+        if self._socket is not None:
+            await self._socket.close(1011, "internal error")
+
+    async def go_away(self, seconds: float) -> None:
+        """Tell the client to leave, then end the session ``seconds`` later."""
+        socket = self._socket
+        if socket is None:
+            return
+        await socket.send(json.dumps({"goAway": {"timeLeft": f"{seconds}s"}}))
+        await asyncio.sleep(seconds)
+        if self._socket is socket:
+            await socket.close(1000, "session time limit")
+
+    # -- the server ----------------------------------------------------------------------
+
+    async def serve(self, ws: ServerConnection) -> None:
+        self.connections += 1
+        request = ws.request
+        self.paths.append(request.path if request is not None else "")
+        self.headers.append(
+            {k.lower(): v for k, v in request.headers.raw_items()} if request else {}
+        )
+        setup = camel(json.loads(await ws.recv())).get("setup")
+        if not isinstance(setup, dict) or not setup.get("model"):
+            await ws.close(1007, "Request contains an invalid argument.")
+            return
+        self.setups.append(setup)
+        handle = (setup.get("sessionResumption") or {}).get("handle")
+        if handle:
+            if handle not in self.handles or self.forget:
+                await ws.close(1008, "Session resumption handle is invalid.")
+                return
+            self.state = self.handles[handle].resumed()
+        else:
+            self.state = _State()
+        self._socket = ws
+        await ws.send(json.dumps({"setupComplete": {}}))
+        for raw in self.preamble:
+            await ws.send(raw)
+        try:
+            async for raw in ws:
+                message = camel(json.loads(raw))
+                self.received.append(message)
+                await self._take(ws, message)
+        except Exception:
+            pass
+        finally:
+            if self._generation is not None:
+                self._generation.cancel()
+            self._generation = None
+            self._waiting.clear()
+
+    async def _take(self, ws: ServerConnection, message: dict[str, Any]) -> None:
+        if "clientContent" in message:
+            content = message["clientContent"]
+            if self._busy:  # "a message here will interrupt any current model generation"
+                await self._interrupt(ws)
+            for turn in content.get("turns") or ():
+                for part in turn.get("parts", ()):
+                    if "functionResponse" in part:
+                        self._answered(part["functionResponse"], known=False)
+                self.state.contents.append(turn)
+            if content.get("turnComplete"):
+                self._start(ws, "turn")
+        elif "toolResponse" in message:
+            responses = message["toolResponse"].get("functionResponses") or ()
+            scheduled = None
+            for response in responses:
+                if (response.get("scheduling") or "WHEN_IDLE") != "SILENT":
+                    scheduled = response.get("scheduling") or "WHEN_IDLE"
+            if scheduled == "INTERRUPT" and self._busy:
+                await self._interrupt(ws)
+            for response in responses:
+                self._answered(response, known=True)
+                self.state.contents.append(
+                    {"role": "user", "parts": [{"functionResponse": response}]}
+                )
+            if scheduled is not None:
+                if self._busy:
+                    self._waiting.append(scheduled)
+                else:
+                    self._start(ws, scheduled)
+        elif "realtimeInput" in message:
+            pass  # the client sends its turns as content here
+
+    async def _interrupt(self, ws: ServerConnection) -> None:
+        """Cut the running generation: ``interrupted``, then its ``turnComplete``."""
+        assert self._generation is not None
+        self._generation.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._generation  # what it sent stays in the history, before what cut it
+        self.interrupted += 1
+        await ws.send(json.dumps({"serverContent": {"interrupted": True}}))
+        await ws.send(json.dumps({"serverContent": {"turnComplete": True}}))
+
+    def _answered(self, response: dict[str, Any], *, known: bool) -> None:
+        call_id = str(response.get("id"))
+        if known and call_id in self.state.earlier:
+            # A resumed session does not act on an answer to a call of the lost one.
+            self.problems.append(f"a tool response for {call_id}, made before the resumption")
+        if call_id not in self.state.calls:
+            if known:
+                self.problems.append(f"a response for {call_id}, a call this session never made")
+            return
+        if self.state.calls[call_id]:
+            self.problems.append(f"a second response for {call_id} after a final one")
+        self.state.calls[call_id] = not response.get("willContinue", False)
+
+    @property
+    def _busy(self) -> bool:
+        return self._generation is not None and not self._generation.done()
+
+    def _start(self, ws: ServerConnection, why: str) -> None:
+        self.generations.append(why)
+        self._generation = asyncio.get_running_loop().create_task(self._generate(ws))
+
+    async def _generate(self, ws: ServerConnection) -> None:
+        if self.stall > 0:
+            self.stall -= 1
+            await asyncio.Event().wait()
+        parts: list[dict[str, Any]] = []
+        try:
+            await self._steps(ws, parts)
+        finally:  # what was sent stays in the history, even if cut
+            self.state.contents.append({"role": "model", "parts": parts})
+        await ws.send(json.dumps({"serverContent": {"generationComplete": True}}))
+        await ws.send(json.dumps({"serverContent": {"turnComplete": True}}))
+        if any("sessionResumption" in s for s in self.setups[-1:]):
+            handle = f"handle-{next(self._ids)}"
+            self.handles[handle] = self.state.resumed()
+            update = {"newHandle": handle, "resumable": True}
+            await ws.send(json.dumps({"sessionResumptionUpdate": update}))
+        if self._waiting:
+            self._start(ws, self._waiting.pop(0))
+
+    async def _steps(self, ws: ServerConnection, parts: list[dict[str, Any]]) -> None:
+        for step in self.respond(self.state.contents):
+            if step[0] == "say":
+                parts.append({"text": step[1]})
+                await self._say(ws, step[1])
+            else:
+                call_id = f"function-call-{next(self._ids)}"
+                call = {"id": call_id, "name": step[1], "args": step[2]}
+                parts.append({"functionCall": call})
+                self.state.calls[call_id] = False
+                await ws.send(json.dumps({"toolCall": {"functionCalls": [call]}}))
+
+    async def _say(self, ws: ServerConnection, text: str) -> None:
+        seconds = len(text) * SECONDS_PER_CHAR
+        n = int(seconds * RATE)
+        t = np.arange(n) / RATE
+        tone = (np.sin(2 * np.pi * 220 * t) * 8000).astype("<i2")
+        words = text.split(" ")
+        chunks = max(1, n // (RATE // 10))
+        for i in range(chunks):
+            audio = tone[i * n // chunks : (i + 1) * n // chunks].tobytes()
+            piece = words[i * len(words) // chunks : (i + 1) * len(words) // chunks]
+            content: dict[str, Any] = {
+                "modelTurn": {
+                    "parts": [
+                        {
+                            "inlineData": {
+                                "mimeType": f"audio/pcm;rate={RATE}",
+                                "data": base64.b64encode(audio).decode(),
+                            }
+                        }
+                    ]
+                }
+            }
+            if piece:
+                lead = "" if i * len(words) // chunks == 0 else " "
+                content["outputTranscription"] = {"text": lead + " ".join(piece)}
+            await ws.send(json.dumps({"serverContent": content}))
+            await asyncio.sleep(self.pace)
+
+
+@asynccontextmanager
+async def fake_live(
+    respond: Callable[[list[dict[str, Any]]], Output], **options: Any
+) -> AsyncIterator[FakeLive]:
+    fake = FakeLive(respond, **options)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    fake.ca.issue_cert("127.0.0.1").configure_cert(context)
+    async with serve(fake.serve, "127.0.0.1", 0, ssl=context, max_size=None) as server:
+        fake.port = next(iter(server.sockets)).getsockname()[1]
+        try:
+            yield fake
+        finally:
+            if fake._generation is not None:
+                fake._generation.cancel()
+                with contextlib.suppress(BaseException):
+                    await fake._generation
+
+
+def last_user_text(contents: list[dict[str, Any]]) -> str:
+    """The words of the caller's latest turn."""
+    for content in reversed(contents):
+        if content.get("role") == "user":
+            texts = [p["text"] for p in content.get("parts", ()) if "text" in p]
+            if texts:
+                return texts[0]  # the caller's words; what follows is guidance
+    return ""

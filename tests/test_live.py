@@ -1,0 +1,525 @@
+"""Gemini Live as a speech-to-speech model with backchannel as its tool backend.
+
+The call runs against a Live server on loopback that speaks ``BidiGenerateContent`` as
+Google's reference documents it (:mod:`tests.fake_live`, over TLS: the ``google-genai``
+SDK speaks ``wss://`` only), through the SDK. The call's own input side hears the caller
+(here :class:`Caller`, which tells the call of turns as the pipeline does; one test uses
+the real pipeline on real speech); the model's audio is what the caller hears; its tool
+calls are recorded in the ledger and their results are sent back under the model's call
+id with the ``scheduling`` the arbiter's decision asks for, never starting a generation
+while another runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from websockets.asyncio.client import connect
+
+from backchannel import AssistantConfig, Client, Engine, EventLog, Ledger, MemoryStore
+from backchannel.call import Call
+from backchannel.errors import BackchannelError
+from backchannel.lifecycle import TurnState
+from backchannel.realtime import LiveLink, LiveLLM, ModelVoice, RealtimeInput
+from backchannel.results import ResultSource, ToolResult
+from backchannel.voice.audio import resample
+from backchannel.voice.output import AudioOutput
+from backchannel.voice.tts import PiperTTS, spoken
+
+from .fake_live import FakeLive, Output, fake_live, last_user_text
+from .peers import free_port, server_process
+from .test_voice_pipeline import Line, eventually
+
+pytestmark = pytest.mark.anyio
+
+RATE = 16_000
+ORDER_TOOL = {
+    "type": "function",
+    "async": True,
+    "function": {
+        "name": "check_order",
+        "description": "Look up an order.",
+        "parameters": {"type": "object", "properties": {"id": {"type": "string"}}},
+    },
+}
+LONG_ANSWER = (
+    "Our store opens at nine in the morning and closes at six in the evening, "
+    "every weekday, and on Saturdays we open a little later, at ten."
+)
+
+
+def assistant(tool: dict[str, Any] | None = None, **extra: Any) -> AssistantConfig:
+    return AssistantConfig.from_json(
+        {
+            "model": {
+                "provider": "google-live",
+                "model": "gemini-live-2.5-flash-preview",
+                "messages": [{"role": "system", "content": "You are the order desk."}],
+                "tools": [tool] if tool else [],
+            },
+            **extra,
+        }
+    )
+
+
+class Caller:
+    """The call's input side, as the pipeline drives it: a turn starts, ends, and its
+    transcript comes."""
+
+    def __init__(self, call: Call) -> None:
+        self.call = call
+
+    def feed(self, pcm: bytes) -> None:
+        pass
+
+    def starts(self) -> None:
+        self.call.user_started_speaking()
+
+    def ends(self, text: str) -> None:
+        self.call.user_stopped_speaking()
+        self.call.user_transcript(text)
+
+    def says(self, text: str) -> None:
+        self.starts()
+        self.ends(text)
+
+
+@asynccontextmanager
+async def live_call(
+    fake: FakeLive, config: AssistantConfig, *, silence_seconds: float = 30.0
+) -> AsyncIterator[tuple[Call, Caller, Line, EventLog]]:
+    link = LiveLink(
+        model="gemini-live-2.5-flash-preview",
+        api_key="g-test",
+        url=fake.url,
+        ssl_context=fake.client_ssl(),
+    )
+    model = LiveLLM(link, silence_seconds=silence_seconds)
+    engine = Engine(Ledger(MemoryStore()), llm=model)
+    await engine.open()
+    line, events = Line(), EventLog()
+    voice = ModelVoice()
+    output = AudioOutput(voice, line.send, rate=RATE, clear=voice.clearing(line.clear))
+    async with engine.call(config, output=output, events=events) as live:
+        model.voice = voice
+        caller = Caller(live)
+        RealtimeInput(live, model, rate=RATE, session=caller)
+        yield live, caller, line, events
+    await engine.close()
+    assert not fake.problems, fake.problems  # one generation at a time, answers in order
+
+
+def said(events: EventLog) -> list[str]:
+    return [
+        e.data["transcript"] for e in events.of_type("transcript") if e.data["role"] == "assistant"
+    ]
+
+
+def last(contents: list[dict[str, Any]]) -> dict[str, Any]:
+    return contents[-1]["parts"][-1] if contents and contents[-1].get("parts") else {}
+
+
+def order_desk(contents: list[dict[str, Any]]) -> Output:
+    """Asked about an order: a line and the lookup. Told a result: says it. Else a long
+    answer, to be cut or waited for."""
+    parts = contents[-1]["parts"] if contents and contents[-1].get("role") == "user" else []
+    results = [p["functionResponse"] for p in parts if "functionResponse" in p]
+    if any("shipped" in str(r.get("response", {}).get("output")) for r in results):
+        return [("say", "Your order has shipped.")]
+    if results:
+        return [("say", "It is on its way to you soon.")]
+    if "order " in last_user_text(contents):
+        return [("say", "Let me check that."), ("call", "check_order", {"id": "4417"})]
+    return [("say", LONG_ANSWER)]
+
+
+async def asked_for_order(fake: FakeLive, live: Call, caller: Caller, events: EventLog) -> str:
+    """The caller asks about an order; the model calls the lookup and says the
+    placeholder's line. The call id, once that is heard."""
+    caller.says("Where is order 4417?")
+    await eventually(lambda: bool(events.of_type("tool-calls")), within=30)
+    await eventually(lambda: len(fake.generations) == 2, within=30)
+    await eventually(lambda: live.arbiter.state is TurnState.IDLE and not fake._busy, within=30)
+    return str(events.of_type("tool-calls")[0].data["toolCallList"][0]["id"])
+
+
+async def test_a_question_is_answered_in_the_models_voice_over_the_sdk() -> None:
+    async with fake_live(order_desk) as fake:
+        async with live_call(fake, assistant(ORDER_TOOL)) as (_live, caller, line, events):
+            caller.says("When are you open?")
+            await eventually(lambda: LONG_ANSWER in " ".join(said(events)), within=30)
+        assert len(line.frames) > 100, "the model's audio reached the caller"
+        assert fake.paths[0].startswith(
+            "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
+        )
+        assert fake.headers[0]["x-goog-api-key"] == "g-test"
+        setup = fake.setup
+        assert setup["model"] == "models/gemini-live-2.5-flash-preview"
+        assert setup["systemInstruction"]["parts"][0]["text"] == "You are the order desk."
+        assert setup["generationConfig"]["responseModalities"] == ["AUDIO"]
+        assert setup["realtimeInputConfig"]["automaticActivityDetection"]["disabled"] is True
+        declaration = setup["tools"][0]["functionDeclarations"][0]
+        assert declaration["name"] == "check_order" and declaration["behavior"] == "NON_BLOCKING"
+        assert declaration["parametersJsonSchema"]["properties"] == {"id": {"type": "string"}}
+        turns = fake.of_kind("clientContent")
+        assert turns[-1]["turnComplete"] is True
+        assert turns[-1]["turns"][-1]["parts"][0]["text"] == "When are you open?"
+        assert fake.generations == ["turn"]
+
+
+async def test_1_an_async_tools_result_lands_under_the_models_call_id_and_is_said_once() -> None:
+    async with fake_live(order_desk) as fake:
+        async with live_call(fake, assistant(ORDER_TOOL)) as (live, caller, _line, events):
+            call_id = await asked_for_order(fake, live, caller, events)
+            record = await live.ledger.get(live.call_id, call_id)
+            assert record is not None and record.arguments == {"id": "4417"}
+            await live.engine.submit_result(
+                live.call_id, ToolResult(call_id, result="shipped"), ResultSource.API
+            )
+            await eventually(lambda: "Your order has shipped." in said(events), within=30)
+        # The placeholder at once (more to come), the result when the floor was free.
+        placeholder, result = fake.responses(call_id)
+        assert (
+            placeholder["willContinue"] is True
+            and "background" in placeholder["response"]["output"]
+        )
+        assert result["response"] == {"output": "shipped"} and "willContinue" not in result
+        assert result["scheduling"] == "WHEN_IDLE" and fake.generations[-1] == "WHEN_IDLE"
+        assert said(events).count("Your order has shipped.") == 1
+
+
+@pytest.mark.parametrize("delivery", ["when-idle", "interrupt"])
+async def test_3_a_result_during_an_answer_waits_for_it_or_cuts_it(delivery: str) -> None:
+    async with fake_live(order_desk, pace=0.08) as fake:
+        async with live_call(fake, assistant(ORDER_TOOL)) as (live, caller, line, events):
+            call_id = await asked_for_order(fake, live, caller, events)
+            caller.says("When are you open?")
+            # 2 s of the long answer heard; the model is still writing it.
+            await eventually(lambda: len(line.frames) >= 100 + 70, within=30)
+            assert fake._busy and live.assistant_speaking
+            result = ToolResult(call_id, result="shipped", delivery=delivery)
+            await live.engine.submit_result(live.call_id, result, ResultSource.API)
+            await eventually(lambda: "Your order has shipped." in said(events), within=60)
+        lines = said(events)
+        assert lines.count("Your order has shipped.") == 1
+        scheduling = fake.responses(call_id)[-1]["scheduling"]
+        if delivery == "when-idle":
+            assert LONG_ANSWER in " ".join(lines), "the answer was heard whole first"
+            assert scheduling == "WHEN_IDLE" and fake.interrupted == 0
+        else:
+            assert LONG_ANSWER not in " ".join(lines), "the answer was cut for the result"
+            assert scheduling == "INTERRUPT" and fake.interrupted == 1
+
+
+async def test_2_a_result_while_the_caller_talks_waits_and_one_response_covers_both() -> None:
+    async with fake_live(order_desk) as fake:
+        async with live_call(fake, assistant(ORDER_TOOL)) as (live, caller, _line, events):
+            call_id = await asked_for_order(fake, live, caller, events)
+            caller.starts()
+            await eventually(lambda: live.arbiter.user_speaking, within=30)
+            await live.engine.submit_result(
+                live.call_id, ToolResult(call_id, result="shipped"), ResultSource.API
+            )
+            await asyncio.sleep(0.5)
+            assert len(fake.generations) == 2, "nothing said over the caller"
+            caller.ends("And is it insured?")
+            await eventually(lambda: len(fake.generations) == 3, within=30)
+            await eventually(lambda: live.arbiter.state is TurnState.IDLE, within=30)
+        assert fake.generations[-1] == "turn", (
+            "one generation for the caller's words and the result"
+        )
+        result = fake.responses(call_id)[-1]
+        assert result["response"] == {"output": "shipped"} and result["scheduling"] == "SILENT"
+        turn = fake.of_kind("clientContent")[-1]["turns"][0]["parts"]
+        assert turn[0]["text"] == "And is it insured?" and len(turn) == 2, "with the guidance"
+
+
+async def test_4_three_results_in_one_second_make_one_announcement() -> None:
+    calls = iter(["A1", "B2", "C3"])
+
+    def respond(contents: list[dict[str, Any]]) -> Output:
+        part = last(contents)
+        if "functionResponse" in part:
+            outputs = [
+                p["functionResponse"]["response"]["output"]
+                for c in contents
+                for p in c["parts"]
+                if "functionResponse" in p
+            ]
+            done = [o for o in outputs if o.startswith("done")]
+            return (
+                [("say", f"Results: {', '.join(done)}.")] if done else [("say", "Working on it.")]
+            )
+        if "orders" in last_user_text(contents):
+            return [("say", "Checking all three.")] + [
+                ("call", "check_order", {"id": next(calls)}) for _ in range(3)
+            ]
+        return [("say", "Hello.")]
+
+    async with fake_live(respond) as fake:
+        async with live_call(fake, assistant(ORDER_TOOL)) as (live, caller, _line, events):
+            caller.says("Check my three orders.")
+            await eventually(lambda: len(fake.generations) == 2, within=30)
+            await eventually(
+                lambda: live.arbiter.state is TurnState.IDLE and not fake._busy, within=30
+            )
+            ids = [c["id"] for c in events.of_type("tool-calls")[0].data["toolCallList"]]
+            for n, call_id in enumerate(ids):
+                await live.engine.submit_result(
+                    live.call_id, ToolResult(call_id, result=f"done {n}"), ResultSource.API
+                )
+            await eventually(lambda: any("Results" in s for s in said(events)), within=30)
+            await eventually(
+                lambda: live.arbiter.state is TurnState.IDLE and not fake._busy, within=30
+            )
+        lines = " ".join(said(events))
+        assert lines.count("Results:") == 1 and "Results: done 0, done 1, done 2." in lines
+        assert len(fake.generations) == 3
+
+
+async def test_8_a_silent_result_reaches_the_model_without_a_generation() -> None:
+    async with fake_live(order_desk) as fake:
+        async with live_call(fake, assistant(ORDER_TOOL)) as (live, caller, _line, events):
+            call_id = await asked_for_order(fake, live, caller, events)
+            result = ToolResult(call_id, result="shipped", delivery="silent")
+            await live.engine.submit_result(live.call_id, result, ResultSource.API)
+            await eventually(lambda: len(fake.responses(call_id)) == 2, within=30)
+            assert fake.responses(call_id)[-1]["scheduling"] == "SILENT"
+            await asyncio.sleep(0.5)
+            assert len(fake.generations) == 2, "nothing said"
+            caller.says("Has it shipped yet?")
+            await eventually(lambda: len(fake.generations) == 3, within=30)
+        assert "Your order has shipped." not in said(events)[:3]
+
+
+async def test_9_a_result_after_hang_up_is_kept_late() -> None:
+    async with fake_live(order_desk) as fake:
+        async with live_call(fake, assistant(ORDER_TOOL)) as (live, caller, _line, events):
+            call_id = await asked_for_order(fake, live, caller, events)
+            await live.hang_up("customer-ended-call")
+        late = await live.engine.submit_result(
+            live.call_id, ToolResult(call_id, result="shipped"), ResultSource.API
+        )
+        assert late.outcome.value == "late" and late.record.late
+        assert "Your order has shipped." not in said(events)
+
+
+async def test_11_progress_then_the_result_are_recorded_in_order_and_said() -> None:
+    async with fake_live(order_desk) as fake:
+        async with live_call(fake, assistant(ORDER_TOOL)) as (live, caller, _line, events):
+            call_id = await asked_for_order(fake, live, caller, events)
+            progress = ToolResult(
+                call_id, result="packed", message="It is packed.", will_continue=True
+            )
+            await live.engine.submit_result(live.call_id, progress, ResultSource.API)
+            await eventually(lambda: "It is packed." in said(events), within=30)
+            await live.engine.submit_result(
+                live.call_id, ToolResult(call_id, result="shipped"), ResultSource.API
+            )
+            await eventually(lambda: "Your order has shipped." in said(events), within=30)
+            record = await live.ledger.get(live.call_id, call_id)
+        assert record is not None
+        assert [p.result for p in record.progress] == ["packed"] and record.result == "shipped"
+
+
+async def test_12_a_barge_in_cuts_the_answer_and_the_next_turn_cuts_what_is_still_written() -> None:
+    async with fake_live(order_desk, pace=0.03) as fake:
+        async with live_call(fake, assistant()) as (live, caller, line, events):
+            caller.says("When are you open?")
+            await eventually(lambda: live.assistant_speaking, within=30)
+            heard_from = len(line.frames)
+            await eventually(lambda: len(line.frames) >= heard_from + 150, within=30)  # 3 s
+            caller.says("Sorry, and Sundays?")
+            await eventually(lambda: bool(events.of_type("user-interrupted")), within=30)
+            await eventually(lambda: len(fake.generations) == 2, within=30)
+            await eventually(
+                lambda: live.arbiter.state is TurnState.IDLE and not fake._busy, within=30
+            )
+        assert " ".join(said(events)).count(LONG_ANSWER) == 1, "the second answer, whole"
+        history = live.conversation.to_openai()
+        cut = next(m["content"] for m in history if m["role"] == "assistant")
+        assert LONG_ANSWER.startswith(cut) and len(cut) < len(LONG_ANSWER)
+        # The cut answer is not written back into the session as a line of its own.
+        assert not [
+            t for m in fake.of_kind("clientContent") for t in m["turns"] if t["role"] == "model"
+        ]
+
+
+async def test_a_dropped_session_resumes_and_the_pending_calls_result_lands_once() -> None:
+    async with fake_live(order_desk) as fake:
+        async with live_call(fake, assistant(ORDER_TOOL)) as (live, caller, _line, events):
+            call_id = await asked_for_order(fake, live, caller, events)
+            await eventually(lambda: bool(fake.handles), within=30)
+            await fake.drop()
+            await eventually(lambda: fake.connections == 2, within=30)
+            assert fake.setup["sessionResumption"]["handle"] in fake.handles
+            await live.engine.submit_result(
+                live.call_id, ToolResult(call_id, result="shipped"), ResultSource.API
+            )
+            await eventually(lambda: "Your order has shipped." in said(events), within=30)
+        # The resumed session knew the call: its result went in as its answer, once.
+        assert [r["response"]["output"] for r in fake.responses(call_id)][-1] == "shipped"
+        assert said(events).count("Your order has shipped.") == 1
+        # Nothing was written again; the call of the lost connection got its result as
+        # content (a resumed session does not take a tool response to it).
+        turns = [t for m in fake.of_kind("clientContent") for t in m["turns"]]
+        assert [t["role"] for t in turns] == ["user", "user"]
+        assert "functionResponse" in turns[1]["parts"][0]
+
+
+async def test_a_session_that_cannot_be_resumed_starts_afresh_with_the_history() -> None:
+    async with fake_live(order_desk) as fake:
+        async with live_call(fake, assistant(ORDER_TOOL)) as (live, caller, _line, events):
+            call_id = await asked_for_order(fake, live, caller, events)
+            fake.forget = True
+            await fake.drop()
+            await eventually(lambda: fake.connections >= 3, within=30)
+            await eventually(lambda: len(fake.state.contents) >= 4, within=30)
+            kinds = [(c["role"], next(iter(p))) for c in fake.state.contents for p in c["parts"]]
+            assert kinds[:4] == [
+                ("user", "text"),
+                ("model", "text"),
+                ("model", "functionCall"),
+                ("user", "functionResponse"),
+            ], kinds
+            await live.engine.submit_result(
+                live.call_id, ToolResult(call_id, result="shipped"), ResultSource.API
+            )
+            await eventually(lambda: "Your order has shipped." in said(events), within=30)
+        assert said(events).count("Your order has shipped.") == 1
+        assert "sessionResumption" not in fake.setup or not fake.setup["sessionResumption"].get(
+            "handle"
+        )
+
+
+async def test_a_go_away_moves_the_call_to_a_resumed_session_between_answers() -> None:
+    async with fake_live(order_desk, pace=0.05) as fake:
+        async with live_call(fake, assistant()) as (live, caller, _line, events):
+            caller.says("When are you open?")
+            await eventually(lambda: fake._busy, within=30)
+            leaving = asyncio.create_task(fake.go_away(20.0))  # while the model answers
+            await eventually(lambda: fake.connections == 2, within=30)
+            # The answer in progress was finished on the old session, and heard whole.
+            await eventually(lambda: live.arbiter.state is TurnState.IDLE, within=30)
+            assert LONG_ANSWER in " ".join(said(events)) and not events.of_type("error")
+            caller.says("And Sundays?")
+            await eventually(lambda: " ".join(said(events)).count(LONG_ANSWER) == 2, within=60)
+            leaving.cancel()
+        assert fake.setup["sessionResumption"]["handle"] in fake.handles
+        assert not [e for e in events.of_type("error")]
+
+
+async def test_a_model_that_cannot_be_reached_gives_the_fallback_line_not_silence() -> None:
+    fake = FakeLive(order_desk, port=free_port())  # nothing listens there
+    link = LiveLink(
+        model="gemini-live", api_key="g-test", url=fake.url, ssl_context=fake.client_ssl()
+    )
+    model = LiveLLM(link, connect_seconds=1.0)
+    engine = Engine(Ledger(MemoryStore()), llm=model)
+    await engine.open()
+    events = EventLog()
+    config = assistant(firstMessageMode="assistant-speaks-first-with-model-generated-message")
+    line = Line()
+    output = AudioOutput(ModelVoice(), line.send, rate=RATE, clear=line.clear)
+    async with engine.call(config, output=output, events=events) as live:
+        RealtimeInput(live, model, rate=RATE, session=Caller(live))
+        await eventually(lambda: bool(said(events)), within=30)
+        errors = [e.data["error"]["code"] for e in events.of_type("error")]
+    await engine.close()
+    assert errors == ["realtime_unreachable"]
+    assert said(events) == [config.model.fallback_message]
+
+
+async def test_garbage_from_the_live_server_costs_nothing() -> None:
+    async with fake_live(order_desk) as fake:
+        fake.preamble = [
+            "not json",
+            "[1, 2]",
+            '{"serverContent": {"modelTurn": {"parts": [{"inlineData": {"data": "%%%"}}]}}}',
+            '{"toolCall": {"functionCalls": "odd"}}',
+            '{"serverContent": 7}',
+        ]
+        async with live_call(fake, assistant()) as (_live, caller, _line, events):
+            caller.says("When are you open?")
+            await eventually(lambda: LONG_ANSWER in " ".join(said(events)), within=30)
+        assert fake.connections == 1, "the session was kept"
+
+
+async def test_a_stuck_generation_is_given_up_and_the_next_turn_is_answered() -> None:
+    async with (
+        fake_live(order_desk, stall=1) as fake,
+        live_call(fake, assistant(), silence_seconds=1.0) as (live, caller, _l, events),
+    ):
+        caller.says("When are you open?")
+        await eventually(lambda: bool(events.of_type("error")), within=30)
+        assert events.of_type("error")[0].data["error"]["code"] == "realtime_timeout"
+        await eventually(lambda: live.arbiter.state is TurnState.IDLE, within=30)
+        caller.says("Hello?")
+        await eventually(lambda: LONG_ANSWER in " ".join(said(events)), within=30)
+
+
+async def test_a_web_call_through_the_server_process_runs_on_gemini_live(
+    tmp_path: Path, piper: PiperTTS
+) -> None:
+    """``model.provider: google-live`` end to end: the browser's speech is heard by the
+    server's own pipeline (Silero, the turn model, Whisper), the model answers in its own
+    voice in 20 ms frames; a text call is refused."""
+    async with fake_live(order_desk) as fake:
+        ca = tmp_path / "ca.pem"
+        fake.ca.cert_pem.write_to_path(str(ca))
+        model = {
+            "provider": "google-live",
+            "model": "gemini-live-2.5-flash-preview",
+            "url": fake.url,
+            "messages": [{"role": "system", "content": "You are the order desk."}],
+        }
+        env = {"BACKCHANNEL_GOOGLE_API_KEY": "g-server", "SSL_CERT_FILE": str(ca)}
+        with server_process(tmp_path, "http://127.0.0.1:9/v1", env=env) as server:
+            async with Client(server.url, api_key=server.api_key) as admin:
+                with pytest.raises(BackchannelError) as refused:
+                    await admin.create_call(assistant={"model": model}, type="text")
+                assert refused.value.code == "voice_call_required"
+                call = await admin.create_call(assistant={"model": model}, type="web")
+            url = f"{call['clientUrl']}?token={call['clientToken']}&sampleRate=16000"
+            question = resample(await spoken(piper, "When are you open?"), piper.sample_rate, RATE)
+            pcm = np.concatenate([question, np.zeros(int(2.0 * RATE), np.int16)]).astype("<i2")
+            frames: list[bytes] = []
+            events: list[dict[str, Any]] = []
+            async with connect(url, max_size=None) as ws:
+
+                async def listen() -> None:
+                    async for message in ws:
+                        if isinstance(message, bytes):
+                            frames.append(message)
+                        else:
+                            events.append(json.loads(message))
+
+                async with asyncio.TaskGroup() as group:
+                    listener = group.create_task(listen())
+                    raw = pcm.tobytes()
+                    for start in range(0, len(raw), 640):
+                        await ws.send(raw[start : start + 640])
+                        await asyncio.sleep(0.02)
+
+                    def answered() -> bool:
+                        return any(
+                            e.get("type") == "transcript"
+                            and e["role"] == "assistant"
+                            and e["transcript"].startswith("Our store opens")
+                            for e in events
+                        )
+
+                    await eventually(answered, within=90)
+                    listener.cancel()
+        assert {len(f) for f in frames} == {640}, "20 ms PCM16 frames at the client's rate"
+        assert fake.headers[0]["x-goog-api-key"] == "g-server"
+        heard = fake.of_kind("clientContent")[0]["turns"][0]["parts"][0]["text"]
+        assert "open" in heard.lower(), heard
+        assert fake.generations == ["turn"] and not fake.problems
