@@ -1,14 +1,15 @@
 """What backchannel adds to a speech-to-speech model's latency, per turn.
 
-    .venv/bin/python benchmarks/realtime_overhead.py [--turns 20]
+    .venv/bin/python benchmarks/realtime_overhead.py [--turns 20] [--provider google-live]
 
-A call on OpenAI Realtime's protocol against the loopback server of the tests
-(``tests/fake_realtime.py``), which answers at once: what is timed is backchannel's own
-share of each turn, in two places.
+A call on OpenAI Realtime's protocol (or Gemini Live's) against the loopback server of
+the tests (``tests/fake_realtime.py``, ``tests/fake_live.py``), which answers at once:
+what is timed is backchannel's own share of each turn, in two places.
 
-* **decide**: the server's transcript of the caller's turn arrives → backchannel's
-  ``response.create`` reaches the server (the call takes the turn, the arbiter plans the
-  reply, the history is written into the session).
+* **decide**: the caller's turn is known (Realtime: the server's transcript arrives;
+  Live: the call's input side hands the call the transcript) → what starts the answer
+  reaches the server (``response.create``; ``clientContent`` with ``turnComplete``): the
+  call takes the turn, the arbiter plans the reply, the history is written.
 * **play**: the model's first audio leaves the server → its first 20 ms frame goes to
   the caller (the response reads it, the output plays it).
 
@@ -27,11 +28,19 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tests.fake_live import fake_live
 from tests.fake_realtime import fake_realtime
 from tests.test_voice_pipeline import eventually
 
 from backchannel import AssistantConfig, Engine, EventLog, Ledger, MemoryStore, TurnState
-from backchannel.realtime import ModelVoice, RealtimeInput, RealtimeLink, RealtimeLLM
+from backchannel.realtime import (
+    LiveLink,
+    LiveLLM,
+    ModelVoice,
+    RealtimeInput,
+    RealtimeLink,
+    RealtimeLLM,
+)
 from backchannel.voice.output import AudioOutput
 
 RATE = 16_000
@@ -101,6 +110,56 @@ async def run(turns: int) -> tuple[list[float], list[float]]:
     return decide, play
 
 
+async def run_live(turns: int) -> tuple[list[float], list[float]]:
+    """The same turns on Gemini Live: the caller's turn handed to the call in words."""
+    decide: list[float] = []
+    play: list[float] = []
+    frames: list[float] = []
+
+    async def send(_frame: bytes) -> None:
+        frames.append(time.time())
+
+    async def clear() -> None:
+        return None
+
+    def respond(_contents: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        return [("say", ANSWER)]
+
+    class Words:
+        def feed(self, pcm: bytes) -> None:
+            pass
+
+    async with fake_live(respond, pace=0.0) as fake:
+        link = LiveLink(model="gemini-live", api_key="bench", url=fake.url)
+        link.ssl_context = fake.client_ssl()
+        model = LiveLLM(link)
+        engine = Engine(Ledger(MemoryStore()), llm=model)
+        await engine.open()
+        voice = ModelVoice()
+        output = AudioOutput(voice, send, rate=RATE, clear=voice.clearing(clear))
+        config = AssistantConfig.from_json({"model": {"provider": "google-live"}})
+        events = EventLog()
+        async with engine.call(config, output=output, events=events) as live:
+            model.voice = voice
+            RealtimeInput(live, model, rate=RATE, session=Words())
+            for turn in range(turns):
+                heard = time.time()
+                live.user_started_speaking()
+                live.user_stopped_speaking()
+                live.user_transcript("When are you open?")
+                await eventually(
+                    lambda n=turn: answered(events) > n and not live.assistant_speaking
+                )
+                await eventually(lambda: live.arbiter.state is TurnState.IDLE)
+                asked = after(fake.arrivals, "clientContent", heard)
+                first_audio = after(fake.sent, "audio", asked)
+                first_frame = next(t for t in frames if t >= first_audio)
+                decide.append((asked - heard) * 1000)
+                play.append((first_frame - first_audio) * 1000)
+        await engine.close()
+    return decide, play
+
+
 def report(name: str, values: list[float]) -> None:
     values = sorted(values)
     p90 = values[min(len(values) - 1, int(0.9 * len(values)))]
@@ -110,9 +169,11 @@ def report(name: str, values: list[float]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--turns", type=int, default=20)
+    parser.add_argument("--provider", choices=["openai-realtime", "google-live"])
     args = parser.parse_args()
-    decide, play = asyncio.run(run(args.turns))
-    print(f"{args.turns} turns on the loopback Realtime server")
+    live = args.provider == "google-live"
+    decide, play = asyncio.run(run_live(args.turns) if live else run(args.turns))
+    print(f"{args.turns} turns on the loopback {'Live' if live else 'Realtime'} server")
     report("decide", decide)
     report("play", play)
     report("total", [d + p for d, p in zip(decide, play, strict=True)])

@@ -26,6 +26,7 @@ import contextlib
 import itertools
 import json
 import ssl
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -94,6 +95,9 @@ class FakeLive:
     #: What started each generation: ``turn``, or a result's scheduling.
     generations: list[str] = field(default_factory=list)
     interrupted: int = 0
+    #: When each client message arrived and each audio chunk was sent (wall time).
+    arrivals: list[tuple[float, str]] = field(default_factory=list)
+    sent: list[tuple[float, str]] = field(default_factory=list)
     state: _State = field(default_factory=_State)
     handles: dict[str, _State] = field(default_factory=dict)
     connections: int = 0
@@ -174,6 +178,7 @@ class FakeLive:
         try:
             async for raw in ws:
                 message = camel(json.loads(raw))
+                self.arrivals.append((time.time(), next(iter(message), "")))
                 self.received.append(message)
                 await self._take(ws, message)
         except Exception:
@@ -304,6 +309,7 @@ class FakeLive:
             if piece:
                 lead = "" if i * len(words) // chunks == 0 else " "
                 content["outputTranscription"] = {"text": lead + " ".join(piece)}
+            self.sent.append((time.time(), "audio"))
             await ws.send(json.dumps({"serverContent": content}))
             await asyncio.sleep(self.pace)
 
