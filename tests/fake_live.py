@@ -11,11 +11,17 @@ each call, then ``generationComplete`` and ``turnComplete``. Sessions that asked
 get ``sessionResumptionUpdate`` handles between generations; a new session that brings
 one gets the conversation back.
 
-Any ``clientContent`` cuts a running generation (``interrupted``, then ``turnComplete``),
-as the reference says. The test reads off what the client did wrong (``problems``): a
-response for a call the session never made, a ``toolResponse`` for a call made before the
-session was resumed (a resumed session does not act on those), a second response to a
-call whose last one was final.
+With automatic activity detection on (the default), an energy VAD hears the caller's
+``realtimeInput`` audio: its transcript (from ``transcripts``) as ``inputTranscription``,
+``finished`` after 500 ms of silence, and the model answers on its own; speech over a
+generation interrupts it unless ``activityHandling`` is ``NO_INTERRUPTION`` (then the
+answer to it waits for the generation's end). Any ``clientContent`` cuts a running
+generation (``interrupted``, then ``turnComplete``), as the reference says.
+
+The test reads off what the client did wrong (``problems``): a response for a call the
+session never made, a ``toolResponse`` for a call made before the session was resumed (a
+resumed session does not act on those), a second response to a call whose last one was
+final.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from typing import Any
 import numpy as np
 import trustme
 from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
 
 RATE = 24_000
 Output = list[tuple[Any, ...]]
@@ -79,6 +86,8 @@ class _State:
 @dataclass
 class FakeLive:
     respond: Callable[[list[dict[str, Any]]], Output]
+    #: What the server's transcription hears of each of the caller's turns, in order.
+    transcripts: list[str] = field(default_factory=list)
     port: int = 0
     pace: float = 0.01
     #: Raw frames sent after ``setupComplete`` (garbage, for the client to survive).
@@ -105,6 +114,10 @@ class FakeLive:
     _socket: ServerConnection | None = None
     _generation: asyncio.Task[None] | None = None
     _waiting: list[str] = field(default_factory=list)
+    #: The server's VAD: in a turn, and how much silence (in samples) since speech.
+    _speaking: bool = False
+    _quiet: int = 0
+    _heard: str = ""
     _ids: Any = field(default_factory=lambda: itertools.count(1))
 
     @property
@@ -181,8 +194,9 @@ class FakeLive:
                 self.arrivals.append((time.time(), next(iter(message), "")))
                 self.received.append(message)
                 await self._take(ws, message)
-        except Exception:
-            pass
+        except Exception as exc:
+            if not isinstance(exc, ConnectionClosed):
+                self.problems.append(f"the server failed: {exc!r}")
         finally:
             if self._generation is not None:
                 self._generation.cancel()
@@ -220,7 +234,42 @@ class FakeLive:
                 else:
                     self._start(ws, scheduled)
         elif "realtimeInput" in message:
-            pass  # the client sends its turns as content here
+            audio = message["realtimeInput"].get("audio")
+            if audio and self._detecting:
+                await self._detect(ws, _proto_bytes(audio["data"]))
+
+    @property
+    def _detecting(self) -> bool:
+        """Whether the session's automatic activity detection is on (the default)."""
+        config = self.setup.get("realtimeInputConfig") or {}
+        return not (config.get("automaticActivityDetection") or {}).get("disabled")
+
+    async def _detect(self, ws: ServerConnection, pcm: bytes) -> None:
+        """An energy VAD over the caller's audio: speech opens a turn (its transcript
+        sent at once); 500 ms of silence ends it, and the model answers."""
+        samples = np.frombuffer(pcm[: len(pcm) // 2 * 2], "<i2").astype(np.float64)
+        loud = samples.size > 0 and float(np.sqrt(np.mean(samples**2))) > 1000
+        if loud:
+            self._quiet = 0
+            if not self._speaking:
+                self._speaking = True
+                handling = (self.setup.get("realtimeInputConfig") or {}).get("activityHandling")
+                if self._busy and handling != "NO_INTERRUPTION":
+                    await self._interrupt(ws)
+                self._heard = self.transcripts.pop(0) if self.transcripts else ""
+                transcription = {"inputTranscription": {"text": self._heard}}
+                await ws.send(json.dumps({"serverContent": transcription}))
+        elif self._speaking:
+            self._quiet += samples.size
+            if self._quiet >= 16_000 // 2:
+                self._speaking = False
+                finished = {"inputTranscription": {"text": "", "finished": True}}
+                await ws.send(json.dumps({"serverContent": finished}))
+                self.state.contents.append({"role": "user", "parts": [{"text": self._heard}]})
+                if self._busy:
+                    self._waiting.append("vad")
+                else:
+                    self._start(ws, "vad")
 
     async def _interrupt(self, ws: ServerConnection) -> None:
         """Cut the running generation: ``interrupted``, then its ``turnComplete``."""
@@ -330,6 +379,13 @@ async def fake_live(
                 fake._generation.cancel()
                 with contextlib.suppress(BaseException):
                     await fake._generation
+
+
+def _proto_bytes(text: str) -> bytes:
+    """A proto3 JSON ``bytes`` field: standard or URL-safe base64, padded or not (the
+    SDK sends URL-safe)."""
+    text = text.replace("-", "+").replace("_", "/")
+    return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
 
 
 def last_user_text(contents: list[dict[str, Any]]) -> str:

@@ -35,7 +35,7 @@ from backchannel.voice.tts import PiperTTS, spoken
 
 from .fake_live import FakeLive, Output, fake_live, last_user_text
 from .peers import free_port, server_process
-from .test_voice_pipeline import Line, eventually
+from .test_voice_pipeline import Line, eventually, final_user
 
 pytestmark = pytest.mark.anyio
 
@@ -55,12 +55,15 @@ LONG_ANSWER = (
 )
 
 
-def assistant(tool: dict[str, Any] | None = None, **extra: Any) -> AssistantConfig:
+def assistant(
+    tool: dict[str, Any] | None = None, *, detection: str = "backchannel", **extra: Any
+) -> AssistantConfig:
     return AssistantConfig.from_json(
         {
             "model": {
                 "provider": "google-live",
                 "model": "gemini-live-2.5-flash-preview",
+                "turnDetection": detection,
                 "messages": [{"role": "system", "content": "You are the order desk."}],
                 "tools": [tool] if tool else [],
             },
@@ -75,6 +78,17 @@ class Caller:
 
     def __init__(self, call: Call) -> None:
         self.call = call
+        self.listening: RealtimeInput | None = None
+
+    def speaks(self, seconds: float) -> None:
+        """With the server's VAD: a loud tone, then 0.8 s of silence, as the caller's
+        audio (16 kHz, 20 ms frames)."""
+        assert self.listening is not None
+        t = np.arange(int(seconds * RATE)) / RATE
+        tone = (np.sin(2 * np.pi * 300 * t) * 9000).astype("<i2")
+        pcm = np.concatenate([tone, np.zeros(int(0.8 * RATE), "<i2")]).tobytes()
+        for start in range(0, len(pcm), 640):
+            self.listening.feed(pcm[start : start + 640])
 
     def feed(self, pcm: bytes) -> None:
         pass
@@ -101,7 +115,9 @@ async def live_call(
         url=fake.url,
         ssl_context=fake.client_ssl(),
     )
-    model = LiveLLM(link, silence_seconds=silence_seconds)
+    model = LiveLLM(
+        link, silence_seconds=silence_seconds, turn_detection=config.model.turn_detection
+    )
     engine = Engine(Ledger(MemoryStore()), llm=model)
     await engine.open()
     line, events = Line(), EventLog()
@@ -110,10 +126,17 @@ async def live_call(
     async with engine.call(config, output=output, events=events) as live:
         model.voice = voice
         caller = Caller(live)
-        RealtimeInput(live, model, rate=RATE, session=caller)
+        words = model.ours
+        listening = RealtimeInput(live, model, rate=RATE, session=caller if words else None)
+        caller.listening = listening
         yield live, caller, line, events
     await engine.close()
     assert not fake.problems, fake.problems  # one generation at a time, answers in order
+
+
+async def settled(live: Call, fake: FakeLive) -> None:
+    """Until nobody speaks and the model writes nothing."""
+    await eventually(lambda: live.arbiter.state is TurnState.IDLE and not fake._busy, within=30)
 
 
 def said(events: EventLog) -> list[str]:
@@ -146,7 +169,7 @@ async def asked_for_order(fake: FakeLive, live: Call, caller: Caller, events: Ev
     caller.says("Where is order 4417?")
     await eventually(lambda: bool(events.of_type("tool-calls")), within=30)
     await eventually(lambda: len(fake.generations) == 2, within=30)
-    await eventually(lambda: live.arbiter.state is TurnState.IDLE and not fake._busy, within=30)
+    await settled(live, fake)
     return str(events.of_type("tool-calls")[0].data["toolCallList"][0]["id"])
 
 
@@ -267,18 +290,14 @@ async def test_4_three_results_in_one_second_make_one_announcement() -> None:
         async with live_call(fake, assistant(ORDER_TOOL)) as (live, caller, _line, events):
             caller.says("Check my three orders.")
             await eventually(lambda: len(fake.generations) == 2, within=30)
-            await eventually(
-                lambda: live.arbiter.state is TurnState.IDLE and not fake._busy, within=30
-            )
+            await settled(live, fake)
             ids = [c["id"] for c in events.of_type("tool-calls")[0].data["toolCallList"]]
             for n, call_id in enumerate(ids):
                 await live.engine.submit_result(
                     live.call_id, ToolResult(call_id, result=f"done {n}"), ResultSource.API
                 )
             await eventually(lambda: any("Results" in s for s in said(events)), within=30)
-            await eventually(
-                lambda: live.arbiter.state is TurnState.IDLE and not fake._busy, within=30
-            )
+            await settled(live, fake)
         lines = " ".join(said(events))
         assert lines.count("Results:") == 1 and "Results: done 0, done 1, done 2." in lines
         assert len(fake.generations) == 3
@@ -339,9 +358,7 @@ async def test_12_a_barge_in_cuts_the_answer_and_the_next_turn_cuts_what_is_stil
             caller.says("Sorry, and Sundays?")
             await eventually(lambda: bool(events.of_type("user-interrupted")), within=30)
             await eventually(lambda: len(fake.generations) == 2, within=30)
-            await eventually(
-                lambda: live.arbiter.state is TurnState.IDLE and not fake._busy, within=30
-            )
+            await settled(live, fake)
         assert " ".join(said(events)).count(LONG_ANSWER) == 1, "the second answer, whole"
         history = live.conversation.to_openai()
         cut = next(m["content"] for m in history if m["role"] == "assistant")
@@ -421,7 +438,7 @@ async def test_a_model_that_cannot_be_reached_gives_the_fallback_line_not_silenc
     link = LiveLink(
         model="gemini-live", api_key="g-test", url=fake.url, ssl_context=fake.client_ssl()
     )
-    model = LiveLLM(link, connect_seconds=1.0)
+    model = LiveLLM(link, connect_seconds=1.0, turn_detection="backchannel")
     engine = Engine(Ledger(MemoryStore()), llm=model)
     await engine.open()
     events = EventLog()
@@ -429,7 +446,7 @@ async def test_a_model_that_cannot_be_reached_gives_the_fallback_line_not_silenc
     line = Line()
     output = AudioOutput(ModelVoice(), line.send, rate=RATE, clear=line.clear)
     async with engine.call(config, output=output, events=events) as live:
-        RealtimeInput(live, model, rate=RATE, session=Caller(live))
+        RealtimeInput(live, model, rate=RATE, session=Caller(live))  # turns in words
         await eventually(lambda: bool(said(events)), within=30)
         errors = [e.data["error"]["code"] for e in events.of_type("error")]
     await engine.close()
@@ -477,6 +494,7 @@ async def test_a_web_call_through_the_server_process_runs_on_gemini_live(
         model = {
             "provider": "google-live",
             "model": "gemini-live-2.5-flash-preview",
+            "turnDetection": "backchannel",
             "url": fake.url,
             "messages": [{"role": "system", "content": "You are the order desk."}],
         }
@@ -523,3 +541,141 @@ async def test_a_web_call_through_the_server_process_runs_on_gemini_live(
         heard = fake.of_kind("clientContent")[0]["turns"][0]["parts"][0]["text"]
         assert "open" in heard.lower(), heard
         assert fake.generations == ["turn"] and not fake.problems
+
+
+# -- the server's own VAD (``turnDetection: server_vad``, the default) ---------------------
+
+
+async def test_with_the_servers_vad_the_callers_audio_goes_to_the_model_and_drives_the_call() -> (
+    None
+):
+    async with fake_live(order_desk, transcripts=["When are you open?"]) as fake:
+        config = assistant(ORDER_TOOL, detection="server_vad")
+        async with live_call(fake, config) as (_live, caller, line, events):
+            caller.speaks(0.6)
+            await eventually(lambda: LONG_ANSWER in " ".join(said(events)), within=30)
+        assert [e.data["transcript"] for e in final_user(events)] == ["When are you open?"]
+        audio = [m["audio"] for m in fake.of_kind("realtimeInput") if "audio" in m]
+        assert audio and {a["mimeType"] for a in audio} == {"audio/pcm;rate=16000"}
+        setup = fake.setup
+        assert setup["realtimeInputConfig"] == {"activityHandling": "NO_INTERRUPTION"}
+        assert "inputAudioTranscription" in setup
+        # The server answered the turn on its own; nothing else was asked of it.
+        assert fake.generations == ["vad"] and not fake.of_kind("clientContent")
+        assert len(line.frames) > 100
+
+
+async def test_with_the_servers_vad_an_async_result_is_said_once_when_the_floor_is_free() -> None:
+    async with fake_live(order_desk, transcripts=["Where is order 4417?"]) as fake:
+        config = assistant(ORDER_TOOL, detection="server_vad")
+        async with live_call(fake, config) as (live, caller, _line, events):
+            caller.speaks(0.6)
+            await eventually(lambda: bool(events.of_type("tool-calls")), within=30)
+            await eventually(lambda: len(fake.generations) == 2, within=30)
+            await settled(live, fake)
+            call_id = str(events.of_type("tool-calls")[0].data["toolCallList"][0]["id"])
+            await live.engine.submit_result(
+                live.call_id, ToolResult(call_id, result="shipped"), ResultSource.API
+            )
+            await eventually(lambda: "Your order has shipped." in said(events), within=30)
+        assert fake.generations == ["vad", "WHEN_IDLE", "WHEN_IDLE"]
+        assert said(events).count("Your order has shipped.") == 1
+
+
+async def test_with_the_servers_vad_a_result_while_the_caller_talks_is_told_after_their_turn() -> (
+    None
+):
+    turns = ["Where is order 4417?", "And is it insured?"]
+    async with fake_live(order_desk, transcripts=turns) as fake:
+        config = assistant(ORDER_TOOL, detection="server_vad")
+        async with live_call(fake, config) as (live, caller, _line, events):
+            caller.speaks(0.6)
+            await eventually(lambda: len(fake.generations) == 2, within=30)
+            await settled(live, fake)
+            call_id = str(events.of_type("tool-calls")[0].data["toolCallList"][0]["id"])
+            assert caller.listening is not None
+            t = np.arange(int(1.2 * RATE)) / RATE
+            tone = (np.sin(2 * np.pi * 300 * t) * 9000).astype("<i2").tobytes()
+            for start in range(0, len(tone) // 2, 640):
+                caller.listening.feed(tone[start : start + 640])
+            await eventually(lambda: live.arbiter.user_speaking, within=30)
+            await live.engine.submit_result(
+                live.call_id, ToolResult(call_id, result="shipped"), ResultSource.API
+            )
+            await asyncio.sleep(0.3)
+            assert "Your order has shipped." not in said(events), "nothing over the caller"
+            rest = tone[len(tone) // 2 :] + np.zeros(int(0.8 * RATE), "<i2").tobytes()
+            for start in range(0, len(rest), 640):
+                caller.listening.feed(rest[start : start + 640])
+            await eventually(lambda: "Your order has shipped." in said(events), within=30)
+            await settled(live, fake)
+        assert said(events).count("Your order has shipped.") == 1
+        # The result started the answer to the turn (cutting the server's own, which knew
+        # nothing of it, if that was still being written).
+        scheduling = fake.responses(call_id)[-1]["scheduling"]
+        assert scheduling in ("INTERRUPT", "WHEN_IDLE") and fake.generations[-1] == scheduling
+
+
+async def test_with_the_servers_vad_an_acknowledgement_over_the_answer_lets_it_go_on() -> None:
+    turns = ["When are you open?", "Mm-hmm."]
+    async with fake_live(order_desk, transcripts=turns, pace=0.05) as fake:
+        config = assistant(detection="server_vad")
+        async with live_call(fake, config) as (live, caller, line, events):
+            caller.speaks(0.6)
+            await eventually(lambda: live.assistant_speaking, within=30)
+            heard_from = len(line.frames)
+            await eventually(lambda: len(line.frames) >= heard_from + 50, within=30)
+            caller.speaks(0.4)
+            await eventually(lambda: " ".join(said(events)).count(LONG_ANSWER) == 1, within=60)
+            await settled(live, fake)
+        assert not events.of_type("user-interrupted")
+        assert [e.data["transcript"] for e in final_user(events)] == ["When are you open?"]
+        assert fake.generations == ["vad", "vad"], "the server answered the 'mm-hmm' too"
+        assert " ".join(said(events)).count(LONG_ANSWER) == 1, "that answer was not played"
+
+
+async def test_a_web_call_through_the_server_process_sends_the_callers_audio_to_gemini_live(
+    tmp_path: Path,
+) -> None:
+    """The default ``turnDetection``: the browser's audio reaches the model at 16 kHz and
+    the server's VAD and transcription drive the call."""
+    async with fake_live(order_desk, transcripts=["When are you open?"]) as fake:
+        ca = tmp_path / "ca.pem"
+        fake.ca.cert_pem.write_to_path(str(ca))
+        model = {"provider": "google-live", "url": fake.url}
+        env = {"BACKCHANNEL_GOOGLE_API_KEY": "g-server", "SSL_CERT_FILE": str(ca)}
+        with server_process(tmp_path, "http://127.0.0.1:9/v1", env=env) as server:
+            async with Client(server.url, api_key=server.api_key) as admin:
+                call = await admin.create_call(assistant={"model": model}, type="web")
+            url = f"{call['clientUrl']}?token={call['clientToken']}&sampleRate=24000"
+            events: list[dict[str, Any]] = []
+            async with connect(url, max_size=None) as ws:
+
+                async def listen() -> None:
+                    async for message in ws:
+                        if not isinstance(message, bytes):
+                            events.append(json.loads(message))
+
+                async with asyncio.TaskGroup() as group:
+                    listener = group.create_task(listen())
+                    t = np.arange(int(0.6 * 24_000)) / 24_000
+                    tone = (np.sin(2 * np.pi * 300 * t) * 9000).astype("<i2")
+                    pcm = np.concatenate([tone, np.zeros(24_000, "<i2")]).tobytes()
+                    for start in range(0, len(pcm), 960):
+                        await ws.send(pcm[start : start + 960])
+                        await asyncio.sleep(0.02)
+
+                    def answered() -> bool:
+                        return any(
+                            e.get("type") == "transcript"
+                            and e["role"] == "assistant"
+                            and e["transcript"].startswith("Our store opens")
+                            for e in events
+                        )
+
+                    await eventually(answered, within=60)
+                    listener.cancel()
+        assert fake.setup["model"] == "models/gemini-live-2.5-flash-preview"
+        audio = [m["audio"] for m in fake.of_kind("realtimeInput") if "audio" in m]
+        assert {a["mimeType"] for a in audio} == {"audio/pcm;rate=16000"}
+        assert fake.generations == ["vad"] and not fake.problems

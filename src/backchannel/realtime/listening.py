@@ -31,6 +31,7 @@ from ..errors import ConfigError
 from ..voice.audio import StreamResampler, to_samples
 from ..voice.interruption import MAX_ACKNOWLEDGEMENT_SECONDS, Interruptions
 from ..voice.session import CallInput
+from .live_link import INPUT_RATE
 from .live_model import LiveLLM
 from .model import SESSION_REOPENED, RealtimeLLM
 from .voice import MODEL_RATE
@@ -57,14 +58,16 @@ class RealtimeInput:
         rate: int,
         session: CallInput | None = None,
     ) -> None:
-        if isinstance(model, LiveLLM) and session is None:
-            raise ConfigError("Gemini Live hears the caller through the call's own input side")
+        if isinstance(model, LiveLLM) and model.ours and session is None:
+            raise ConfigError("turnDetection backchannel needs the call's own input side")
         self.call = call
         self.model = model
         #: With ``turnDetection: backchannel``: the pipeline's input side.
         self.session = session
         self.interruptions = Interruptions(call.assistant.stop_speaking_plan)
-        self._resample = StreamResampler(rate, MODEL_RATE)
+        self._resample = StreamResampler(
+            rate, INPUT_RATE if isinstance(model, LiveLLM) else MODEL_RATE
+        )
         #: The caller's turns the server reported, by item id, until transcribed.
         self._turns: dict[str, _Turn] = {}
         self._timers: dict[str, asyncio.Task[None]] = {}
@@ -84,7 +87,11 @@ class RealtimeInput:
             self.session.feed(pcm)  # the call hears the caller; the model gets words
             return
         samples = self._resample(to_samples(pcm))
-        if samples.size and isinstance(self.model, RealtimeLLM):
+        if not samples.size:
+            return
+        if isinstance(self.model, LiveLLM):
+            self.model.hear(samples.astype("<i2").tobytes())
+        else:
             audio = base64.b64encode(samples.astype("<i2").tobytes()).decode()
             self.model.link.post({"type": "input_audio_buffer.append", "audio": audio})
 

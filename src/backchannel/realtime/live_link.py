@@ -31,6 +31,10 @@ log = logging.getLogger("backchannel.realtime")
 RECONNECT_BACKOFF = (0.2, 0.5, 1.0, 2.0, 5.0)
 DEFAULT_URL = "https://generativelanguage.googleapis.com"
 DEFAULT_MODEL = "gemini-live-2.5-flash-preview"
+#: The rate of the caller's audio Live takes.
+INPUT_RATE = 16_000
+#: Microphone chunks kept for a session not open yet (or away): about 5 s of 20 ms.
+MAX_QUEUED_AUDIO = 250
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,7 @@ class LiveLink:
         #: The latest resumption handle the server gave, if it can resume.
         self.handle: str | None = None
         self._outbox: asyncio.Queue[Outgoing] = asyncio.Queue()
+        self._audio_queued = 0
         self._ready = asyncio.Event()
         self._over = asyncio.Event()
         #: When a ``goAway`` came: the loop time by which to leave the session.
@@ -89,6 +94,14 @@ class LiveLink:
     def post(self, kind: str, **arguments: Any) -> None:
         """Queue one client message; they go out in order once a session is open."""
         self._outbox.put_nowait(Outgoing(kind, arguments))
+
+    def post_audio(self, pcm: bytes) -> None:
+        """Queue the caller's audio (PCM16, 16 kHz); while no session is open, only the
+        last few seconds are kept."""
+        if self._audio_queued >= MAX_QUEUED_AUDIO:
+            return
+        self._audio_queued += 1
+        self.post("realtimeInput", audio={"data": pcm, "mime_type": f"audio/pcm;rate={INPUT_RATE}"})
 
     async def run(self) -> None:
         """Connect once configured, pump messages until cancelled, reconnect on a loss."""
@@ -110,7 +123,7 @@ class LiveLink:
                     self.connects += 1
                     if self.connects > 1:
                         if resuming is None:  # the history is written again instead
-                            self._outbox = asyncio.Queue()
+                            self._outbox, self._audio_queued = asyncio.Queue(), 0
                         if self.on_reconnect is not None:
                             self.on_reconnect(resuming is not None)
                     self._ready.set()
@@ -147,6 +160,8 @@ class LiveLink:
             elif message.kind == "toolResponse":
                 await session.send_tool_response(**message.arguments)
             else:
+                if "audio" in message.arguments:
+                    self._audio_queued -= 1
                 await session.send_realtime_input(**message.arguments)
 
     async def _pump(self, session: Any) -> None:

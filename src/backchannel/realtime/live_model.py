@@ -4,9 +4,15 @@ As with OpenAI Realtime (:mod:`.model`), the call stays what it is: its arbiter 
 when the model speaks, tools are recorded in the ledger and routed as always.
 :class:`LiveLLM` turns each ``stream`` into one generation of the Live session:
 
-* **The caller's turns come in words.** The call's own VAD, turn model and recogniser
-  find the caller's turns (the session's automatic activity detection is off, so the
-  server never answers on its own); each turn is written into the session as a user turn.
+* **The caller's turns.** With ``turnDetection: server_vad`` (the default) the caller's
+  audio goes to the session, whose activity detection and transcription find the turns
+  (never cutting an answer itself: ``NO_INTERRUPTION``; the call weighs speech over the
+  answer). Live answers a turn on its own as soon as it ends: that answer is held until
+  the call asks for a response, and is the response if it is the caller's reply; if the
+  turn was none ("mm-hmm") it is dropped, and if a result is to be told, a new
+  generation is asked for instead. With ``backchannel`` the call's own VAD, turn model
+  and recogniser find the turns, the session's activity detection is off, and each turn
+  is written into it in words.
 * **The history, mirrored.** What the session lacks is written before the generation,
   in order: user turns and fixed lines (``clientContent`` with ``turnComplete: false``),
   tool placeholders and results (``toolResponse`` under the model's call id,
@@ -61,16 +67,29 @@ NOT_RUN = {"error": "not run: the caller did not hear this answer"}
 
 
 def live_setup(
-    prompt: str, tools: Sequence[Mapping[str, Any]], *, voice: str | None = None
+    prompt: str,
+    tools: Sequence[Mapping[str, Any]],
+    *,
+    server_vad: bool = True,
+    voice: str | None = None,
 ) -> dict[str, Any]:
     """The session's ``LiveConnectConfig``: audio out with its transcript, the system
-    prompt, every tool ``NON_BLOCKING``, no activity detection of the server's."""
+    prompt, every tool ``NON_BLOCKING``. With ``server_vad`` the server hears the
+    caller's audio (its activity detection, never cutting the answer itself: the call
+    decides; its transcription); without, it has no activity detection and gets words."""
+    detection: dict[str, Any] = (
+        {"activity_handling": "NO_INTERRUPTION"}
+        if server_vad
+        else {"automatic_activity_detection": {"disabled": True}}
+    )
     setup: dict[str, Any] = {
         "response_modalities": ["AUDIO"],
         "output_audio_transcription": {},
-        "realtime_input_config": {"automatic_activity_detection": {"disabled": True}},
+        "realtime_input_config": detection,
         "context_window_compression": {"sliding_window": {}},
     }
+    if server_vad:
+        setup["input_audio_transcription"] = {}
     if prompt:
         setup["system_instruction"] = {"parts": [{"text": prompt}]}
     if tools:
@@ -101,8 +120,12 @@ class LiveLLM:
         *,
         connect_seconds: float = CONNECT_SECONDS,
         silence_seconds: float = SILENCE_SECONDS,
+        turn_detection: str = "server_vad",
     ) -> None:
         self.link = link
+        #: ``backchannel``: the call's own input side hears the caller and the session
+        #: gets words; else the server hears the caller's audio.
+        self.turn_detection = turn_detection
         self.connect_seconds = connect_seconds
         self.silence_seconds = silence_seconds
         self._voice = voice or ModelVoice()
@@ -128,6 +151,25 @@ class LiveLLM:
         self._idle = asyncio.Event()
         self._idle.set()
         self._lock = asyncio.Lock()
+        #: The server's VAD: the caller's turn in progress (its item and words so far),
+        #: the turns it ended (their words, not yet matched to the history), and the
+        #: answer it started on its own at a turn's end, until the call takes it.
+        self._turn: str | None = None
+        self._hearing = ""
+        self._spoken: list[str] = []
+        self._unclaimed: asyncio.Queue[tuple[Any, ...]] | None = None
+        self._answering = asyncio.Event()
+        #: Answers the server will give to turns that were none, to drop.
+        self._unwanted = 0
+
+    @property
+    def ours(self) -> bool:
+        """Whether the call's own input side finds the caller's turns."""
+        return self.turn_detection == "backchannel"
+
+    def hear(self, pcm: bytes) -> None:
+        """The caller's audio (PCM16 at 16 kHz), for the server's VAD."""
+        self.link.post_audio(pcm)
 
     @property
     def voice(self) -> ModelVoice:
@@ -138,7 +180,12 @@ class LiveLLM:
         self._voice = voice
 
     def not_a_turn(self, item_id: str) -> None:
-        """Nothing to take back: the session gets the caller's turns only once heard."""
+        """A turn the server ended is not the caller's after all ("mm-hmm" over the
+        answer): the answer the server gives it is not played."""
+        if self._unclaimed is not None:
+            self._unclaimed = None
+        else:
+            self._unwanted += 1  # it comes once the answer in progress is done
 
     # -- LLM ---------------------------------------------------------------------------
 
@@ -161,19 +208,31 @@ class LiveLLM:
         async with self._lock:
             self._configure(request)
             await self._connected()
-            missing = self._missing(_history(request.messages, transient=request.guidance))
-            trigger = _trigger(missing)
-            for message in missing:
-                self._write(message)
-            guidance = request.messages[len(request.messages) - request.guidance :]
-            queue: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
-            self._stream = queue
-            # A generation given up is still being written: what starts this one
-            # interrupts it (Live ends it with ``interrupted``), and what it still sends
-            # is dropped.
-            self._skipping = not self._idle.is_set()
-            self._idle.clear()
-            self._start(trigger, guidance, interrupt=self._skipping)
+            history = _history(request.messages, transient=request.guidance)
+            missing = self._missing(history)
+            spoken = (
+                bool(history) and history[-1].get("role") == "user" and (history[-1] not in missing)
+            )
+            if spoken and not request.guidance and all(map(self._answer, missing)):
+                # The server's VAD ended the caller's turn and the server answers it on
+                # its own: that answer is this response (with a result to tell, a new
+                # one is asked for instead).
+                for message in missing:
+                    self._write(message)  # results, silently: the answer goes on
+                queue = self._stream = await self._servers_answer()
+            else:
+                self._unclaimed = None  # not what the call asks for: dropped
+                trigger = _trigger(missing)
+                for message in missing:
+                    self._write(message)
+                guidance = request.messages[len(request.messages) - request.guidance :]
+                queue = self._stream = asyncio.Queue()
+                # A generation given up is still being written: what starts this one
+                # interrupts it (Live ends it with ``interrupted``), and what it still
+                # sends is dropped.
+                self._skipping = not self._idle.is_set()
+                self._idle.clear()
+                self._start(trigger, guidance, interrupt=self._skipping)
             item, began, finished, heard = f"live_{next(self._ids)}", False, False, ""
             try:
                 while True:
@@ -222,7 +281,7 @@ class LiveLLM:
             return
         first = request.messages[0] if request.messages else {}
         prompt = str(first.get("content") or "") if first.get("role") == "system" else ""
-        self.link.configure(live_setup(prompt, request.tools))
+        self.link.configure(live_setup(prompt, request.tools, server_vad=not self.ours))
 
     async def _connected(self) -> None:
         try:
@@ -259,8 +318,16 @@ class LiveLLM:
         return missing
 
     def _known(self, message: Mapping[str, Any], before: Mapping[str, Any] | None) -> bool:
-        """Whether the session has this message already: the model's own words and
-        calls, or an answer of its that the call cut to what was heard."""
+        """Whether the session has this message already: the caller's turns its VAD
+        heard, the model's own words and calls, or an answer of its that the call cut
+        to what was heard."""
+        if message.get("role") == "user":
+            content = str(message.get("content") or "")
+            for i, text in enumerate(self._spoken):
+                if _same(text, content):
+                    del self._spoken[: i + 1]
+                    return True
+            return False
         if message.get("role") != "assistant":
             return False
         content, calls = str(message.get("content") or ""), _call_ids(message)
@@ -389,12 +456,20 @@ class LiveLLM:
         self.voice.abandon_all()
         self._idle.set()
         self._skipping = self._stale_end = False
-        if self.listener is not None:
-            self.listener({"type": SESSION_REOPENED})
+        self._turn, self._hearing, self._unclaimed, self._unwanted = None, "", None, 0
+        self._tell({"type": SESSION_REOPENED})
 
     # -- messages from the server --------------------------------------------------------
 
     def _on_message(self, message: Any) -> None:
+        content = message.server_content
+        heard = content.input_transcription if content is not None else None
+        if heard is not None and heard.text:
+            self._caller_speaks(heard.text)
+        if heard is not None and heard.finished:
+            self._caller_done()
+        if self._unprompted(message):
+            self._answers()
         if message.tool_call_cancellation is not None:
             self._cancelled.update(message.tool_call_cancellation.ids or ())
         if message.tool_call is not None:
@@ -402,7 +477,6 @@ class LiveLLM:
                 request = ToolCallRequest(str(call.id), str(call.name), dict(call.args or {}))
                 self._names[request.id] = request.name
                 self._to_stream(("call", request))
-        content = message.server_content
         if content is None:
             return
         for part in (content.model_turn.parts or ()) if content.model_turn else ():
@@ -428,11 +502,81 @@ class LiveLLM:
             self._idle.set()
             self._to_stream(("end",))
 
+    async def _servers_answer(self) -> asyncio.Queue[tuple[Any, ...]]:
+        """The answer the server starts on its own for the caller's turn."""
+        try:
+            async with asyncio.timeout(self.silence_seconds):
+                while self._unclaimed is None:
+                    self._answering.clear()
+                    await self._answering.wait()
+        except TimeoutError:
+            raise ProviderError(
+                "the live model did not answer the caller", code="realtime_timeout"
+            ) from None
+        answer, self._unclaimed = self._unclaimed, None
+        return answer
+
+    def _caller_speaks(self, text: str) -> None:
+        """The server transcribed the caller: a turn starts, or goes on."""
+        if self._turn is None:
+            self._turn = f"live_turn_{next(self._ids)}"
+            self._tell({"type": "input_audio_buffer.speech_started", "item_id": self._turn})
+        self._hearing += text
+
+    def _unprompted(self, message: Any) -> bool:
+        """Whether the server starts an answer nobody asked for: its VAD ended a turn."""
+        content = message.server_content
+        output = message.tool_call is not None or (
+            content is not None
+            and (content.model_turn is not None or content.output_transcription is not None)
+        )
+        return (
+            output
+            and not self.ours
+            and self._stream is None
+            and self._unclaimed is None
+            and not self._skipping
+            and self._idle.is_set()
+        )
+
+    def _caller_done(self) -> None:
+        """The server's VAD ended the caller's turn: the call is told it ended, with
+        its words."""
+        turn, text = self._turn, " ".join(self._hearing.split())
+        self._turn, self._hearing = None, ""
+        if turn is None:
+            return
+        self._spoken.append(text)
+        self._tell({"type": "input_audio_buffer.speech_stopped", "item_id": turn})
+        self._tell(
+            {
+                "type": "conversation.item.input_audio_transcription.completed",
+                "item_id": turn,
+                "transcript": text,
+            }
+        )
+
+    def _answers(self) -> None:
+        """The server starts an answer on its own (its VAD ended a turn): it waits for
+        the call to ask for it, or is dropped if the turn was none."""
+        self._caller_done()
+        self._idle.clear()
+        if self._unwanted:
+            self._unwanted -= 1
+            return
+        self._unclaimed = asyncio.Queue()
+        self._answering.set()
+
+    def _tell(self, event: dict[str, Any]) -> None:
+        if self.listener is not None:
+            self.listener(event)
+
     def _to_stream(self, event: tuple[Any, ...]) -> None:
-        if self._stream is not None and not self._skipping:
+        target = self._stream if self._stream is not None else self._unclaimed
+        if target is not None and not self._skipping:
             if event[0] != "end":
                 self._stale_end = False  # the next generation has begun
-            self._stream.put_nowait(event)
+            target.put_nowait(event)
         elif event[0] == "call":  # an answer nobody hears: the call does not run
             self._respond(event[1].id, dict(NOT_RUN), "SILENT", more=False)
 

@@ -61,11 +61,14 @@ class Providers:
     def llm(self, model: ModelConfig) -> LLM:
         """The call's model. Local models are loaded once per process and shared; an
         unknown local model is a ``ConfigError`` here, when the call is created."""
+        # An assistant that names no model gets the provider's default, not the
+        # chat model's.
+        named = model.model if "model" in model.model_fields_set else ""
         if model.provider in REALTIME:
             from ..realtime import RealtimeLink, RealtimeLLM
 
             link = RealtimeLink(
-                model=model.model,
+                model=named or "gpt-realtime",
                 api_key=self.settings.openai_api_key,
                 url=model.url or self.settings.openai_realtime_url,
             )
@@ -74,11 +77,11 @@ class Providers:
             from ..realtime import LiveLink, LiveLLM
 
             live = LiveLink(
-                model=model.model,
+                model=named,
                 api_key=self.settings.google_api_key,
                 url=model.url or self.settings.google_live_url,
             )
-            return LiveLLM(live)
+            return LiveLLM(live, turn_detection=model.turn_detection)
         if model.provider in LOCAL_LLM:
             if model.model not in self._local:
                 self._local[model.model] = LazyLlamaCpp(model.model)
@@ -141,12 +144,7 @@ class Providers:
         in (turns, transcripts)."""
         tts = await self.tts(assistant.voice)
         realtime = assistant.model.provider in SPEECH_TO_SPEECH
-        # Gemini Live always hears the caller through the pipeline's turn detection.
-        ours = (
-            assistant.model.provider in GOOGLE_LIVE
-            or assistant.model.turn_detection == "backchannel"
-        )
-        if realtime and not ours:
+        if realtime and assistant.model.turn_detection != "backchannel":
             return self._realtime_audio(tts, send, clear, rate=rate, input_side=None)
         stt = await self.stt(assistant.transcriber)
         voice = await self.voice.get()
