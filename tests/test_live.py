@@ -34,7 +34,7 @@ from backchannel.voice.output import AudioOutput
 from backchannel.voice.tts import PiperTTS, spoken
 
 from .fake_live import FakeLive, Output, fake_live, last_user_text
-from .peers import free_port, server_process
+from .peers import ServerProcess, free_port, server_process
 from .test_voice_pipeline import Line, eventually, final_user
 
 pytestmark = pytest.mark.anyio
@@ -482,6 +482,44 @@ async def test_a_stuck_generation_is_given_up_and_the_next_turn_is_answered() ->
         await eventually(lambda: LONG_ANSWER in " ".join(said(events)), within=30)
 
 
+async def browser_call(
+    server: ServerProcess, model: dict[str, Any], pcm: bytes, *, rate: int
+) -> tuple[list[bytes], list[dict[str, Any]]]:
+    """A web call to the server process: ``pcm`` sent in 20 ms frames at ``rate``, until
+    the model's long answer is heard; the frames and events the browser got."""
+    async with Client(server.url, api_key=server.api_key) as admin:
+        call = await admin.create_call(assistant={"model": model}, type="web")
+    url = f"{call['clientUrl']}?token={call['clientToken']}&sampleRate={rate}"
+    frames: list[bytes] = []
+    events: list[dict[str, Any]] = []
+    async with connect(url, max_size=None) as ws:
+
+        async def listen() -> None:
+            async for message in ws:
+                if isinstance(message, bytes):
+                    frames.append(message)
+                else:
+                    events.append(json.loads(message))
+
+        def answered() -> bool:
+            return any(
+                e.get("type") == "transcript"
+                and e["role"] == "assistant"
+                and e["transcript"].startswith("Our store opens")
+                for e in events
+            )
+
+        async with asyncio.TaskGroup() as group:
+            listener = group.create_task(listen())
+            step = rate // 50 * 2
+            for start in range(0, len(pcm), step):
+                await ws.send(pcm[start : start + step])
+                await asyncio.sleep(0.02)
+            await eventually(answered, within=90)
+            listener.cancel()
+    return frames, events
+
+
 async def test_a_web_call_through_the_server_process_runs_on_gemini_live(
     tmp_path: Path, piper: PiperTTS
 ) -> None:
@@ -504,38 +542,9 @@ async def test_a_web_call_through_the_server_process_runs_on_gemini_live(
                 with pytest.raises(BackchannelError) as refused:
                     await admin.create_call(assistant={"model": model}, type="text")
                 assert refused.value.code == "voice_call_required"
-                call = await admin.create_call(assistant={"model": model}, type="web")
-            url = f"{call['clientUrl']}?token={call['clientToken']}&sampleRate=16000"
             question = resample(await spoken(piper, "When are you open?"), piper.sample_rate, RATE)
             pcm = np.concatenate([question, np.zeros(int(2.0 * RATE), np.int16)]).astype("<i2")
-            frames: list[bytes] = []
-            events: list[dict[str, Any]] = []
-            async with connect(url, max_size=None) as ws:
-
-                async def listen() -> None:
-                    async for message in ws:
-                        if isinstance(message, bytes):
-                            frames.append(message)
-                        else:
-                            events.append(json.loads(message))
-
-                async with asyncio.TaskGroup() as group:
-                    listener = group.create_task(listen())
-                    raw = pcm.tobytes()
-                    for start in range(0, len(raw), 640):
-                        await ws.send(raw[start : start + 640])
-                        await asyncio.sleep(0.02)
-
-                    def answered() -> bool:
-                        return any(
-                            e.get("type") == "transcript"
-                            and e["role"] == "assistant"
-                            and e["transcript"].startswith("Our store opens")
-                            for e in events
-                        )
-
-                    await eventually(answered, within=90)
-                    listener.cancel()
+            frames, _events = await browser_call(server, model, pcm.tobytes(), rate=RATE)
         assert {len(f) for f in frames} == {640}, "20 ms PCM16 frames at the client's rate"
         assert fake.headers[0]["x-goog-api-key"] == "g-server"
         heard = fake.of_kind("clientContent")[0]["turns"][0]["parts"][0]["text"]
@@ -645,36 +654,10 @@ async def test_a_web_call_through_the_server_process_sends_the_callers_audio_to_
         model = {"provider": "google-live", "url": fake.url}
         env = {"BACKCHANNEL_GOOGLE_API_KEY": "g-server", "SSL_CERT_FILE": str(ca)}
         with server_process(tmp_path, "http://127.0.0.1:9/v1", env=env) as server:
-            async with Client(server.url, api_key=server.api_key) as admin:
-                call = await admin.create_call(assistant={"model": model}, type="web")
-            url = f"{call['clientUrl']}?token={call['clientToken']}&sampleRate=24000"
-            events: list[dict[str, Any]] = []
-            async with connect(url, max_size=None) as ws:
-
-                async def listen() -> None:
-                    async for message in ws:
-                        if not isinstance(message, bytes):
-                            events.append(json.loads(message))
-
-                async with asyncio.TaskGroup() as group:
-                    listener = group.create_task(listen())
-                    t = np.arange(int(0.6 * 24_000)) / 24_000
-                    tone = (np.sin(2 * np.pi * 300 * t) * 9000).astype("<i2")
-                    pcm = np.concatenate([tone, np.zeros(24_000, "<i2")]).tobytes()
-                    for start in range(0, len(pcm), 960):
-                        await ws.send(pcm[start : start + 960])
-                        await asyncio.sleep(0.02)
-
-                    def answered() -> bool:
-                        return any(
-                            e.get("type") == "transcript"
-                            and e["role"] == "assistant"
-                            and e["transcript"].startswith("Our store opens")
-                            for e in events
-                        )
-
-                    await eventually(answered, within=60)
-                    listener.cancel()
+            t = np.arange(int(0.6 * 24_000)) / 24_000
+            tone = (np.sin(2 * np.pi * 300 * t) * 9000).astype("<i2")
+            pcm = np.concatenate([tone, np.zeros(24_000, "<i2")]).tobytes()
+            await browser_call(server, model, pcm, rate=24_000)
         assert fake.setup["model"] == "models/gemini-live-2.5-flash-preview"
         audio = [m["audio"] for m in fake.of_kind("realtimeInput") if "audio" in m]
         assert {a["mimeType"] for a in audio} == {"audio/pcm;rate=16000"}

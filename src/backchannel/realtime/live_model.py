@@ -57,7 +57,8 @@ from ..llm.base import LLMChunk, LLMRequest, TextDelta, ToolCallRequest, parse_a
 from ..tool_runs import PLACEHOLDER
 from .link import _tool
 from .live_link import LiveLink
-from .model import CONNECT_SECONDS, SESSION_REOPENED, SILENCE_SECONDS, _call_ids, _history, _same
+from .mirror import Mirror, history, opened, same
+from .model import CONNECT_SECONDS, SESSION_REOPENED, SILENCE_SECONDS
 from .voice import ModelVoice
 
 log = logging.getLogger("backchannel.realtime")
@@ -134,9 +135,8 @@ class LiveLLM:
         link.idle = lambda: self._idle.is_set()
         #: Told of input events; the call's own input side hears the caller here.
         self.listener: Callable[[dict[str, Any]], None] | None = None
-        self._mirror: list[dict[str, Any]] = []
-        self._said: list[str] = []
-        self._called: set[str] = set()
+        #: The conversation as the session has it.
+        self.mirror = Mirror()
         #: Calls the session knows only as history we wrote (a session started afresh):
         #: their results go in as content, not as answers to the session's own calls.
         self._written_calls: set[str] = set()
@@ -156,7 +156,7 @@ class LiveLLM:
         #: answer it started on its own at a turn's end, until the call takes it.
         self._turn: str | None = None
         self._hearing = ""
-        self._spoken: list[str] = []
+        self._spoken: dict[str, str] = {}
         self._unclaimed: asyncio.Queue[tuple[Any, ...]] | None = None
         self._answering = asyncio.Event()
         #: Answers the server will give to turns that were none, to drop.
@@ -182,6 +182,7 @@ class LiveLLM:
     def not_a_turn(self, item_id: str) -> None:
         """A turn the server ended is not the caller's after all ("mm-hmm" over the
         answer): the answer the server gives it is not played."""
+        self._spoken.pop(item_id, None)
         if self._unclaimed is not None:
             self._unclaimed = None
         else:
@@ -201,18 +202,17 @@ class LiveLLM:
             messages = list(request.messages)
             if messages and messages[-1].get("role") == "user":
                 messages.pop()  # the caller's next words, read ahead: not said yet
-            for message in self._missing(_history(messages, transient=request.guidance)):
+            for message in self._missing(history(messages, transient=request.guidance)):
                 self._write(message)
 
     async def stream(self, request: LLMRequest) -> AsyncIterator[LLMChunk]:
         async with self._lock:
             self._configure(request)
             await self._connected()
-            history = _history(request.messages, transient=request.guidance)
-            missing = self._missing(history)
-            spoken = (
-                bool(history) and history[-1].get("role") == "user" and (history[-1] not in missing)
-            )
+            messages = history(request.messages, transient=request.guidance)
+            missing = self._missing(messages)
+            last = messages[-1] if messages else {}
+            spoken = last.get("role") == "user" and last not in missing
             if spoken and not request.guidance and all(map(self._answer, missing)):
                 # The server's VAD ended the caller's turn and the server answers it on
                 # its own: that answer is this response (with a result to tell, a new
@@ -254,7 +254,7 @@ class LiveLLM:
                         self.voice.add_text(item, event[1])
                         yield TextDelta(event[1])
                     elif kind == "call":
-                        self._called.add(event[1].id)
+                        self.mirror.called.add(event[1].id)
                         yield event[1]
                     elif kind == "end":
                         finished = True
@@ -268,7 +268,7 @@ class LiveLLM:
                         )
             finally:
                 self._stream = None
-                self._said.append(heard)  # the session has it, whole or cut
+                self.mirror.said.append(heard)  # the session has it, whole or cut
                 if began:
                     self.voice.finish(item)
                     if not finished:
@@ -284,67 +284,26 @@ class LiveLLM:
         self.link.configure(live_setup(prompt, request.tools, server_vad=not self.ours))
 
     async def _connected(self) -> None:
-        try:
-            async with asyncio.timeout(self.connect_seconds):
-                await self.link.ready()
-        except TimeoutError:
-            raise ProviderError(
-                f"the live model at {self.link.url} cannot be reached",
-                code="realtime_unreachable",
-            ) from None
+        await opened(self.link.ready, self.connect_seconds, self.link.url)
 
     # -- writing into the session ------------------------------------------------------
 
     def _missing(self, history: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """What the session lacks of ``history``, in order."""
-        common = 0
-        while (
-            common < min(len(history), len(self._mirror))
-            and history[common] == self._mirror[common]
-        ):
-            common += 1
-        old = self._mirror[common:]
-        missing = []
-        for i, message in enumerate(history[common:]):
-            before = old[i] if i < len(old) else None
+        for message in history:
             for call in message.get("tool_calls") or ():
                 self._names[str(call.get("id"))] = str((call.get("function") or {}).get("name"))
-            if message == before or self._known(message, before):
-                continue
-            missing.append(message)
-        self._mirror = history
-        self._said.clear()
-        self._called.clear()
-        return missing
+        return self.mirror.lacks(history, self._spoken_turn)
 
-    def _known(self, message: Mapping[str, Any], before: Mapping[str, Any] | None) -> bool:
-        """Whether the session has this message already: the caller's turns its VAD
-        heard, the model's own words and calls, or an answer of its that the call cut
-        to what was heard."""
-        if message.get("role") == "user":
-            content = str(message.get("content") or "")
-            for i, text in enumerate(self._spoken):
-                if _same(text, content):
-                    del self._spoken[: i + 1]
-                    return True
-            return False
-        if message.get("role") != "assistant":
-            return False
-        content, calls = str(message.get("content") or ""), _call_ids(message)
-        if (
-            before is not None
-            and before.get("role") == "assistant"
-            and _call_ids(before) == calls
-            and str(before.get("content") or "").startswith(content)
-        ):
-            return True
-        if calls and not calls <= self._called:
-            return False
-        if not content:
-            return True
-        for said in self._said:
-            if _same(said, content) or _same(said[: len(content)], content):
-                self._said.remove(said)
+    def _spoken_turn(self, content: str) -> bool:
+        """Whether the caller's words are the turns the session's VAD heard (one, or
+        several the call took as one reply)."""
+        heard: list[str] = []
+        for item in self._spoken:
+            heard.append(item)
+            if same(" ".join(self._spoken[i] for i in heard), content):
+                for done in heard:
+                    del self._spoken[done]
                 return True
         return False
 
@@ -445,11 +404,9 @@ class LiveLLM:
         # them as such, so their results go in as content.
         self._written_calls |= set(self._names)
         if not resumed:
-            self._said.clear()
-            self._called.clear()
             self._cancelled.clear()
-            mirror, self._mirror = self._mirror, []
-            for message in self._missing(mirror):
+            self._spoken.clear()  # the new session has none of the caller's audio
+            for message in self._missing(self.mirror.forget()):
                 self._write(message)
         if self._stream is not None:
             self._stream.put_nowait(("lost",))
@@ -546,7 +503,7 @@ class LiveLLM:
         self._turn, self._hearing = None, ""
         if turn is None:
             return
-        self._spoken.append(text)
+        self._spoken[turn] = text
         self._tell({"type": "input_audio_buffer.speech_stopped", "item_id": turn})
         self._tell(
             {

@@ -44,6 +44,7 @@ from ..conversation import noted_result
 from ..errors import ProviderError
 from ..llm.base import LLMChunk, LLMRequest, TextDelta, ToolCallRequest
 from .link import CONFIGURE_EVENT, RealtimeLink, error_of, server_error, session_config
+from .mirror import Mirror, history, opened, same
 from .voice import ModelVoice
 
 log = logging.getLogger("backchannel.realtime")
@@ -64,10 +65,6 @@ _BUSY = "conversation_already_has_active_response"
 #: Told to the caller's side when a new session replaced a dropped one.
 SESSION_REOPENED = "backchannel.session_reopened"
 _AUDIO_DONE = frozenset({"response.output_audio.done", "response.audio.done"})
-
-
-def _same(a: str | None, b: str | None) -> bool:
-    return " ".join((a or "").split()) == " ".join((b or "").split())
 
 
 class RealtimeLLM:
@@ -97,11 +94,8 @@ class RealtimeLLM:
         link.on_reconnect = self._reconnected
         #: The caller's side of the session (VAD, transcripts), told of input events.
         self.listener: Callable[[dict[str, Any]], None] | None = None
-        #: The history as the session has it (our messages, after the system prompt).
-        self._mirror: list[dict[str, Any]] = []
-        #: The model's own output not yet seen in the history: answers and call ids.
-        self._said: list[str] = []
-        self._called: set[str] = set()
+        #: The conversation as the session has it.
+        self.mirror = Mirror()
         #: Caller turns the server's VAD committed (item id → transcript, once it
         #: comes), in order, not yet matched to a history message.
         self._spoken: dict[str, str | None] = {}
@@ -151,14 +145,14 @@ class RealtimeLLM:
             messages = list(request.messages)
             if messages and messages[-1].get("role") == "user":
                 messages.pop()  # the caller's next words, read ahead: not said yet
-            self._write_history(_history(messages, transient=request.guidance))
+            self._write_history(history(messages, transient=request.guidance))
 
     async def stream(self, request: LLMRequest) -> AsyncIterator[LLMChunk]:
         async with self._lock:
             self._configure(request)
             await self._connected()
             await self._previous_done()
-            self._write_history(_history(request.messages, transient=request.guidance))
+            self._write_history(history(request.messages, transient=request.guidance))
             extra = request.messages[len(request.messages) - request.guidance :]
             guidance = [self._create(_item(m)) for m in extra]
             queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
@@ -196,11 +190,11 @@ class RealtimeLLM:
                     elif kind in _AUDIO_DONE:
                         self.voice.finish(str(event.get("item_id")))
                     elif kind in _TRANSCRIPT_DONE:
-                        self._said.append(str(event.get("transcript") or ""))
+                        self.mirror.said.append(str(event.get("transcript") or ""))
                     elif kind == "response.function_call_arguments.done":
                         calls.append(str(event.get("item_id")))
                         call = _call(event)
-                        self._called.add(call.id)
+                        self.mirror.called.add(call.id)
                         yield call
                     elif kind == "response.done":
                         done_id = _field(event, "response", "id")
@@ -268,65 +262,15 @@ class RealtimeLLM:
             self._idle.set()
 
     async def _connected(self) -> None:
-        try:
-            async with asyncio.timeout(self.connect_seconds):
-                await self.link.ready()
-        except TimeoutError:
-            raise ProviderError(
-                f"the realtime model at {self.link.url} cannot be reached",
-                code="realtime_unreachable",
-            ) from None
+        await opened(self.link.ready, self.connect_seconds, self.link.url)
 
     # -- the history -------------------------------------------------------------------
 
     def _write_history(self, history: list[dict[str, Any]]) -> None:
         """Add what the session lacks, in order."""
-        common = 0
-        while (
-            common < min(len(history), len(self._mirror))
-            and history[common] == self._mirror[common]
-        ):
-            common += 1
-        old = self._mirror[common:]
-        for i, message in enumerate(history[common:]):
-            before = old[i] if i < len(old) else None  # what stood at its place
-            if message == before or self._known(message, before):
-                continue
+        for message in self.mirror.lacks(history, self._spoken_turn):
             for item in _items(message):
                 self._create(item)
-        self._mirror = history
-        # What the model said or called that the history did not take (a response cut
-        # while it was written) is not matched against anything later.
-        self._said.clear()
-        self._called.clear()
-
-    def _known(self, message: Mapping[str, Any], before: Mapping[str, Any] | None) -> bool:
-        """Whether the session has this message already: the caller's spoken turns, the
-        model's own words or calls, or an answer cut to what was heard (``before``, at
-        its place, is the session's copy, truncated there already)."""
-        role, content = message.get("role"), str(message.get("content") or "")
-        if role == "user":
-            return self._spoken_turn(content)
-        if role != "assistant":
-            return False
-        calls = _call_ids(message)
-        if (
-            before is not None
-            and before.get("role") == "assistant"
-            and _call_ids(before) == calls
-            and str(before.get("content") or "").startswith(content)
-        ):
-            return True
-        if calls and not calls <= self._called:
-            return False
-        self._called -= calls
-        if not content:
-            return True
-        for said in self._said:
-            if _same(said, content) or _same(said[: len(content)], content):
-                self._said.remove(said)
-                return True
-        return False
 
     def _spoken_turn(self, content: str) -> bool:
         """Whether the caller's words are the session's committed turns (one, or several
@@ -336,7 +280,7 @@ class RealtimeLLM:
             if text is None:
                 break
             heard.append(item_id)
-            if _same(" ".join(self._spoken[i] or "" for i in heard), content):
+            if same(" ".join(self._spoken[i] or "" for i in heard), content):
                 for done in heard:
                     del self._spoken[done]
                 return True
@@ -352,11 +296,8 @@ class RealtimeLLM:
 
     def _reconnected(self) -> None:
         """A new session has nothing: write the whole history into it again."""
-        self._said.clear()
-        self._called.clear()
         self._spoken.clear()
-        mirror, self._mirror = self._mirror, []
-        self._write_history(mirror)
+        self._write_history(self.mirror.forget())
         if self._stream is not None:  # the response in progress is gone with the session
             self._stream.put_nowait(
                 {"type": "error", "error": {"code": "session_lost", "event_id": self._asked}}
@@ -409,16 +350,6 @@ def _field(event: Mapping[str, Any], outer: str, inner: str) -> Any:
 
 def _code(event: Mapping[str, Any]) -> Any:
     return error_of(event).get("code")
-
-
-def _call_ids(message: Mapping[str, Any]) -> set[str]:
-    return {c["id"] for c in message.get("tool_calls") or ()}
-
-
-def _history(messages: Sequence[Mapping[str, Any]], *, transient: int) -> list[dict[str, Any]]:
-    """The history after the system prompt (that is the session's instructions)."""
-    start = 1 if messages and messages[0].get("role") == "system" else 0
-    return [dict(m) for m in messages[start : len(messages) - transient]]
 
 
 def _items(message: Mapping[str, Any]) -> list[dict[str, Any]]:
