@@ -96,6 +96,9 @@ class FakeLive:
     stall: int = 0
     #: Refuse resumption handles (as after the server's handle lifetime).
     forget: bool = False
+    #: Transcribe a turn late: its words after its answer's first audio, no ``finished``
+    #: (the reference gives transcripts no order with the model's turn).
+    late_words: bool = False
     received: list[dict[str, Any]] = field(default_factory=list)
     setups: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
@@ -118,6 +121,7 @@ class FakeLive:
     _speaking: bool = False
     _quiet: int = 0
     _heard: str = ""
+    _words_due: str | None = None
     _ids: Any = field(default_factory=lambda: itertools.count(1))
 
     @property
@@ -257,14 +261,18 @@ class FakeLive:
                 if self._busy and handling != "NO_INTERRUPTION":
                     await self._interrupt(ws)
                 self._heard = self.transcripts.pop(0) if self.transcripts else ""
-                transcription = {"inputTranscription": {"text": self._heard}}
-                await ws.send(json.dumps({"serverContent": transcription}))
+                if self.late_words:
+                    self._words_due = self._heard
+                else:
+                    transcription = {"inputTranscription": {"text": self._heard}}
+                    await ws.send(json.dumps({"serverContent": transcription}))
         elif self._speaking:
             self._quiet += samples.size
             if self._quiet >= 16_000 // 2:
                 self._speaking = False
-                finished = {"inputTranscription": {"text": "", "finished": True}}
-                await ws.send(json.dumps({"serverContent": finished}))
+                if not self.late_words:
+                    finished = {"inputTranscription": {"text": "", "finished": True}}
+                    await ws.send(json.dumps({"serverContent": finished}))
                 self.state.contents.append({"role": "user", "parts": [{"text": self._heard}]})
                 if self._busy:
                     self._waiting.append("vad")
@@ -360,6 +368,10 @@ class FakeLive:
                 content["outputTranscription"] = {"text": lead + " ".join(piece)}
             self.sent.append((time.time(), "audio"))
             await ws.send(json.dumps({"serverContent": content}))
+            if self._words_due is not None:  # the caller's words, after the answer began
+                late = {"inputTranscription": {"text": self._words_due}}
+                self._words_due = None
+                await ws.send(json.dumps({"serverContent": late}))
             await asyncio.sleep(self.pace)
 
 

@@ -62,7 +62,7 @@ def assistant(
         {
             "model": {
                 "provider": "google-live",
-                "model": "gemini-live-2.5-flash-preview",
+                "model": "gemini-2.5-flash-native-audio-preview-12-2025",
                 "turnDetection": detection,
                 "messages": [{"role": "system", "content": "You are the order desk."}],
                 "tools": [tool] if tool else [],
@@ -110,7 +110,7 @@ async def live_call(
     fake: FakeLive, config: AssistantConfig, *, silence_seconds: float = 30.0
 ) -> AsyncIterator[tuple[Call, Caller, Line, EventLog]]:
     link = LiveLink(
-        model="gemini-live-2.5-flash-preview",
+        model="gemini-2.5-flash-native-audio-preview-12-2025",
         api_key="g-test",
         url=fake.url,
         ssl_context=fake.client_ssl(),
@@ -184,13 +184,13 @@ async def test_a_question_is_answered_in_the_models_voice_over_the_sdk() -> None
         )
         assert fake.headers[0]["x-goog-api-key"] == "g-test"
         setup = fake.setup
-        assert setup["model"] == "models/gemini-live-2.5-flash-preview"
+        assert setup["model"] == "models/gemini-2.5-flash-native-audio-preview-12-2025"
         assert setup["systemInstruction"]["parts"][0]["text"] == "You are the order desk."
         assert setup["generationConfig"]["responseModalities"] == ["AUDIO"]
         assert setup["realtimeInputConfig"]["automaticActivityDetection"]["disabled"] is True
         declaration = setup["tools"][0]["functionDeclarations"][0]
         assert declaration["name"] == "check_order" and declaration["behavior"] == "NON_BLOCKING"
-        assert declaration["parametersJsonSchema"]["properties"] == {"id": {"type": "string"}}
+        assert declaration["parameters"]["properties"] == {"id": {"type": "STRING"}}
         turns = fake.of_kind("clientContent")
         assert turns[-1]["turnComplete"] is True
         assert turns[-1]["turns"][-1]["parts"][0]["text"] == "When are you open?"
@@ -304,7 +304,13 @@ async def test_4_three_results_in_one_second_make_one_announcement() -> None:
 
 
 async def test_8_a_silent_result_reaches_the_model_without_a_generation() -> None:
-    async with fake_live(order_desk) as fake:
+    seen: list[list[dict[str, Any]]] = []
+
+    def respond(contents: list[dict[str, Any]]) -> Output:
+        seen.append([dict(c) for c in contents])
+        return order_desk(contents)
+
+    async with fake_live(respond) as fake:
         async with live_call(fake, assistant(ORDER_TOOL)) as (live, caller, _line, events):
             call_id = await asked_for_order(fake, live, caller, events)
             result = ToolResult(call_id, result="shipped", delivery="silent")
@@ -315,7 +321,12 @@ async def test_8_a_silent_result_reaches_the_model_without_a_generation() -> Non
             assert len(fake.generations) == 2, "nothing said"
             caller.says("Has it shipped yet?")
             await eventually(lambda: len(fake.generations) == 3, within=30)
-        assert "Your order has shipped." not in said(events)[:3]
+        # The next question's generation had the result in its context, before the turn.
+        context = [p for c in seen[-1] for p in c["parts"]]
+        outputs = [
+            p["functionResponse"]["response"]["output"] for p in context if "functionResponse" in p
+        ]
+        assert outputs[-1] == "shipped" and context[-1] == {"text": "Has it shipped yet?"}
 
 
 async def test_9_a_result_after_hang_up_is_kept_late() -> None:
@@ -531,7 +542,7 @@ async def test_a_web_call_through_the_server_process_runs_on_gemini_live(
         fake.ca.cert_pem.write_to_path(str(ca))
         model = {
             "provider": "google-live",
-            "model": "gemini-live-2.5-flash-preview",
+            "model": "gemini-2.5-flash-native-audio-preview-12-2025",
             "turnDetection": "backchannel",
             "url": fake.url,
             "messages": [{"role": "system", "content": "You are the order desk."}],
@@ -572,6 +583,19 @@ async def test_with_the_servers_vad_the_callers_audio_goes_to_the_model_and_driv
         # The server answered the turn on its own; nothing else was asked of it.
         assert fake.generations == ["vad"] and not fake.of_kind("clientContent")
         assert len(line.frames) > 100
+
+
+async def test_with_the_servers_vad_words_transcribed_after_the_answer_still_make_the_turn() -> (
+    None
+):
+    async with fake_live(order_desk, transcripts=["When are you open?"], late_words=True) as fake:
+        config = assistant(detection="server_vad")
+        async with live_call(fake, config) as (live, caller, _line, events):
+            caller.speaks(0.6)
+            await eventually(lambda: LONG_ANSWER in " ".join(said(events)), within=30)
+            await settled(live, fake)
+        assert [e.data["transcript"] for e in final_user(events)] == ["When are you open?"]
+        assert fake.generations == ["vad"] and not fake.of_kind("clientContent")
 
 
 async def test_with_the_servers_vad_an_async_result_is_said_once_when_the_floor_is_free() -> None:
@@ -619,8 +643,9 @@ async def test_with_the_servers_vad_a_result_while_the_caller_talks_is_told_afte
             await eventually(lambda: "Your order has shipped." in said(events), within=30)
             await settled(live, fake)
         assert said(events).count("Your order has shipped.") == 1
-        # The result started the answer to the turn (cutting the server's own, which knew
-        # nothing of it, if that was still being written).
+        # The result started the answer to the turn; the server's own answer, which knew
+        # nothing of it, was not played (cut, if it was still being written).
+        assert LONG_ANSWER not in " ".join(said(events))
         scheduling = fake.responses(call_id)[-1]["scheduling"]
         assert scheduling in ("INTERRUPT", "WHEN_IDLE") and fake.generations[-1] == scheduling
 
@@ -658,7 +683,7 @@ async def test_a_web_call_through_the_server_process_sends_the_callers_audio_to_
             tone = (np.sin(2 * np.pi * 300 * t) * 9000).astype("<i2")
             pcm = np.concatenate([tone, np.zeros(24_000, "<i2")]).tobytes()
             await browser_call(server, model, pcm, rate=24_000)
-        assert fake.setup["model"] == "models/gemini-live-2.5-flash-preview"
+        assert fake.setup["model"] == "models/gemini-2.5-flash-native-audio-preview-12-2025"
         audio = [m["audio"] for m in fake.of_kind("realtimeInput") if "audio" in m]
         assert {a["mimeType"] for a in audio} == {"audio/pcm;rate=16000"}
         assert fake.generations == ["vad"] and not fake.problems

@@ -4,7 +4,8 @@ arbiter around them."""
 from .link import RealtimeLink, session_config
 from .listening import RealtimeInput
 from .live_link import LiveLink
-from .live_model import LiveLLM, live_setup
+from .live_model import LiveLLM
+from .live_setup import live_setup
 from .model import RealtimeLLM
 from .voice import ModelVoice
 

@@ -8,8 +8,8 @@ Messages to the server are queued with :meth:`LiveLink.post` and go out in order
 
 A session the server ends (a dropped connection, a ``goAway`` before its time limit) is
 opened again with the last ``sessionResumptionUpdate`` handle, so the server restores the
-conversation, pending tool calls included, and ``on_reconnect(resumed=True)`` is told. A
-handle the server refuses is dropped: the next session starts empty and
+conversation, and ``on_reconnect(resumed=True)`` is told. A handle the server refuses
+(it closes the set-up with 1007 or 1008) is dropped: the next session starts empty and
 ``on_reconnect(resumed=False)`` lets the model write the conversation into it. A ``goAway``
 is acted on once the model is idle (or just before the time it gave runs out), so an
 answer in progress is not lost to it.
@@ -30,7 +30,7 @@ log = logging.getLogger("backchannel.realtime")
 #: Waits between attempts to connect again: the last one repeats.
 RECONNECT_BACKOFF = (0.2, 0.5, 1.0, 2.0, 5.0)
 DEFAULT_URL = "https://generativelanguage.googleapis.com"
-DEFAULT_MODEL = "gemini-live-2.5-flash-preview"
+DEFAULT_MODEL = "gemini-2.5-flash-native-audio-preview-12-2025"
 #: The rate of the caller's audio Live takes.
 INPUT_RATE = 16_000
 #: Microphone chunks kept for a session not open yet (or away): about 5 s of 20 ms.
@@ -96,8 +96,8 @@ class LiveLink:
         self._outbox.put_nowait(Outgoing(kind, arguments))
 
     def post_audio(self, pcm: bytes) -> None:
-        """Queue the caller's audio (PCM16, 16 kHz); while no session is open, only the
-        last few seconds are kept."""
+        """Queue the caller's audio (PCM16, 16 kHz); while no session is open, at most
+        about 5 s is kept, and the rest dropped."""
         if self._audio_queued >= MAX_QUEUED_AUDIO:
             return
         self._audio_queued += 1
@@ -145,7 +145,7 @@ class LiveLink:
                 raise
             except BaseException as exc:  # refused, or dropped in either direction
                 log.warning("gemini live connection to %s lost: %s", self.url, _reason(exc))
-                if resuming is not None and self._ready.is_set() is False:
+                if resuming is not None and not self._ready.is_set() and _refused(exc):
                     self.handle = None  # the server would not resume it: start afresh
             finally:
                 self._ready.clear()
@@ -201,6 +201,14 @@ class LiveLink:
             if asyncio.get_running_loop().time() >= self._go_away:
                 break
             await asyncio.sleep(0.05)
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether the server refused the set-up (a bad request, or a handle it does not
+    know), not a transport failure."""
+    if isinstance(exc, BaseExceptionGroup):
+        return any(_refused(e) for e in exc.exceptions)
+    return getattr(exc, "code", None) in (1007, 1008)
 
 
 def _closed(session: Any) -> bool:

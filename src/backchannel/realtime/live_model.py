@@ -28,8 +28,8 @@ when the model speaks, tools are recorded in the ledger and routed as always.
   ``interrupt`` result) may still be being written: what starts the next one interrupts
   it (any ``clientContent`` does, as does ``INTERRUPT``), and what it still sends, up to
   its ``interrupted`` / ``turnComplete``, is dropped; a tool it still calls is told it
-  did not run. Nothing else starts a generation: the session's own activity detection
-  is off and every other tool response is ``SILENT``.
+  did not run. With ``backchannel`` turn detection nothing else starts a generation:
+  the session's activity detection is off and every other tool response is ``SILENT``.
 * **Faults** as with Realtime: a session not open in ``connect_seconds``, or a generation
   silent for ``silence_seconds``, fails the response (the caller hears the fallback
   line); a session lost mid-answer fails that answer. A lost session is resumed with its
@@ -44,6 +44,7 @@ barge-in the model's history holds its whole answer, the call's the part that wa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -55,60 +56,23 @@ from ..conversation import noted_result
 from ..errors import ProviderError
 from ..llm.base import LLMChunk, LLMRequest, TextDelta, ToolCallRequest, parse_arguments
 from ..tool_runs import PLACEHOLDER
-from .link import _tool
 from .live_link import LiveLink
+from .live_setup import live_setup
 from .mirror import Mirror, history, opened, same
 from .model import CONNECT_SECONDS, SESSION_REOPENED, SILENCE_SECONDS
 from .voice import ModelVoice
 
 log = logging.getLogger("backchannel.realtime")
 
+#: A frame of the caller's audio at least this loud (RMS of PCM16) is speech, not quiet.
+LOUD_RMS = 300.0
+#: Words transcribed after this much quiet (1.5 s at 16 kHz) belong to a turn that ended.
+LATE_WORDS_SAMPLES = 24_000
+#: How long a response that is to tell a result waits for the server's own answer to the
+#: caller's turn to start (to cut it) before it goes on without.
+OWN_ANSWER_WAIT = 5.0
 #: What a call the model made in an answer nobody heard is told.
 NOT_RUN = {"error": "not run: the caller did not hear this answer"}
-
-
-def live_setup(
-    prompt: str,
-    tools: Sequence[Mapping[str, Any]],
-    *,
-    server_vad: bool = True,
-    voice: str | None = None,
-) -> dict[str, Any]:
-    """The session's ``LiveConnectConfig``: audio out with its transcript, the system
-    prompt, every tool ``NON_BLOCKING``. With ``server_vad`` the server hears the
-    caller's audio (its activity detection, never cutting the answer itself: the call
-    decides; its transcription); without, it has no activity detection and gets words."""
-    detection: dict[str, Any] = (
-        {"activity_handling": "NO_INTERRUPTION"}
-        if server_vad
-        else {"automatic_activity_detection": {"disabled": True}}
-    )
-    setup: dict[str, Any] = {
-        "response_modalities": ["AUDIO"],
-        "output_audio_transcription": {},
-        "realtime_input_config": detection,
-        "context_window_compression": {"sliding_window": {}},
-    }
-    if server_vad:
-        setup["input_audio_transcription"] = {}
-    if prompt:
-        setup["system_instruction"] = {"parts": [{"text": prompt}]}
-    if tools:
-        declarations = []
-        for schema in tools:
-            tool = _tool(schema)
-            declarations.append(
-                {
-                    "name": tool["name"],
-                    "description": tool.get("description") or "",
-                    "parameters_json_schema": tool["parameters"],
-                    "behavior": "NON_BLOCKING",
-                }
-            )
-        setup["tools"] = [{"function_declarations": declarations}]
-    if voice:
-        setup["speech_config"] = {"voice_config": {"prebuilt_voice_config": {"voice_name": voice}}}
-    return setup
 
 
 class LiveLLM:
@@ -148,6 +112,8 @@ class LiveLLM:
         self._skipping = False
         #: An ``interrupted`` came; a ``turnComplete`` right after it is the same end.
         self._stale_end = False
+        #: The generation in progress said ``generationComplete`` (its response ended).
+        self._generated = False
         self._idle = asyncio.Event()
         self._idle.set()
         self._lock = asyncio.Lock()
@@ -159,6 +125,12 @@ class LiveLLM:
         self._spoken: dict[str, str] = {}
         self._unclaimed: asyncio.Queue[tuple[Any, ...]] | None = None
         self._answering = asyncio.Event()
+        #: Samples of the caller's audio since it was last loud; a turn whose answer
+        #: came before its words.
+        self._since_loud = LATE_WORDS_SAMPLES + 1
+        self._words_late = False
+        #: A turn ended whose answer the server has not started yet.
+        self._turn_ended = False
         #: Answers the server will give to turns that were none, to drop.
         self._unwanted = 0
 
@@ -168,8 +140,14 @@ class LiveLLM:
         return self.turn_detection == "backchannel"
 
     def hear(self, pcm: bytes) -> None:
-        """The caller's audio (PCM16 at 16 kHz), for the server's VAD."""
+        """The caller's audio (PCM16 at 16 kHz), for the server's VAD. Its loudness is
+        kept, to tell new speech from a transcript that comes late."""
         self.link.post_audio(pcm)
+        samples = np.frombuffer(pcm[: len(pcm) // 2 * 2], "<i2").astype(np.float32)
+        if samples.size and float(np.sqrt(np.mean(samples**2))) >= LOUD_RMS:
+            self._since_loud = 0
+        else:
+            self._since_loud += samples.size
 
     @property
     def voice(self) -> ModelVoice:
@@ -184,7 +162,7 @@ class LiveLLM:
         answer): the answer the server gives it is not played."""
         self._spoken.pop(item_id, None)
         if self._unclaimed is not None:
-            self._unclaimed = None
+            self._drop_answer()
         else:
             self._unwanted += 1  # it comes once the answer in progress is done
 
@@ -213,7 +191,12 @@ class LiveLLM:
             missing = self._missing(messages)
             last = messages[-1] if messages else {}
             spoken = last.get("role") == "user" and last not in missing
-            if spoken and not request.guidance and all(map(self._answer, missing)):
+            attach = spoken and not request.guidance and all(map(self._answer, missing))
+            if spoken and not self.ours and not attach:
+                # The server answers the turn on its own, knowing nothing of what is to
+                # be told: once it starts, it is cut, not taken for this response.
+                await self._answer_started(min(self.silence_seconds, OWN_ANSWER_WAIT))
+            if attach:
                 # The server's VAD ended the caller's turn and the server answers it on
                 # its own: that answer is this response (with a result to tell, a new
                 # one is asked for instead).
@@ -221,7 +204,7 @@ class LiveLLM:
                     self._write(message)  # results, silently: the answer goes on
                 queue = self._stream = await self._servers_answer()
             else:
-                self._unclaimed = None  # not what the call asks for: dropped
+                self._drop_answer()  # not what the call asks for
                 trigger = _trigger(missing)
                 for message in missing:
                     self._write(message)
@@ -240,6 +223,9 @@ class LiveLLM:
                         async with asyncio.timeout(self.silence_seconds):
                             event = await queue.get()
                     except TimeoutError:
+                        # Whatever was asked for never came: nothing is taken as running.
+                        self._idle.set()
+                        self._skipping = self._generated = False
                         raise ProviderError(
                             "the live model stopped answering", code="realtime_timeout"
                         ) from None
@@ -413,8 +399,11 @@ class LiveLLM:
         self.voice.abandon_all()
         self._idle.set()
         self._skipping = self._stale_end = False
-        self._turn, self._hearing, self._unclaimed, self._unwanted = None, "", None, 0
-        self._tell({"type": SESSION_REOPENED})
+        self._turn, self._hearing = None, ""
+        self._turn_ended = self._words_late = False
+        self._drop_answer()
+        self._tell({"type": SESSION_REOPENED})  # turns it ended are none: not counted
+        self._unwanted = 0
 
     # -- messages from the server --------------------------------------------------------
 
@@ -442,6 +431,13 @@ class LiveLLM:
                 self._to_stream(("audio", np.frombuffer(data[: len(data) // 2 * 2], "<i2")))
         if content.output_transcription is not None and content.output_transcription.text:
             self._to_stream(("text", content.output_transcription.text))
+        if self._words_late and (content.generation_complete or content.turn_complete):
+            self._caller_done()
+        if content.generation_complete and not self._skipping and not self._generated:
+            # The answer is whole; the server waits for it to be played before its
+            # ``turnComplete``, and until then another generation would cut it.
+            self._generated = True
+            self._to_stream(("end",))
         if content.interrupted:
             # Its ``turnComplete`` may follow: that is this generation's end, not the next's.
             self._stale_end = True
@@ -453,39 +449,60 @@ class LiveLLM:
                 self._end_generation()
 
     def _end_generation(self) -> None:
+        generated, self._generated = self._generated, False
         if self._skipping:
             self._skipping = False  # the generation given up is over; ours goes on
         else:
             self._idle.set()
-            self._to_stream(("end",))
+            if not generated:
+                self._to_stream(("end",))
 
     async def _servers_answer(self) -> asyncio.Queue[tuple[Any, ...]]:
         """The answer the server starts on its own for the caller's turn."""
-        try:
-            async with asyncio.timeout(self.silence_seconds):
+        await self._answer_started(self.silence_seconds)
+        answer, self._unclaimed = self._unclaimed, None
+        if answer is None:
+            raise ProviderError("the live model did not answer the caller", code="realtime_timeout")
+        return answer
+
+    async def _answer_started(self, seconds: float) -> None:
+        """Wait up to ``seconds`` for the server to start its own answer to a turn."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
                 while self._unclaimed is None:
                     self._answering.clear()
                     await self._answering.wait()
-        except TimeoutError:
-            raise ProviderError(
-                "the live model did not answer the caller", code="realtime_timeout"
-            ) from None
+
+    def _drop_answer(self) -> None:
+        """The answer the server started on its own is not played; the calls it made
+        are told they did not run."""
         answer, self._unclaimed = self._unclaimed, None
-        return answer
+        while answer is not None and not answer.empty():
+            event = answer.get_nowait()
+            if event[0] == "call":
+                self._respond(event[1].id, dict(NOT_RUN), "SILENT", more=False)
 
     def _caller_speaks(self, text: str) -> None:
-        """The server transcribed the caller: a turn starts, or goes on."""
+        """The server transcribed the caller: a turn starts, or goes on. Words that come
+        when the caller has been quiet a while are a late transcript of a turn already
+        ended, not a new one (the reference orders transcripts with nothing)."""
         if self._turn is None:
-            self._turn = f"live_turn_{next(self._ids)}"
-            self._tell({"type": "input_audio_buffer.speech_started", "item_id": self._turn})
+            if self._since_loud > LATE_WORDS_SAMPLES:
+                log.debug("gemini live: late words of an ended turn: %r", text)
+                return
+            self._open_turn()
         self._hearing += text
+
+    def _open_turn(self) -> None:
+        self._turn = f"live_turn_{next(self._ids)}"
+        self._tell({"type": "input_audio_buffer.speech_started", "item_id": self._turn})
 
     def _unprompted(self, message: Any) -> bool:
         """Whether the server starts an answer nobody asked for: its VAD ended a turn."""
         content = message.server_content
+        # A transcript alone is not: it may come late, after its answer's end.
         output = message.tool_call is not None or (
-            content is not None
-            and (content.model_turn is not None or content.output_transcription is not None)
+            content is not None and content.model_turn is not None
         )
         return (
             output
@@ -499,10 +516,12 @@ class LiveLLM:
     def _caller_done(self) -> None:
         """The server's VAD ended the caller's turn: the call is told it ended, with
         its words."""
+        self._words_late = False
         turn, text = self._turn, " ".join(self._hearing.split())
         self._turn, self._hearing = None, ""
         if turn is None:
             return
+        self._turn_ended = True  # its answer is the next the server starts
         self._spoken[turn] = text
         self._tell({"type": "input_audio_buffer.speech_stopped", "item_id": turn})
         self._tell(
@@ -516,7 +535,14 @@ class LiveLLM:
     def _answers(self) -> None:
         """The server starts an answer on its own (its VAD ended a turn): it waits for
         the call to ask for it, or is dropped if the turn was none."""
-        self._caller_done()
+        ended, self._turn_ended = self._turn_ended, False
+        if self._turn is None and not ended and self._since_loud <= LATE_WORDS_SAMPLES:
+            # Answered before its words were transcribed: the turn ends with its
+            # answer's generation, by when its words have come.
+            self._open_turn()
+            self._words_late = True
+        else:
+            self._caller_done()
         self._idle.clear()
         if self._unwanted:
             self._unwanted -= 1
