@@ -132,7 +132,7 @@ async def run_live(turns: int) -> tuple[list[float], list[float]]:
     async with fake_live(respond, pace=0.0) as fake:
         link = LiveLink(model="gemini-live", api_key="bench", url=fake.url)
         link.ssl_context = fake.client_ssl()
-        model = LiveLLM(link)
+        model = LiveLLM(link, turn_detection="backchannel")
         engine = Engine(Ledger(MemoryStore()), llm=model)
         await engine.open()
         voice = ModelVoice()
