@@ -23,6 +23,8 @@ import asyncio
 import statistics
 import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,7 @@ from tests.fake_realtime import fake_realtime
 from tests.test_voice_pipeline import eventually
 
 from backchannel import AssistantConfig, Engine, EventLog, Ledger, MemoryStore, TurnState
+from backchannel.call import Call
 from backchannel.realtime import (
     LiveLink,
     LiveLLM,
@@ -42,6 +45,7 @@ from backchannel.realtime import (
     RealtimeLLM,
 )
 from backchannel.voice.output import AudioOutput
+from backchannel.voice.session import CallInput
 
 RATE = 16_000
 ANSWER = "We open at nine."
@@ -63,9 +67,22 @@ def after(log: list[tuple[float, str]], kind: str, since: float) -> float:
     return next(t for t, k in log if k == kind and t >= since)
 
 
-async def run(turns: int) -> tuple[list[float], list[float]]:
-    decide: list[float] = []
-    play: list[float] = []
+def respond(_history: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    return [("say", ANSWER)]
+
+
+class Words:
+    """The call's input side when the turns come in words (nothing to hear)."""
+
+    def feed(self, pcm: bytes) -> None:
+        pass
+
+
+@asynccontextmanager
+async def timed_call(
+    model: RealtimeLLM | LiveLLM, provider: str, session: CallInput | None = None
+) -> AsyncIterator[tuple[Call, RealtimeInput, list[float], EventLog]]:
+    """A call on ``model``: its input side, and when each frame went to the caller."""
     frames: list[float] = []
 
     async def send(_frame: bytes) -> None:
@@ -74,39 +91,44 @@ async def run(turns: int) -> tuple[list[float], list[float]]:
     async def clear() -> None:
         return None
 
-    def respond(_items: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
-        return [("say", ANSWER)]
+    engine = Engine(Ledger(MemoryStore()), llm=model)
+    await engine.open()
+    voice = ModelVoice()
+    output = AudioOutput(voice, send, rate=RATE, clear=voice.clearing(clear))
+    config = AssistantConfig.from_json({"model": {"provider": provider}})
+    events = EventLog()
+    async with engine.call(config, output=output, events=events) as live:
+        model.voice = voice
+        yield live, RealtimeInput(live, model, rate=RATE, session=session), frames, events
+    await engine.close()
 
+
+async def answered_turn(live: Call, events: EventLog, turn: int) -> None:
+    """Until the answer to turn ``turn`` (from 0) has been heard and the floor is free."""
+    await eventually(lambda: answered(events) > turn and not live.assistant_speaking)
+    await eventually(lambda: live.arbiter.state is TurnState.IDLE)
+
+
+async def run(turns: int) -> tuple[list[float], list[float]]:
+    decide: list[float] = []
+    play: list[float] = []
     async with fake_realtime(respond, ["When are you open?"] * turns, pace=0.0) as fake:
         link = RealtimeLink(model="gpt-realtime", api_key="bench", url=fake.url)
         model = RealtimeLLM(link)
-        engine = Engine(Ledger(MemoryStore()), llm=model)
-        await engine.open()
-        voice = ModelVoice()
-        output = AudioOutput(voice, send, rate=RATE, clear=voice.clearing(clear))
-        config = AssistantConfig.from_json({"model": {"provider": "openai-realtime"}})
-        events = EventLog()
-        async with engine.call(config, output=output, events=events) as live:
-            model.voice = voice
-            listening = RealtimeInput(live, model, rate=RATE)
+        async with timed_call(model, "openai-realtime") as (live, listening, frames, events):
             for turn in range(turns):
                 started = time.time()
                 pcm = speech(0.5)
                 for start in range(0, len(pcm), 640):
                     listening.feed(pcm[start : start + 640])
-                await eventually(
-                    lambda n=turn: answered(events) > n and not live.assistant_speaking
-                )
-                await eventually(lambda: live.arbiter.state is TurnState.IDLE)
+                await answered_turn(live, events, turn)
                 heard = after(
                     fake.sent, "conversation.item.input_audio_transcription.completed", started
                 )
                 asked = after(fake.arrivals, "response.create", heard)
                 first_audio = after(fake.sent, "response.output_audio.delta", asked)
-                first_frame = next(t for t in frames if t >= first_audio)
                 decide.append((asked - heard) * 1000)
-                play.append((first_frame - first_audio) * 1000)
-        await engine.close()
+                play.append((next(t for t in frames if t >= first_audio) - first_audio) * 1000)
     return decide, play
 
 
@@ -114,49 +136,21 @@ async def run_live(turns: int) -> tuple[list[float], list[float]]:
     """The same turns on Gemini Live: the caller's turn handed to the call in words."""
     decide: list[float] = []
     play: list[float] = []
-    frames: list[float] = []
-
-    async def send(_frame: bytes) -> None:
-        frames.append(time.time())
-
-    async def clear() -> None:
-        return None
-
-    def respond(_contents: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
-        return [("say", ANSWER)]
-
-    class Words:
-        def feed(self, pcm: bytes) -> None:
-            pass
-
     async with fake_live(respond, pace=0.0) as fake:
         link = LiveLink(model="gemini-live", api_key="bench", url=fake.url)
         link.ssl_context = fake.client_ssl()
         model = LiveLLM(link, turn_detection="backchannel")
-        engine = Engine(Ledger(MemoryStore()), llm=model)
-        await engine.open()
-        voice = ModelVoice()
-        output = AudioOutput(voice, send, rate=RATE, clear=voice.clearing(clear))
-        config = AssistantConfig.from_json({"model": {"provider": "google-live"}})
-        events = EventLog()
-        async with engine.call(config, output=output, events=events) as live:
-            model.voice = voice
-            RealtimeInput(live, model, rate=RATE, session=Words())
+        async with timed_call(model, "google-live", Words()) as (live, _input, frames, events):
             for turn in range(turns):
                 heard = time.time()
                 live.user_started_speaking()
                 live.user_stopped_speaking()
                 live.user_transcript("When are you open?")
-                await eventually(
-                    lambda n=turn: answered(events) > n and not live.assistant_speaking
-                )
-                await eventually(lambda: live.arbiter.state is TurnState.IDLE)
+                await answered_turn(live, events, turn)
                 asked = after(fake.arrivals, "clientContent", heard)
                 first_audio = after(fake.sent, "audio", asked)
-                first_frame = next(t for t in frames if t >= first_audio)
                 decide.append((asked - heard) * 1000)
-                play.append((first_frame - first_audio) * 1000)
-        await engine.close()
+                play.append((next(t for t in frames if t >= first_audio) - first_audio) * 1000)
     return decide, play
 
 

@@ -339,13 +339,17 @@ class Call:
         an earlier place (the guidance before the caller's latest words moves)."""
         if not self._opened.is_set():
             return  # the opening prompt first: it is the one kept for the next call
-        waiting = tuple(a for a in self.arbiter.pending if a.text is None)
+        waiting = self._for_the_model()
         response = self._response
         if waiting:
             guidance = instructions(Plan(0, PlanKind.ANNOUNCE, announcements=waiting))
             self._read_ahead(self.conversation.to_openai(guidance), guidance=len(guidance))
         elif response is None or not (response.end_call_after or response.cut):
             self._read_ahead_turn()
+
+    def _for_the_model(self) -> tuple[Announcement, ...]:
+        """The announcements waiting that the model is to word (not fixed lines)."""
+        return tuple(a for a in self.arbiter.pending if a.text is None)
 
     def _read_ahead_turn(self) -> None:
         """Let the model read the history up to the caller's next words."""
@@ -590,9 +594,8 @@ class Call:
         if self._response is response:
             self._response = None
         self._conversation_changed()
-        announcing = any(a.text is None for a in self.arbiter.pending)
         live = self._opened.is_set() and not self.ended.is_set()
-        if response.cut and live and (self.arbiter.user_speaking or not announcing):
+        if response.cut and live and (self.arbiter.user_speaking or not self._for_the_model()):
             # The caller took the floor: their turn follows what was heard; the model
             # reads it ahead while they talk, before any words are transcribed. (Cut for
             # a result instead, the result's announcement is asked next.)

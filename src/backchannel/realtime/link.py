@@ -28,7 +28,7 @@ log = logging.getLogger("backchannel.realtime")
 RECONNECT_BACKOFF = (0.2, 0.5, 1.0, 2.0, 5.0)
 DEFAULT_URL = "wss://api.openai.com/v1"
 DEFAULT_TRANSCRIBER = "gpt-4o-mini-transcribe"
-#: Microphone frames kept for a session not open yet (or away): about 5 s of 20 ms.
+#: Microphone chunks kept for a session not open yet (or away): about 5 s of 20 ms.
 MAX_QUEUED_AUDIO = 250
 #: The ``event_id`` of every ``session.update``: an error naming it is the session's.
 CONFIGURE_EVENT = "bc_configure"
@@ -66,12 +66,12 @@ def session_config(
             },
             "output": output,
         },
-        "tools": [_tool(t) for t in tools],
+        "tools": [function_tool(t) for t in tools],
         "tool_choice": "auto",
     }
 
 
-def _tool(schema: Mapping[str, Any]) -> dict[str, Any]:
+def function_tool(schema: Mapping[str, Any]) -> dict[str, Any]:
     """A chat-completions tool schema as a Realtime session tool."""
     function = schema.get("function", schema)
     out = {"type": "function", "name": function["name"]}
@@ -131,7 +131,7 @@ class RealtimeLink:
             except Exception as exc:
                 log.warning("realtime connect to %s failed: %s", self.url, exc)
                 failures += 1
-                await asyncio.sleep(_backoff(failures))
+                await asyncio.sleep(backoff(failures))
                 continue
             try:
                 await connection.send(
@@ -157,7 +157,7 @@ class RealtimeLink:
                 with contextlib.suppress(Exception):
                     await connection.close()
             failures += 1
-            await asyncio.sleep(_backoff(failures))
+            await asyncio.sleep(backoff(failures))
 
     async def _write(self, connection: Any) -> None:
         while True:
@@ -184,7 +184,8 @@ class RealtimeLink:
                 log.exception("realtime event %s could not be handled", event["type"])
 
 
-def _backoff(failures: int) -> float:
+def backoff(failures: int) -> float:
+    """The wait before the next attempt to connect, after ``failures`` in a row."""
     return RECONNECT_BACKOFF[min(failures, len(RECONNECT_BACKOFF)) - 1]
 
 

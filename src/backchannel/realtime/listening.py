@@ -3,7 +3,7 @@ model, the server's turn detection and transcripts to the call.
 
 :class:`RealtimeInput` takes the transport's frames like a
 :class:`~backchannel.voice.session.VoiceSession` does (``feed``), resamples them to the
-model's 24 kHz and appends them to the session's input buffer. The server's VAD reports
+model's input rate and hands them to the model (``hear``). The server's VAD reports
 the caller's turns (``speech_started`` / ``speech_stopped``, each under the item the turn
 becomes) and its transcription the caller's words; they reach the call as they would
 from the pipeline, so the arbiter decides who speaks next: a barge-in cuts the model's
@@ -22,7 +22,6 @@ them, in words.
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -31,10 +30,8 @@ from ..errors import ConfigError
 from ..voice.audio import StreamResampler, to_samples
 from ..voice.interruption import MAX_ACKNOWLEDGEMENT_SECONDS, Interruptions
 from ..voice.session import CallInput
-from .live_link import INPUT_RATE
 from .live_model import LiveLLM
 from .model import SESSION_REOPENED, RealtimeLLM
-from .voice import MODEL_RATE
 
 if TYPE_CHECKING:
     from ..call import Call
@@ -58,16 +55,14 @@ class RealtimeInput:
         rate: int,
         session: CallInput | None = None,
     ) -> None:
-        if isinstance(model, LiveLLM) and model.ours and session is None:
+        if model.ours and session is None:
             raise ConfigError("turnDetection backchannel needs the call's own input side")
         self.call = call
         self.model = model
         #: With ``turnDetection: backchannel``: the pipeline's input side.
         self.session = session
         self.interruptions = Interruptions(call.assistant.stop_speaking_plan)
-        self._resample = StreamResampler(
-            rate, INPUT_RATE if isinstance(model, LiveLLM) else MODEL_RATE
-        )
+        self._resample = StreamResampler(rate, model.input_rate)
         #: The caller's turns the server reported, by item id, until transcribed.
         self._turns: dict[str, _Turn] = {}
         self._timers: dict[str, asyncio.Task[None]] = {}
@@ -87,13 +82,8 @@ class RealtimeInput:
             self.session.feed(pcm)  # the call hears the caller; the model gets words
             return
         samples = self._resample(to_samples(pcm))
-        if not samples.size:
-            return
-        if isinstance(self.model, LiveLLM):
-            self.model.hear(samples.astype("<i2").tobytes())
-        else:
-            audio = base64.b64encode(samples.astype("<i2").tobytes()).decode()
-            self.model.link.post({"type": "input_audio_buffer.append", "audio": audio})
+        if samples.size:
+            self.model.hear(samples)
 
     def _heard(self, event: dict[str, Any]) -> None:
         if self.session is not None:

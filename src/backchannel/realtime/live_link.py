@@ -25,16 +25,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .link import MAX_QUEUED_AUDIO, backoff
+
 log = logging.getLogger("backchannel.realtime")
 
-#: Waits between attempts to connect again: the last one repeats.
-RECONNECT_BACKOFF = (0.2, 0.5, 1.0, 2.0, 5.0)
 DEFAULT_URL = "https://generativelanguage.googleapis.com"
 DEFAULT_MODEL = "gemini-2.5-flash-native-audio-preview-12-2025"
 #: The rate of the caller's audio Live takes.
 INPUT_RATE = 16_000
-#: Microphone chunks kept for a session not open yet (or away): about 5 s of 20 ms.
-MAX_QUEUED_AUDIO = 250
 
 
 @dataclass(frozen=True)
@@ -150,7 +148,7 @@ class LiveLink:
             finally:
                 self._ready.clear()
             failures += 1
-            await asyncio.sleep(_backoff(failures))
+            await asyncio.sleep(backoff(failures))
 
     async def _write(self, session: Any) -> None:
         while True:
@@ -216,10 +214,6 @@ def _closed(session: Any) -> bool:
     from websockets.protocol import State
 
     return getattr(getattr(session, "_ws", None), "state", State.CLOSED) is not State.OPEN
-
-
-def _backoff(failures: int) -> float:
-    return RECONNECT_BACKOFF[min(failures, len(RECONNECT_BACKOFF)) - 1]
 
 
 def _seconds(value: Any) -> float:

@@ -48,6 +48,7 @@ import contextlib
 import itertools
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -56,9 +57,10 @@ from ..conversation import noted_result
 from ..errors import ProviderError
 from ..llm.base import LLMChunk, LLMRequest, TextDelta, ToolCallRequest, parse_arguments
 from ..tool_runs import PLACEHOLDER
-from .live_link import LiveLink
+from ..voice.audio import Samples
+from .live_link import INPUT_RATE, LiveLink
 from .live_setup import live_setup
-from .mirror import Mirror, history, opened, same
+from .mirror import Mirror, history, opened, spoken_turn
 from .model import CONNECT_SECONDS, SESSION_REOPENED, SILENCE_SECONDS
 from .voice import ModelVoice
 
@@ -122,7 +124,7 @@ class LiveLLM:
         #: answer it started on its own at a turn's end, until the call takes it.
         self._turn: str | None = None
         self._hearing = ""
-        self._spoken: dict[str, str] = {}
+        self._spoken: dict[str, str | None] = {}
         self._unclaimed: asyncio.Queue[tuple[Any, ...]] | None = None
         self._answering = asyncio.Event()
         #: Samples of the caller's audio since it was last loud; a turn whose answer
@@ -139,12 +141,14 @@ class LiveLLM:
         """Whether the call's own input side finds the caller's turns."""
         return self.turn_detection == "backchannel"
 
-    def hear(self, pcm: bytes) -> None:
-        """The caller's audio (PCM16 at 16 kHz), for the server's VAD. Its loudness is
+    #: The rate Live takes the caller's audio at.
+    input_rate = INPUT_RATE
+
+    def hear(self, samples: Samples) -> None:
+        """The caller's audio at ``input_rate``, for the server's VAD. Its loudness is
         kept, to tell new speech from a transcript that comes late."""
-        self.link.post_audio(pcm)
-        samples = np.frombuffer(pcm[: len(pcm) // 2 * 2], "<i2").astype(np.float32)
-        if samples.size and float(np.sqrt(np.mean(samples**2))) >= LOUD_RMS:
+        self.link.post_audio(samples.astype("<i2").tobytes())
+        if samples.size and float(np.sqrt(np.mean(samples.astype(np.float32) ** 2))) >= LOUD_RMS:
             self._since_loud = 0
         else:
             self._since_loud += samples.size
@@ -279,19 +283,7 @@ class LiveLLM:
         for message in history:
             for call in message.get("tool_calls") or ():
                 self._names[str(call.get("id"))] = str((call.get("function") or {}).get("name"))
-        return self.mirror.lacks(history, self._spoken_turn)
-
-    def _spoken_turn(self, content: str) -> bool:
-        """Whether the caller's words are the turns the session's VAD heard (one, or
-        several the call took as one reply)."""
-        heard: list[str] = []
-        for item in self._spoken:
-            heard.append(item)
-            if same(" ".join(self._spoken[i] for i in heard), content):
-                for done in heard:
-                    del self._spoken[done]
-                return True
-        return False
+        return self.mirror.lacks(history, partial(spoken_turn, self._spoken))
 
     def _write(self, message: Mapping[str, Any]) -> None:
         """Add one message to the session's context without a generation."""

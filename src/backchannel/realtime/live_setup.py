@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .link import _tool
+from .link import function_tool
 
 
 def live_setup(
@@ -14,7 +14,6 @@ def live_setup(
     tools: Sequence[Mapping[str, Any]],
     *,
     server_vad: bool = True,
-    voice: str | None = None,
 ) -> dict[str, Any]:
     """The session's ``LiveConnectConfig``: audio out with its transcript, the system
     prompt, every tool ``NON_BLOCKING``. With ``server_vad`` the server hears the
@@ -38,7 +37,7 @@ def live_setup(
     if tools:
         declarations = []
         for schema in tools:
-            tool = _tool(schema)
+            tool = function_tool(schema)
             declarations.append(
                 {
                     "name": tool["name"],
@@ -48,8 +47,6 @@ def live_setup(
                 }
             )
         setup["tools"] = [{"function_declarations": declarations}]
-    if voice:
-        setup["speech_config"] = {"voice_config": {"prebuilt_voice_config": {"voice_name": voice}}}
     return setup
 
 

@@ -86,6 +86,22 @@ class Mirror:
         return False
 
 
+def spoken_turn(spoken: dict[str, str | None], content: str) -> bool:
+    """Whether the caller's words are the turns the session's VAD heard, in order (one,
+    or several the call took as one reply), by item; those matched are taken out. A turn
+    whose transcript has not come yet (``None``) ends the search."""
+    heard: list[str] = []
+    for item, text in spoken.items():
+        if text is None:
+            break
+        heard.append(item)
+        if same(" ".join(spoken[i] or "" for i in heard), content):
+            for done in heard:
+                del spoken[done]
+            return True
+    return False
+
+
 def same(a: str | None, b: str | None) -> bool:
     return " ".join((a or "").split()) == " ".join((b or "").split())
 

@@ -36,6 +36,7 @@ import itertools
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -43,9 +44,10 @@ import numpy as np
 from ..conversation import noted_result
 from ..errors import ProviderError
 from ..llm.base import LLMChunk, LLMRequest, TextDelta, ToolCallRequest
+from ..voice.audio import Samples
 from .link import CONFIGURE_EVENT, RealtimeLink, error_of, server_error, session_config
-from .mirror import Mirror, history, opened, same
-from .voice import ModelVoice
+from .mirror import Mirror, history, opened, spoken_turn
+from .voice import MODEL_RATE, ModelVoice
 
 log = logging.getLogger("backchannel.realtime")
 
@@ -107,6 +109,14 @@ class RealtimeLLM:
         self._idle = asyncio.Event()
         self._idle.set()
         self._lock = asyncio.Lock()
+
+    #: The rate the session takes the caller's audio at (``audio/pcm``).
+    input_rate = MODEL_RATE
+
+    def hear(self, samples: Samples) -> None:
+        """The caller's audio at ``input_rate``, appended to the session's input."""
+        audio = base64.b64encode(samples.astype("<i2").tobytes()).decode()
+        self.link.post({"type": "input_audio_buffer.append", "audio": audio})
 
     @property
     def voice(self) -> ModelVoice:
@@ -268,23 +278,9 @@ class RealtimeLLM:
 
     def _write_history(self, history: list[dict[str, Any]]) -> None:
         """Add what the session lacks, in order."""
-        for message in self.mirror.lacks(history, self._spoken_turn):
+        for message in self.mirror.lacks(history, partial(spoken_turn, self._spoken)):
             for item in _items(message):
                 self._create(item)
-
-    def _spoken_turn(self, content: str) -> bool:
-        """Whether the caller's words are the session's committed turns (one, or several
-        the call took as one reply): they are in the session already, as audio."""
-        heard: list[str] = []
-        for item_id, text in self._spoken.items():
-            if text is None:
-                break
-            heard.append(item_id)
-            if same(" ".join(self._spoken[i] or "" for i in heard), content):
-                for done in heard:
-                    del self._spoken[done]
-                return True
-        return False
 
     def _event_id(self) -> str:
         return f"bc_event_{next(self._ids)}"
