@@ -13,10 +13,11 @@ one gets the conversation back.
 
 With automatic activity detection on (the default), an energy VAD hears the caller's
 ``realtimeInput`` audio: its transcript (from ``transcripts``) as ``inputTranscription``,
-``finished`` after 500 ms of silence, and the model answers on its own; speech over a
-generation interrupts it unless ``activityHandling`` is ``NO_INTERRUPTION`` (then the
-answer to it waits for the generation's end). Any ``clientContent`` cuts a running
-generation (``interrupted``, then ``turnComplete``), as the reference says.
+``finished`` after 500 ms of silence (unless told not to), and the model answers on its
+own; speech over a generation interrupts it unless ``activityHandling`` is
+``NO_INTERRUPTION`` (then the answer to it waits for the generation's end). Any
+``clientContent`` cuts a running generation (``interrupted``, then ``turnComplete``), as
+the reference says.
 
 The test reads off what the client did wrong (``problems``): a response for a call the
 session never made, a ``toolResponse`` for a call made before the session was resumed (a
@@ -99,6 +100,9 @@ class FakeLive:
     #: Transcribe a turn late: its words after its answer's first audio, no ``finished``
     #: (the reference gives transcripts no order with the model's turn).
     late_words: bool = False
+    #: Mark a turn's transcript ``finished`` when the turn ends (the native-audio models
+    #: are reported never to: the turn's end shows only in the answer to it).
+    finished: bool = True
     received: list[dict[str, Any]] = field(default_factory=list)
     setups: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
@@ -270,7 +274,7 @@ class FakeLive:
             self._quiet += samples.size
             if self._quiet >= 16_000 // 2:
                 self._speaking = False
-                if not self.late_words:
+                if self.finished and not self.late_words:
                     finished = {"inputTranscription": {"text": "", "finished": True}}
                     await ws.send(json.dumps({"serverContent": finished}))
                 self.state.contents.append({"role": "user", "parts": [{"text": self._heard}]})

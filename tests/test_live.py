@@ -650,9 +650,17 @@ async def test_with_the_servers_vad_a_result_while_the_caller_talks_is_told_afte
         assert scheduling in ("INTERRUPT", "WHEN_IDLE") and fake.generations[-1] == scheduling
 
 
-async def test_with_the_servers_vad_an_acknowledgement_over_the_answer_lets_it_go_on() -> None:
+@pytest.mark.parametrize("finished", [True, False], ids=["finished", "never-finished"])
+async def test_with_the_servers_vad_an_acknowledgement_over_the_answer_lets_it_go_on(
+    finished: bool,
+) -> None:
+    """Whether or not the server marks the transcript ``finished``: without it, the
+    "mm-hmm" ends only when the server answers it, once its answer in progress is
+    written, seconds later; the caller's quiet tells it was short."""
     turns = ["When are you open?", "Mm-hmm."]
-    async with fake_live(order_desk, transcripts=turns, pace=0.05) as fake:
+    # Written in real time: the answer is still being written well after the "mm-hmm"
+    # would have lasted an acknowledgement's longest.
+    async with fake_live(order_desk, transcripts=turns, pace=0.1, finished=finished) as fake:
         config = assistant(detection="server_vad")
         async with live_call(fake, config) as (live, caller, line, events):
             caller.speaks(0.6)
@@ -666,6 +674,31 @@ async def test_with_the_servers_vad_an_acknowledgement_over_the_answer_lets_it_g
         assert [e.data["transcript"] for e in final_user(events)] == ["When are you open?"]
         assert fake.generations == ["vad", "vad"], "the server answered the 'mm-hmm' too"
         assert " ".join(said(events)).count(LONG_ANSWER) == 1, "that answer was not played"
+
+
+async def test_with_the_servers_vad_words_over_the_answer_cut_it_before_the_server_answers() -> (
+    None
+):
+    """A short real interruption, from a model that never marks its transcript
+    ``finished``: its words cut the answer as they come, not when the server gets round
+    to answering it (after the answer in progress is written)."""
+    turns = ["When are you open?", "Wait, where is order 4417?"]
+    async with fake_live(order_desk, transcripts=list(turns), pace=0.05, finished=False) as fake:
+        config = assistant(ORDER_TOOL, detection="server_vad")
+        async with live_call(fake, config) as (live, caller, line, events):
+            caller.speaks(0.6)
+            await eventually(lambda: live.assistant_speaking, within=30)
+            heard_from = len(line.frames)
+            await eventually(lambda: len(line.frames) >= heard_from + 50, within=30)
+            caller.speaks(0.4)
+            await eventually(lambda: bool(events.of_type("user-interrupted")), within=30)
+            # Cut while the server still writes the answer it was given (it answers the
+            # new turn only after that): the words did it, not the server's answer.
+            assert fake.generations == ["vad"] and fake._busy
+            await eventually(lambda: "Let me check that." in said(events), within=30)
+            await settled(live, fake)
+        assert [e.data["transcript"] for e in final_user(events)] == turns
+        assert LONG_ANSWER not in " ".join(said(events))
 
 
 async def test_a_web_call_through_the_server_process_sends_the_callers_audio_to_gemini_live(

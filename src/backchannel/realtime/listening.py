@@ -30,7 +30,7 @@ from ..errors import ConfigError
 from ..voice.audio import StreamResampler, to_samples
 from ..voice.interruption import MAX_ACKNOWLEDGEMENT_SECONDS, Interruptions
 from ..voice.session import CallInput
-from .live_model import LiveLLM
+from .live_model import DELTA, LiveLLM
 from .model import SESSION_REOPENED, RealtimeLLM
 
 if TYPE_CHECKING:
@@ -68,6 +68,8 @@ class RealtimeInput:
         self._timers: dict[str, asyncio.Task[None]] = {}
         #: Where each turn's audio began in the session's input (ms), by item.
         self._began: dict[str, int | None] = {}
+        #: Each turn's words so far, while it is not transcribed whole.
+        self._words: dict[str, str] = {}
         #: What was let pass over the assistant (acknowledgements, sounds).
         self.let_pass: list[str] = []
         model.listener = self._heard
@@ -97,6 +99,8 @@ class RealtimeInput:
             ended = _ms(event.get("audio_end_ms"))
             lasted = (ended - began) / 1000 if began is not None and ended is not None else 0.0
             self._stopped(item, lasted)
+        elif kind == DELTA:
+            self._heard_words(item, str(event.get("delta") or ""))
         elif kind == "conversation.item.input_audio_transcription.completed":
             self._transcript(item, str(event.get("transcript") or "").strip())
         elif kind == "conversation.item.input_audio_transcription.failed":
@@ -106,6 +110,7 @@ class RealtimeInput:
             self._reopened()
 
     def _started(self, item: str) -> None:
+        self._cancel_timer(item)  # the same turn again, after a pause
         if self.call.assistant_speaking and self.interruptions.enabled:
             self._turns[item] = _Turn.TENTATIVE
             self._timers[item] = self.call.spawn(self._too_long(item))
@@ -127,8 +132,21 @@ class RealtimeInput:
             self._turns[item] = _Turn.ENDED
             self.call.user_stopped_speaking()
 
+    def _heard_words(self, item: str, delta: str) -> None:
+        """Words of a turn so far: over the assistant, words that are not an
+        acknowledgement cut it now, without waiting for the whole transcript."""
+        words = self._words[item] = self._words.get(item, "") + delta
+        state = self._turns.get(item)
+        if state in (_Turn.TENTATIVE, _Turn.WEIGHING) and self.interruptions.cuts(words):
+            self._cancel_timer(item)
+            self._open(item)
+            if state is _Turn.WEIGHING:  # the caller had already gone quiet
+                self._turns[item] = _Turn.ENDED
+                self.call.user_stopped_speaking()
+
     def _transcript(self, item: str, text: str) -> None:
         self._cancel_timer(item)
+        self._words.pop(item, None)
         state = self._turns.pop(item, None)
         if state in (_Turn.TENTATIVE, _Turn.WEIGHING):
             if not self.interruptions.cuts(text, final=True):
@@ -153,6 +171,7 @@ class RealtimeInput:
     def _reopened(self) -> None:
         """The session was lost: turns it had not transcribed end with no words."""
         self._began.clear()
+        self._words.clear()
         for item in list(self._turns):
             if self._turns[item] in (_Turn.OPEN, _Turn.ENDED):
                 self._transcript(item, "")

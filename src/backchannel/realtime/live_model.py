@@ -70,9 +70,15 @@ log = logging.getLogger("backchannel.realtime")
 LOUD_RMS = 300.0
 #: Words transcribed after this much quiet (1.5 s at 16 kHz) belong to a turn that ended.
 LATE_WORDS_SAMPLES = 24_000
+#: After this much quiet (0.5 s at 16 kHz) the caller has stopped speaking: the call is
+#: told so at once, though the turn ends only with the server's answer to it (or its
+#: transcript's ``finished``), which may wait for the answer in progress to be written.
+QUIET_SAMPLES = 8_000
 #: How long a response that is to tell a result waits for the server's own answer to the
 #: caller's turn to start (to cut it) before it goes on without.
 OWN_ANSWER_WAIT = 5.0
+#: The caller's words so far in a turn, told to the call's input side (as Realtime names it).
+DELTA = "conversation.item.input_audio_transcription.delta"
 #: What a call the model made in an answer nobody heard is told.
 NOT_RUN = {"error": "not run: the caller did not hear this answer"}
 
@@ -131,6 +137,8 @@ class LiveLLM:
         #: came before its words.
         self._since_loud = LATE_WORDS_SAMPLES + 1
         self._words_late = False
+        #: The call was told the caller of the turn in progress went quiet.
+        self._quiet_told = False
         #: A turn ended whose answer the server has not started yet.
         self._turn_ended = False
         #: Answers the server will give to turns that were none, to drop.
@@ -150,8 +158,23 @@ class LiveLLM:
         self.link.post_audio(samples.astype("<i2").tobytes())
         if samples.size and float(np.sqrt(np.mean(samples.astype(np.float32) ** 2))) >= LOUD_RMS:
             self._since_loud = 0
+            if self._turn is not None and self._quiet_told:
+                # The caller speaks again in the same turn (a pause, not its end).
+                self._quiet_told = False
+                self._tell({"type": "input_audio_buffer.speech_started", "item_id": self._turn})
         else:
             self._since_loud += samples.size
+            self._check_quiet()
+
+    def _check_quiet(self) -> None:
+        """Tell the call once the caller of the turn in progress has gone quiet: Live
+        tells only when it answers (its transcript's ``finished`` is not sent by every
+        model), and with the answer in progress written first (``NO_INTERRUPTION``)
+        that can be seconds later. Speech over the answer is weighed from here on by its
+        words, not by how long the server takes."""
+        if self._turn is not None and not self._quiet_told and self._since_loud >= QUIET_SAMPLES:
+            self._quiet_told = True
+            self._tell({"type": "input_audio_buffer.speech_stopped", "item_id": self._turn})
 
     @property
     def voice(self) -> ModelVoice:
@@ -392,7 +415,7 @@ class LiveLLM:
         self._idle.set()
         self._skipping = self._stale_end = False
         self._turn, self._hearing = None, ""
-        self._turn_ended = self._words_late = False
+        self._turn_ended = self._words_late = self._quiet_told = False
         self._drop_answer()
         self._tell({"type": SESSION_REOPENED})  # turns it ended are none: not counted
         self._unwanted = 0
@@ -404,7 +427,9 @@ class LiveLLM:
         heard = content.input_transcription if content is not None else None
         if heard is not None and heard.text:
             self._caller_speaks(heard.text)
-        if heard is not None and heard.finished:
+        if heard is not None and heard.finished and self._since_loud >= QUIET_SAMPLES:
+            # Some models mark every piece of a transcript ``finished``: only one that
+            # comes once the caller is quiet ends the turn.
             self._caller_done()
         if self._unprompted(message):
             self._answers()
@@ -484,9 +509,13 @@ class LiveLLM:
                 return
             self._open_turn()
         self._hearing += text
+        delta = {"type": DELTA, "item_id": self._turn, "delta": text}
+        self._tell(delta)
+        self._check_quiet()
 
     def _open_turn(self) -> None:
         self._turn = f"live_turn_{next(self._ids)}"
+        self._quiet_told = False
         self._tell({"type": "input_audio_buffer.speech_started", "item_id": self._turn})
 
     def _unprompted(self, message: Any) -> bool:
