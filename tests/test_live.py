@@ -402,6 +402,41 @@ async def test_a_dropped_session_resumes_and_the_pending_calls_result_lands_once
         assert "functionResponse" in turns[1]["parts"][0]
 
 
+async def test_what_was_sent_after_the_last_handle_is_written_into_the_resumed_session() -> None:
+    """The server resumes the conversation as it was at its handle: a silent result sent
+    after it would be lost with the connection."""
+    async with fake_live(order_desk) as fake:
+        async with live_call(fake, assistant(ORDER_TOOL)) as (live, caller, _line, events):
+            call_id = await asked_for_order(fake, live, caller, events)
+            await eventually(lambda: bool(fake.handles), within=30)
+            handles = len(fake.handles)
+            result = ToolResult(call_id, result="shipped", delivery="silent")
+            await live.engine.submit_result(live.call_id, result, ResultSource.API)
+            await eventually(lambda: len(fake.responses(call_id)) == 2, within=30)
+            assert len(fake.handles) == handles, "no handle since the result"
+            await fake.drop()
+            await eventually(lambda: fake.connections == 2, within=30)
+            assert fake.setup["sessionResumption"]["handle"] in fake.handles
+
+            def outputs() -> list[Any]:
+                parts = [p for c in fake.state.contents for p in c["parts"]]
+                return [
+                    p["functionResponse"]["response"]["output"]
+                    for p in parts
+                    if "functionResponse" in p
+                ]
+
+            await eventually(lambda: "shipped" in outputs(), within=30)
+            caller.says("Has it shipped yet?")
+            await eventually(lambda: len(fake.generations) == 3, within=30)
+            await settled(live, fake)
+        # Written again as context: no generation of its own, once in the session.
+        assert fake.generations == ["turn", "WHEN_IDLE", "turn"]
+        assert outputs().count("shipped") == 1
+        again = [m for m in fake.of_kind("clientContent") if "functionResponse" in str(m)]
+        assert again and not again[-1].get("turnComplete")
+
+
 async def test_a_session_that_cannot_be_resumed_starts_afresh_with_the_history() -> None:
     async with fake_live(order_desk) as fake:
         async with live_call(fake, assistant(ORDER_TOOL)) as (live, caller, _line, events):

@@ -8,7 +8,11 @@ Messages to the server are queued with :meth:`LiveLink.post` and go out in order
 
 A session the server ends (a dropped connection, a ``goAway`` before its time limit) is
 opened again with the last ``sessionResumptionUpdate`` handle, so the server restores the
-conversation, and ``on_reconnect(resumed=True)`` is told. A handle the server refuses
+conversation as it was when it gave the handle, and ``on_reconnect(resumed=True)`` is
+told. What was sent after that handle is lost with the connection: it is written into
+the resumed session again, first and as context only (a turn that was to start a
+generation no longer does; an answer to a call goes in as a ``functionResponse`` part,
+which a resumed session takes for a call of the lost connection). A handle the server refuses
 (it closes the set-up with 1007 or 1008) is dropped: the next session starts empty and
 ``on_reconnect(resumed=False)`` lets the model write the conversation into it. A ``goAway``
 is acted on once the model is idle (or just before the time it gave runs out), so an
@@ -72,6 +76,8 @@ class LiveLink:
         #: The latest resumption handle the server gave, if it can resume.
         self.handle: str | None = None
         self._outbox: asyncio.Queue[Outgoing] = asyncio.Queue()
+        #: Messages sent since the session's latest handle (not the caller's audio).
+        self._unsaved: list[Outgoing] = []
         self._audio_queued = 0
         self._ready = asyncio.Event()
         self._over = asyncio.Event()
@@ -122,6 +128,9 @@ class LiveLink:
                     if self.connects > 1:
                         if resuming is None:  # the history is written again instead
                             self._outbox, self._audio_queued = asyncio.Queue(), 0
+                        else:
+                            self._replay()
+                        self._unsaved = []
                         if self.on_reconnect is not None:
                             self.on_reconnect(resuming is not None)
                     self._ready.set()
@@ -150,9 +159,21 @@ class LiveLink:
             failures += 1
             await asyncio.sleep(backoff(failures))
 
+    def _replay(self) -> None:
+        """Put what the resumed session lost (sent after its handle) ahead of what waits
+        to be sent, as context only."""
+        waiting = self._outbox
+        self._outbox = asyncio.Queue()
+        for message in self._unsaved:
+            self._outbox.put_nowait(as_context(message))
+        while not waiting.empty():
+            self._outbox.put_nowait(waiting.get_nowait())
+
     async def _write(self, session: Any) -> None:
         while True:
             message = await self._outbox.get()
+            if message.kind != "realtimeInput" and self.handle is not None:
+                self._unsaved.append(message)  # lost if the session is resumed
             if message.kind == "clientContent":
                 await session.send_client_content(**message.arguments)
             elif message.kind == "toolResponse":
@@ -186,6 +207,7 @@ class LiveLink:
         update = message.session_resumption_update
         if update is not None and update.resumable and update.new_handle:
             self.handle = update.new_handle
+            self._unsaved = []  # the server has what was sent before it
         if message.go_away is not None and self._go_away is None:
             seconds = _seconds(message.go_away.time_left)
             self._go_away = asyncio.get_running_loop().time() + max(0.0, seconds - 1.0)
@@ -199,6 +221,26 @@ class LiveLink:
             if asyncio.get_running_loop().time() >= self._go_away:
                 break
             await asyncio.sleep(0.05)
+
+
+def as_context(message: Outgoing) -> Outgoing:
+    """A message written again into a resumed session: a turn without ``turnComplete``,
+    answers to calls as ``functionResponse`` parts of a user turn."""
+    if message.kind == "clientContent":
+        return Outgoing("clientContent", {**message.arguments, "turn_complete": False})
+    if message.kind == "toolResponse":
+        parts = [
+            {
+                "function_response": {
+                    k: v for k, v in response.items() if k in ("id", "name", "response")
+                }
+            }
+            for response in message.arguments.get("function_responses") or ()
+        ]
+        return Outgoing(
+            "clientContent", {"turns": [{"role": "user", "parts": parts}], "turn_complete": False}
+        )
+    return message
 
 
 def _refused(exc: BaseException) -> bool:
