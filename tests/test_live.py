@@ -711,13 +711,19 @@ async def test_with_the_servers_vad_an_acknowledgement_over_the_answer_lets_it_g
         assert " ".join(said(events)).count(LONG_ANSWER) == 1, "that answer was not played"
 
 
-async def test_with_the_servers_vad_words_over_the_answer_cut_it_before_the_server_answers() -> (
-    None
-):
+@pytest.mark.parametrize(
+    "words",
+    ["Wait, where is order 4417?", "Actually, where is order 4417?"],
+    ids=["urgent", "settled"],
+)
+async def test_with_the_servers_vad_words_over_the_answer_cut_it_before_the_server_answers(
+    words: str,
+) -> None:
     """A short real interruption, from a model that never marks its transcript
-    ``finished``: its words cut the answer as they come, not when the server gets round
-    to answering it (after the answer in progress is written)."""
-    turns = ["When are you open?", "Wait, where is order 4417?"]
+    ``finished``: its words cut the answer as they come (an interruption phrase at once,
+    other words once they stand), not when the server gets round to answering it (after
+    the answer in progress is written)."""
+    turns = ["When are you open?", words]
     async with fake_live(order_desk, transcripts=list(turns), pace=0.05, finished=False) as fake:
         config = assistant(ORDER_TOOL, detection="server_vad")
         async with live_call(fake, config) as (live, caller, line, events):

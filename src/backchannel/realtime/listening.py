@@ -30,13 +30,17 @@ from ..errors import ConfigError
 from ..voice.audio import StreamResampler, to_samples
 from ..voice.interruption import MAX_ACKNOWLEDGEMENT_SECONDS, Interruptions
 from ..voice.session import CallInput
-from .live_model import DELTA, LiveLLM
+from .live_model import CALLER_WORDS, LiveLLM
 from .model import SESSION_REOPENED, RealtimeLLM
 
 if TYPE_CHECKING:
     from ..call import Call
 
 log = logging.getLogger("backchannel.realtime")
+
+#: How long the words of speech over the answer must stand unchanged, once the caller is
+#: quiet, to be taken as all they said (a transcript comes in pieces).
+SETTLE_SECONDS = 0.3
 
 
 class _Turn(StrEnum):
@@ -66,6 +70,7 @@ class RealtimeInput:
         #: The caller's turns the server reported, by item id, until transcribed.
         self._turns: dict[str, _Turn] = {}
         self._timers: dict[str, asyncio.Task[None]] = {}
+        self._settling: dict[str, asyncio.Task[None]] = {}
         #: Where each turn's audio began in the session's input (ms), by item.
         self._began: dict[str, int | None] = {}
         #: Each turn's words so far, while it is not transcribed whole.
@@ -99,7 +104,7 @@ class RealtimeInput:
             ended = _ms(event.get("audio_end_ms"))
             lasted = (ended - began) / 1000 if began is not None and ended is not None else 0.0
             self._stopped(item, lasted)
-        elif kind == DELTA:
+        elif kind == CALLER_WORDS:
             self._heard_words(item, str(event.get("delta") or ""))
         elif kind == "conversation.item.input_audio_transcription.completed":
             self._transcript(item, str(event.get("transcript") or "").strip())
@@ -111,7 +116,9 @@ class RealtimeInput:
 
     def _started(self, item: str) -> None:
         self._cancel_timer(item)  # the same turn again, after a pause
-        if self.call.assistant_speaking and self.interruptions.enabled:
+        if self._turns.get(item) in (_Turn.OPEN, _Turn.ENDED):
+            self._open(item)  # a turn the call knows of goes on
+        elif self.call.assistant_speaking and self.interruptions.enabled:
             self._turns[item] = _Turn.TENTATIVE
             self._timers[item] = self.call.spawn(self._too_long(item))
         else:
@@ -128,21 +135,50 @@ class RealtimeInput:
             state = _Turn.OPEN
         if state is _Turn.TENTATIVE:
             self._turns[item] = _Turn.WEIGHING
+            if self._words.get(item):
+                self._settle(item)
         elif state is _Turn.OPEN:
             self._turns[item] = _Turn.ENDED
             self.call.user_stopped_speaking()
 
     def _heard_words(self, item: str, delta: str) -> None:
-        """Words of a turn so far: over the assistant, words that are not an
-        acknowledgement cut it now, without waiting for the whole transcript."""
-        words = self._words[item] = self._words.get(item, "") + delta
+        """Words of speech over the answer so far (Live tells a turn's whole transcript
+        only when it answers it, which may wait for the answer it is writing): they cut
+        the answer without waiting for it, as the pipeline's partial transcripts do, when
+        they hold an interruption phrase or two pieces in a row are more than an
+        acknowledgement ("I" alone is, "I see" may not be); once the caller is quiet,
+        when they stand unchanged a moment."""
+        before = self._words.get(item, "")
+        words = self._words[item] = before + delta
         state = self._turns.get(item)
-        if state in (_Turn.TENTATIVE, _Turn.WEIGHING) and self.interruptions.cuts(words):
-            self._cancel_timer(item)
-            self._open(item)
-            if state is _Turn.WEIGHING:  # the caller had already gone quiet
-                self._turns[item] = _Turn.ENDED
-                self.call.user_stopped_speaking()
+        if state not in (_Turn.TENTATIVE, _Turn.WEIGHING):
+            return
+        cuts = self.interruptions.cuts
+        if self.interruptions.urgent(words) or (cuts(before) and cuts(words)):
+            self._cut_in(item)
+        elif state is _Turn.WEIGHING:
+            self._settle(item)
+
+    def _settle(self, item: str) -> None:
+        if (timer := self._settling.pop(item, None)) is not None:
+            timer.cancel()
+        self._settling[item] = self.call.spawn(self._settled(item))
+
+    async def _settled(self, item: str) -> None:
+        await self.call.clock.sleep(SETTLE_SECONDS)
+        self._settling.pop(item, None)
+        words = self._words.get(item, "")
+        if self._turns.get(item) is _Turn.WEIGHING and self.interruptions.cuts(words, final=True):
+            self._cut_in(item)
+
+    def _cut_in(self, item: str) -> None:
+        """Speech over the answer is a turn of its own, by its words."""
+        state = self._turns.get(item)
+        self._cancel_timer(item)
+        self._open(item)
+        if state is _Turn.WEIGHING:  # the caller had already gone quiet
+            self._turns[item] = _Turn.ENDED
+            self.call.user_stopped_speaking()
 
     def _transcript(self, item: str, text: str) -> None:
         self._cancel_timer(item)
@@ -186,8 +222,9 @@ class RealtimeInput:
             self._open(item)
 
     def _cancel_timer(self, item: str) -> None:
-        if (timer := self._timers.pop(item, None)) is not None:
-            timer.cancel()
+        for timers in (self._timers, self._settling):
+            if (timer := timers.pop(item, None)) is not None:
+                timer.cancel()
 
 
 def _ms(value: Any) -> int | None:

@@ -119,6 +119,7 @@ class LiveLink:
         client = genai.Client(api_key=self.api_key, http_options=types.HttpOptions(**options))
         failures = 0
         while True:
+            replayed = False
             config = types.LiveConnectConfig(**(self.setup or {}))
             resuming = self.handle
             config.session_resumption = types.SessionResumptionConfig(handle=resuming)
@@ -129,7 +130,7 @@ class LiveLink:
                         if resuming is None:  # the history is written again instead
                             self._outbox, self._audio_queued = asyncio.Queue(), 0
                         else:
-                            self._replay()
+                            replayed = self._replay()
                         self._unsaved = []
                         if self.on_reconnect is not None:
                             self.on_reconnect(resuming is not None)
@@ -154,20 +155,30 @@ class LiveLink:
                 log.warning("gemini live connection to %s lost: %s", self.url, _reason(exc))
                 if resuming is not None and not self._ready.is_set() and _refused(exc):
                     self.handle = None  # the server would not resume it: start afresh
+                elif replayed and self.handle == resuming:
+                    # Lost again before a new handle, perhaps over what was written
+                    # again: the next session starts afresh, with the whole history.
+                    self.handle = None
             finally:
                 self._ready.clear()
             failures += 1
             await asyncio.sleep(backoff(failures))
 
-    def _replay(self) -> None:
+    def _replay(self) -> bool:
         """Put what the resumed session lost (sent after its handle) ahead of what waits
-        to be sent, as context only."""
-        waiting = self._outbox
+        to be sent, all of it as context only (what waits was meant for the lost
+        connection: its calls, and the generation it was to start, are gone with it).
+        Whether anything was written again."""
+        waiting, lost = self._outbox, self._unsaved
         self._outbox = asyncio.Queue()
-        for message in self._unsaved:
-            self._outbox.put_nowait(as_context(message))
+        for message in lost:
+            if (again := as_context(message)) is not None:
+                self._outbox.put_nowait(again)
         while not waiting.empty():
-            self._outbox.put_nowait(waiting.get_nowait())
+            message = waiting.get_nowait()
+            if (again := as_context(message)) is not None:
+                self._outbox.put_nowait(again)
+        return bool(lost)
 
     async def _write(self, session: Any) -> None:
         while True:
@@ -223,10 +234,13 @@ class LiveLink:
             await asyncio.sleep(0.05)
 
 
-def as_context(message: Outgoing) -> Outgoing:
-    """A message written again into a resumed session: a turn without ``turnComplete``,
-    answers to calls as ``functionResponse`` parts of a user turn."""
+def as_context(message: Outgoing) -> Outgoing | None:
+    """A message written again into a resumed session: a turn without ``turnComplete``
+    (none, if it had no content), answers to calls as ``functionResponse`` parts of a
+    user turn; the caller's audio as it was."""
     if message.kind == "clientContent":
+        if not message.arguments.get("turns"):
+            return None
         return Outgoing("clientContent", {**message.arguments, "turn_complete": False})
     if message.kind == "toolResponse":
         parts = [

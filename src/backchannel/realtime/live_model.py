@@ -77,8 +77,8 @@ QUIET_SAMPLES = 8_000
 #: How long a response that is to tell a result waits for the server's own answer to the
 #: caller's turn to start (to cut it) before it goes on without.
 OWN_ANSWER_WAIT = 5.0
-#: The caller's words so far in a turn, told to the call's input side (as Realtime names it).
-DELTA = "conversation.item.input_audio_transcription.delta"
+#: A piece of the caller's words in a turn, told to the call's input side as it comes.
+CALLER_WORDS = "backchannel.caller_words"
 #: What a call the model made in an answer nobody heard is told.
 NOT_RUN = {"error": "not run: the caller did not hear this answer"}
 
@@ -139,6 +139,8 @@ class LiveLLM:
         self._words_late = False
         #: The call was told the caller of the turn in progress went quiet.
         self._quiet_told = False
+        #: The turn's transcript was marked ``finished`` while the caller was not quiet.
+        self._finished_early = False
         #: A turn ended whose answer the server has not started yet.
         self._turn_ended = False
         #: Answers the server will give to turns that were none, to drop.
@@ -173,6 +175,9 @@ class LiveLLM:
         that can be seconds later. Speech over the answer is weighed from here on by its
         words, not by how long the server takes."""
         if self._turn is not None and not self._quiet_told and self._since_loud >= QUIET_SAMPLES:
+            if self._finished_early:
+                self._caller_done()
+                return
             self._quiet_told = True
             self._tell({"type": "input_audio_buffer.speech_stopped", "item_id": self._turn})
 
@@ -415,7 +420,7 @@ class LiveLLM:
         self._idle.set()
         self._skipping = self._stale_end = False
         self._turn, self._hearing = None, ""
-        self._turn_ended = self._words_late = self._quiet_told = False
+        self._turn_ended = self._words_late = self._quiet_told = self._finished_early = False
         self._drop_answer()
         self._tell({"type": SESSION_REOPENED})  # turns it ended are none: not counted
         self._unwanted = 0
@@ -427,10 +432,13 @@ class LiveLLM:
         heard = content.input_transcription if content is not None else None
         if heard is not None and heard.text:
             self._caller_speaks(heard.text)
-        if heard is not None and heard.finished and self._since_loud >= QUIET_SAMPLES:
-            # Some models mark every piece of a transcript ``finished``: only one that
-            # comes once the caller is quiet ends the turn.
-            self._caller_done()
+        if heard is not None and heard.finished and self._turn is not None:
+            # Some models mark every piece of a transcript ``finished``: the turn ends
+            # once the caller is quiet.
+            if self._since_loud >= QUIET_SAMPLES:
+                self._caller_done()
+            else:
+                self._finished_early = True
         if self._unprompted(message):
             self._answers()
         if message.tool_call_cancellation is not None:
@@ -509,13 +517,13 @@ class LiveLLM:
                 return
             self._open_turn()
         self._hearing += text
-        delta = {"type": DELTA, "item_id": self._turn, "delta": text}
+        delta = {"type": CALLER_WORDS, "item_id": self._turn, "delta": text}
         self._tell(delta)
         self._check_quiet()
 
     def _open_turn(self) -> None:
         self._turn = f"live_turn_{next(self._ids)}"
-        self._quiet_told = False
+        self._quiet_told = self._finished_early = False
         self._tell({"type": "input_audio_buffer.speech_started", "item_id": self._turn})
 
     def _unprompted(self, message: Any) -> bool:
@@ -537,7 +545,7 @@ class LiveLLM:
     def _caller_done(self) -> None:
         """The server's VAD ended the caller's turn: the call is told it ended, with
         its words."""
-        self._words_late = False
+        self._words_late = self._finished_early = False
         turn, text = self._turn, " ".join(self._hearing.split())
         self._turn, self._hearing = None, ""
         if turn is None:
