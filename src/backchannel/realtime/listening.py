@@ -30,7 +30,8 @@ from ..errors import ConfigError
 from ..voice.audio import StreamResampler, to_samples
 from ..voice.interruption import MAX_ACKNOWLEDGEMENT_SECONDS, Interruptions
 from ..voice.session import CallInput
-from .live_model import CALLER_WORDS, LiveLLM
+from .live_model import LiveLLM
+from .live_turns import CALLER_WORDS
 from .model import SESSION_REOPENED, RealtimeLLM
 
 if TYPE_CHECKING:

@@ -6,8 +6,8 @@ when the model speaks, tools are recorded in the ledger and routed as always.
 
 * **The caller's turns.** With ``turnDetection: server_vad`` (the default) the caller's
   audio goes to the session, whose activity detection and transcription find the turns
-  (never cutting an answer itself: ``NO_INTERRUPTION``; the call weighs speech over the
-  answer). Live answers a turn on its own as soon as it ends: that answer is held until
+  (:mod:`.live_turns`; never cutting an answer itself: ``NO_INTERRUPTION``; the call
+  weighs speech over the answer). Live answers a turn on its own as soon as it ends: that answer is held until
   the call asks for a response, and is the response if it is the caller's reply; if the
   turn was none ("mm-hmm") it is dropped, and if a result is to be told, a new
   generation is asked for instead. With ``backchannel`` the call's own VAD, turn model
@@ -60,25 +60,16 @@ from ..tool_runs import PLACEHOLDER
 from ..voice.audio import Samples
 from .live_link import INPUT_RATE, LiveLink
 from .live_setup import live_setup
+from .live_turns import CallerTurns
 from .mirror import Mirror, history, opened, spoken_turn
 from .model import CONNECT_SECONDS, SESSION_REOPENED, SILENCE_SECONDS
 from .voice import ModelVoice
 
 log = logging.getLogger("backchannel.realtime")
 
-#: A frame of the caller's audio at least this loud (RMS of PCM16) is speech, not quiet.
-LOUD_RMS = 300.0
-#: Words transcribed after this much quiet (1.5 s at 16 kHz) belong to a turn that ended.
-LATE_WORDS_SAMPLES = 24_000
-#: After this much quiet (0.5 s at 16 kHz) the caller has stopped speaking: the call is
-#: told so at once, though the turn ends only with the server's answer to it (or its
-#: transcript's ``finished``), which may wait for the answer in progress to be written.
-QUIET_SAMPLES = 8_000
 #: How long a response that is to tell a result waits for the server's own answer to the
 #: caller's turn to start (to cut it) before it goes on without.
 OWN_ANSWER_WAIT = 5.0
-#: A piece of the caller's words in a turn, told to the call's input side as it comes.
-CALLER_WORDS = "backchannel.caller_words"
 #: What a call the model made in an answer nobody heard is told.
 NOT_RUN = {"error": "not run: the caller did not hear this answer"}
 
@@ -125,24 +116,12 @@ class LiveLLM:
         self._idle = asyncio.Event()
         self._idle.set()
         self._lock = asyncio.Lock()
-        #: The server's VAD: the caller's turn in progress (its item and words so far),
-        #: the turns it ended (their words, not yet matched to the history), and the
-        #: answer it started on its own at a turn's end, until the call takes it.
-        self._turn: str | None = None
-        self._hearing = ""
-        self._spoken: dict[str, str | None] = {}
+        #: The caller's turns as the server's VAD hears them.
+        self.turns = CallerTurns(self._tell)
+        #: The answer the server started on its own at a turn's end, until the call
+        #: takes it.
         self._unclaimed: asyncio.Queue[tuple[Any, ...]] | None = None
         self._answering = asyncio.Event()
-        #: Samples of the caller's audio since it was last loud; a turn whose answer
-        #: came before its words.
-        self._since_loud = LATE_WORDS_SAMPLES + 1
-        self._words_late = False
-        #: The call was told the caller of the turn in progress went quiet.
-        self._quiet_told = False
-        #: The turn's transcript was marked ``finished`` while the caller was not quiet.
-        self._finished_early = False
-        #: A turn ended whose answer the server has not started yet.
-        self._turn_ended = False
         #: Answers the server will give to turns that were none, to drop.
         self._unwanted = 0
 
@@ -155,31 +134,9 @@ class LiveLLM:
     input_rate = INPUT_RATE
 
     def hear(self, samples: Samples) -> None:
-        """The caller's audio at ``input_rate``, for the server's VAD. Its loudness is
-        kept, to tell new speech from a transcript that comes late."""
+        """The caller's audio at ``input_rate``, for the server's VAD."""
         self.link.post_audio(samples.astype("<i2").tobytes())
-        if samples.size and float(np.sqrt(np.mean(samples.astype(np.float32) ** 2))) >= LOUD_RMS:
-            self._since_loud = 0
-            if self._turn is not None and self._quiet_told:
-                # The caller speaks again in the same turn (a pause, not its end).
-                self._quiet_told = False
-                self._tell({"type": "input_audio_buffer.speech_started", "item_id": self._turn})
-        else:
-            self._since_loud += samples.size
-            self._check_quiet()
-
-    def _check_quiet(self) -> None:
-        """Tell the call once the caller of the turn in progress has gone quiet: Live
-        tells only when it answers (its transcript's ``finished`` is not sent by every
-        model), and with the answer in progress written first (``NO_INTERRUPTION``)
-        that can be seconds later. Speech over the answer is weighed from here on by its
-        words, not by how long the server takes."""
-        if self._turn is not None and not self._quiet_told and self._since_loud >= QUIET_SAMPLES:
-            if self._finished_early:
-                self._caller_done()
-                return
-            self._quiet_told = True
-            self._tell({"type": "input_audio_buffer.speech_stopped", "item_id": self._turn})
+        self.turns.hear(samples)
 
     @property
     def voice(self) -> ModelVoice:
@@ -192,7 +149,7 @@ class LiveLLM:
     def not_a_turn(self, item_id: str) -> None:
         """A turn the server ended is not the caller's after all ("mm-hmm" over the
         answer): the answer the server gives it is not played."""
-        self._spoken.pop(item_id, None)
+        self.turns.spoken.pop(item_id, None)
         if self._unclaimed is not None:
             self._drop_answer()
         else:
@@ -311,7 +268,7 @@ class LiveLLM:
         for message in history:
             for call in message.get("tool_calls") or ():
                 self._names[str(call.get("id"))] = str((call.get("function") or {}).get("name"))
-        return self.mirror.lacks(history, partial(spoken_turn, self._spoken))
+        return self.mirror.lacks(history, partial(spoken_turn, self.turns.spoken))
 
     def _write(self, message: Mapping[str, Any]) -> None:
         """Add one message to the session's context without a generation."""
@@ -411,7 +368,6 @@ class LiveLLM:
         self._written_calls |= set(self._names)
         if not resumed:
             self._cancelled.clear()
-            self._spoken.clear()  # the new session has none of the caller's audio
             for message in self._missing(self.mirror.forget()):
                 self._write(message)
         if self._stream is not None:
@@ -419,8 +375,7 @@ class LiveLLM:
         self.voice.abandon_all()
         self._idle.set()
         self._skipping = self._stale_end = False
-        self._turn, self._hearing = None, ""
-        self._turn_ended = self._words_late = self._quiet_told = self._finished_early = False
+        self.turns.reset(resumed=resumed)
         self._drop_answer()
         self._tell({"type": SESSION_REOPENED})  # turns it ended are none: not counted
         self._unwanted = 0
@@ -431,14 +386,9 @@ class LiveLLM:
         content = message.server_content
         heard = content.input_transcription if content is not None else None
         if heard is not None and heard.text:
-            self._caller_speaks(heard.text)
-        if heard is not None and heard.finished and self._turn is not None:
-            # Some models mark every piece of a transcript ``finished``: the turn ends
-            # once the caller is quiet.
-            if self._since_loud >= QUIET_SAMPLES:
-                self._caller_done()
-            else:
-                self._finished_early = True
+            self.turns.words(heard.text)
+        if heard is not None and heard.finished:
+            self.turns.finished()
         if self._unprompted(message):
             self._answers()
         if message.tool_call_cancellation is not None:
@@ -456,8 +406,8 @@ class LiveLLM:
                 self._to_stream(("audio", np.frombuffer(data[: len(data) // 2 * 2], "<i2")))
         if content.output_transcription is not None and content.output_transcription.text:
             self._to_stream(("text", content.output_transcription.text))
-        if self._words_late and (content.generation_complete or content.turn_complete):
-            self._caller_done()
+        if content.generation_complete or content.turn_complete:
+            self.turns.generation_over()
         if content.generation_complete and not self._skipping and not self._generated:
             # The answer is whole; the server waits for it to be played before its
             # ``turnComplete``, and until then another generation would cut it.
@@ -507,25 +457,6 @@ class LiveLLM:
             if event[0] == "call":
                 self._respond(event[1].id, dict(NOT_RUN), "SILENT", more=False)
 
-    def _caller_speaks(self, text: str) -> None:
-        """The server transcribed the caller: a turn starts, or goes on. Words that come
-        when the caller has been quiet a while are a late transcript of a turn already
-        ended, not a new one (the reference orders transcripts with nothing)."""
-        if self._turn is None:
-            if self._since_loud > LATE_WORDS_SAMPLES:
-                log.debug("gemini live: late words of an ended turn: %r", text)
-                return
-            self._open_turn()
-        self._hearing += text
-        delta = {"type": CALLER_WORDS, "item_id": self._turn, "delta": text}
-        self._tell(delta)
-        self._check_quiet()
-
-    def _open_turn(self) -> None:
-        self._turn = f"live_turn_{next(self._ids)}"
-        self._quiet_told = self._finished_early = False
-        self._tell({"type": "input_audio_buffer.speech_started", "item_id": self._turn})
-
     def _unprompted(self, message: Any) -> bool:
         """Whether the server starts an answer nobody asked for: its VAD ended a turn."""
         content = message.server_content
@@ -542,36 +473,10 @@ class LiveLLM:
             and self._idle.is_set()
         )
 
-    def _caller_done(self) -> None:
-        """The server's VAD ended the caller's turn: the call is told it ended, with
-        its words."""
-        self._words_late = self._finished_early = False
-        turn, text = self._turn, " ".join(self._hearing.split())
-        self._turn, self._hearing = None, ""
-        if turn is None:
-            return
-        self._turn_ended = True  # its answer is the next the server starts
-        self._spoken[turn] = text
-        self._tell({"type": "input_audio_buffer.speech_stopped", "item_id": turn})
-        self._tell(
-            {
-                "type": "conversation.item.input_audio_transcription.completed",
-                "item_id": turn,
-                "transcript": text,
-            }
-        )
-
     def _answers(self) -> None:
         """The server starts an answer on its own (its VAD ended a turn): it waits for
         the call to ask for it, or is dropped if the turn was none."""
-        ended, self._turn_ended = self._turn_ended, False
-        if self._turn is None and not ended and self._since_loud <= LATE_WORDS_SAMPLES:
-            # Answered before its words were transcribed: the turn ends with its
-            # answer's generation, by when its words have come.
-            self._open_turn()
-            self._words_late = True
-        else:
-            self._caller_done()
+        self.turns.answered()
         self._idle.clear()
         if self._unwanted:
             self._unwanted -= 1
