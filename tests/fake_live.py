@@ -97,6 +97,9 @@ class FakeLive:
     stall: int = 0
     #: Refuse resumption handles (as after the server's handle lifetime).
     forget: bool = False
+    #: Close a resumed session that is sent a turn (as the server may for what it
+    #: cannot take: an answer to a call it never saw).
+    refuse_resumed_turns: bool = False
     #: Transcribe a turn late: its words after its answer's first audio, no ``finished``
     #: (the reference gives transcripts no order with the model's turn).
     late_words: bool = False
@@ -212,6 +215,9 @@ class FakeLive:
             self._waiting.clear()
 
     async def _take(self, ws: ServerConnection, message: dict[str, Any]) -> None:
+        if "clientContent" in message and self.refuse_resumed_turns and self.state.earlier:
+            await ws.close(1007, "Request contains an invalid argument.")
+            return
         if "clientContent" in message:
             content = message["clientContent"]
             if self._busy:  # "a message here will interrupt any current model generation"

@@ -437,6 +437,37 @@ async def test_what_was_sent_after_the_last_handle_is_written_into_the_resumed_s
         assert again and not again[-1].get("turnComplete")
 
 
+async def test_a_resumed_session_that_refuses_what_is_written_again_is_started_afresh() -> None:
+    """What is written again into a resumed session is written once: a session lost
+    again before a new handle starts afresh, with the whole history."""
+    async with fake_live(order_desk, refuse_resumed_turns=True) as fake:
+        async with live_call(fake, assistant(ORDER_TOOL)) as (live, caller, _line, events):
+            call_id = await asked_for_order(fake, live, caller, events)
+            await eventually(lambda: bool(fake.handles), within=30)
+            result = ToolResult(call_id, result="shipped", delivery="silent")
+            await live.engine.submit_result(live.call_id, result, ResultSource.API)
+            await eventually(lambda: len(fake.responses(call_id)) == 2, within=30)
+            await fake.drop()
+            await eventually(lambda: fake.connections == 3, within=30)
+
+            def outputs() -> list[Any]:
+                parts = [p for c in fake.state.contents for p in c["parts"]]
+                return [
+                    p["functionResponse"]["response"]["output"]
+                    for p in parts
+                    if "functionResponse" in p
+                ]
+
+            await eventually(lambda: "shipped" in outputs(), within=30)
+            assert fake.setups[1]["sessionResumption"].get("handle")
+            assert not fake.setups[2]["sessionResumption"].get("handle")
+            caller.says("Has it shipped yet?")
+            await eventually(lambda: len(fake.generations) == 3, within=30)
+            await settled(live, fake)
+        assert fake.connections == 3, "started afresh once, not again and again"
+        assert outputs().count("shipped") == 1
+
+
 async def test_a_session_that_cannot_be_resumed_starts_afresh_with_the_history() -> None:
     async with fake_live(order_desk) as fake:
         async with live_call(fake, assistant(ORDER_TOOL)) as (live, caller, _line, events):
