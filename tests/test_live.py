@@ -134,6 +134,16 @@ async def live_call(
     assert not fake.problems, fake.problems  # one generation at a time, answers in order
 
 
+async def speaks_over_the_answer(live: Call, caller: Caller, line: Line) -> None:
+    """With the server's VAD: the caller asks, and once a second of the answer has been
+    heard, speaks over it briefly."""
+    caller.speaks(0.6)
+    await eventually(lambda: live.assistant_speaking, within=30)
+    heard_from = len(line.frames)
+    await eventually(lambda: len(line.frames) >= heard_from + 50, within=30)
+    caller.speaks(0.4)
+
+
 async def settled(live: Call, fake: FakeLive) -> None:
     """Until nobody speaks and the model writes nothing."""
     await eventually(lambda: live.arbiter.state is TurnState.IDLE and not fake._busy, within=30)
@@ -147,6 +157,12 @@ def said(events: EventLog) -> list[str]:
 
 def last(contents: list[dict[str, Any]]) -> dict[str, Any]:
     return contents[-1]["parts"][-1] if contents and contents[-1].get("parts") else {}
+
+
+def outputs(fake: FakeLive) -> list[Any]:
+    """The results in the session's context, in order."""
+    parts = [p for c in fake.state.contents for p in c["parts"]]
+    return [p["functionResponse"]["response"]["output"] for p in parts if "functionResponse" in p]
 
 
 def order_desk(contents: list[dict[str, Any]]) -> Output:
@@ -418,21 +434,13 @@ async def test_what_was_sent_after_the_last_handle_is_written_into_the_resumed_s
             await eventually(lambda: fake.connections == 2, within=30)
             assert fake.setup["sessionResumption"]["handle"] in fake.handles
 
-            def outputs() -> list[Any]:
-                parts = [p for c in fake.state.contents for p in c["parts"]]
-                return [
-                    p["functionResponse"]["response"]["output"]
-                    for p in parts
-                    if "functionResponse" in p
-                ]
-
-            await eventually(lambda: "shipped" in outputs(), within=30)
+            await eventually(lambda: "shipped" in outputs(fake), within=30)
             caller.says("Has it shipped yet?")
             await eventually(lambda: len(fake.generations) == 3, within=30)
             await settled(live, fake)
         # Written again as context: no generation of its own, once in the session.
         assert fake.generations == ["turn", "WHEN_IDLE", "turn"]
-        assert outputs().count("shipped") == 1
+        assert outputs(fake).count("shipped") == 1
         again = [m for m in fake.of_kind("clientContent") if "functionResponse" in str(m)]
         assert again and not again[-1].get("turnComplete")
 
@@ -450,22 +458,14 @@ async def test_a_resumed_session_that_refuses_what_is_written_again_is_started_a
             await fake.drop()
             await eventually(lambda: fake.connections == 3, within=30)
 
-            def outputs() -> list[Any]:
-                parts = [p for c in fake.state.contents for p in c["parts"]]
-                return [
-                    p["functionResponse"]["response"]["output"]
-                    for p in parts
-                    if "functionResponse" in p
-                ]
-
-            await eventually(lambda: "shipped" in outputs(), within=30)
+            await eventually(lambda: "shipped" in outputs(fake), within=30)
             assert fake.setups[1]["sessionResumption"].get("handle")
             assert not fake.setups[2]["sessionResumption"].get("handle")
             caller.says("Has it shipped yet?")
             await eventually(lambda: len(fake.generations) == 3, within=30)
             await settled(live, fake)
         assert fake.connections == 3, "started afresh once, not again and again"
-        assert outputs().count("shipped") == 1
+        assert outputs(fake).count("shipped") == 1
 
 
 async def test_a_session_that_cannot_be_resumed_starts_afresh_with_the_history() -> None:
@@ -729,11 +729,7 @@ async def test_with_the_servers_vad_an_acknowledgement_over_the_answer_lets_it_g
     async with fake_live(order_desk, transcripts=turns, pace=0.1, finished=finished) as fake:
         config = assistant(detection="server_vad")
         async with live_call(fake, config) as (live, caller, line, events):
-            caller.speaks(0.6)
-            await eventually(lambda: live.assistant_speaking, within=30)
-            heard_from = len(line.frames)
-            await eventually(lambda: len(line.frames) >= heard_from + 50, within=30)
-            caller.speaks(0.4)
+            await speaks_over_the_answer(live, caller, line)
             await eventually(lambda: " ".join(said(events)).count(LONG_ANSWER) == 1, within=60)
             await settled(live, fake)
         assert not events.of_type("user-interrupted")
@@ -755,18 +751,15 @@ async def test_with_the_servers_vad_words_over_the_answer_cut_it_before_the_serv
     other words once they stand), not when the server gets round to answering it (after
     the answer in progress is written)."""
     turns = ["When are you open?", words]
-    async with fake_live(order_desk, transcripts=list(turns), pace=0.05, finished=False) as fake:
+    # Written in real time: the answer is still being written when the caller cuts in.
+    async with fake_live(order_desk, transcripts=list(turns), pace=0.1, finished=False) as fake:
         config = assistant(ORDER_TOOL, detection="server_vad")
         async with live_call(fake, config) as (live, caller, line, events):
-            caller.speaks(0.6)
-            await eventually(lambda: live.assistant_speaking, within=30)
-            heard_from = len(line.frames)
-            await eventually(lambda: len(line.frames) >= heard_from + 50, within=30)
-            caller.speaks(0.4)
+            await speaks_over_the_answer(live, caller, line)
             await eventually(lambda: bool(events.of_type("user-interrupted")), within=30)
-            # Cut while the server still writes the answer it was given (it answers the
-            # new turn only after that): the words did it, not the server's answer.
-            assert fake.generations == ["vad"] and fake._busy
+            # Cut before the server answered the new turn (it does so only once the
+            # answer it is writing is whole): the words did it, not its answer.
+            assert fake.generations == ["vad"]
             await eventually(lambda: "Let me check that." in said(events), within=30)
             await settled(live, fake)
         assert [e.data["transcript"] for e in final_user(events)] == turns

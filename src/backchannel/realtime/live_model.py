@@ -7,12 +7,12 @@ when the model speaks, tools are recorded in the ledger and routed as always.
 * **The caller's turns.** With ``turnDetection: server_vad`` (the default) the caller's
   audio goes to the session, whose activity detection and transcription find the turns
   (:mod:`.live_turns`; never cutting an answer itself: ``NO_INTERRUPTION``; the call
-  weighs speech over the answer). Live answers a turn on its own as soon as it ends: that answer is held until
-  the call asks for a response, and is the response if it is the caller's reply; if the
-  turn was none ("mm-hmm") it is dropped, and if a result is to be told, a new
-  generation is asked for instead. With ``backchannel`` the call's own VAD, turn model
-  and recogniser find the turns, the session's activity detection is off, and each turn
-  is written into it in words.
+  weighs speech over the answer). Live answers a turn on its own as soon as it ends:
+  that answer is held until the call asks for a response, and is the response if it is
+  the caller's reply; if the turn was none ("mm-hmm") it is dropped, and if a result is
+  to be told, a new generation is asked for instead. With ``backchannel`` the call's
+  own VAD, turn model and recogniser find the turns, the session's activity detection
+  is off, and each turn is written into it in words.
 * **The history, mirrored.** What the session lacks is written before the generation,
   in order: user turns and fixed lines (``clientContent`` with ``turnComplete: false``),
   tool placeholders and results (``toolResponse`` under the model's call id,
