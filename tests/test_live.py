@@ -664,6 +664,19 @@ async def test_with_the_servers_vad_words_transcribed_after_the_answer_still_mak
         assert fake.generations == ["vad"] and not fake.of_kind("clientContent")
 
 
+async def test_with_the_servers_vad_a_turn_answered_with_no_words_heard_is_still_answered() -> None:
+    """Live heard a turn and answered it, but transcribed no words of it: its answer is
+    played (the caller is not left in silence), under a turn of unheard words."""
+    async with fake_live(order_desk, transcripts=[]) as fake:
+        config = assistant(detection="server_vad")
+        async with live_call(fake, config) as (live, caller, _line, events):
+            caller.speaks(0.6)
+            await eventually(lambda: LONG_ANSWER in " ".join(said(events)), within=30)
+            await settled(live, fake)
+        assert [e.data["transcript"] for e in final_user(events)] == ["…"]
+        assert fake.generations == ["vad"] and not fake.of_kind("clientContent")
+
+
 async def test_with_the_servers_vad_an_async_result_is_said_once_when_the_floor_is_free() -> None:
     async with fake_live(order_desk, transcripts=["Where is order 4417?"]) as fake:
         config = assistant(ORDER_TOOL, detection="server_vad")

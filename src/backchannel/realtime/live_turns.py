@@ -37,6 +37,9 @@ LATE_WORDS_SAMPLES = 24_000
 QUIET_SAMPLES = 8_000
 #: A piece of the caller's words in a turn, told to the call's input side as it comes.
 CALLER_WORDS = "backchannel.caller_words"
+#: The words of a turn Live answered without transcribing any: it heard something it
+#: took for the caller's turn, and its answer is played rather than lost.
+UNHEARD = "…"
 
 
 class CallerTurns:
@@ -108,14 +111,16 @@ class CallerTurns:
             self.end()
 
     def generation_over(self) -> None:
-        """A generation ended: a turn answered before its words ends now."""
+        """A generation ended: a turn answered before its words ends now (with no words
+        at all, as :data:`UNHEARD`)."""
         if self._words_late:
-            self.end()
+            self.end(unheard=UNHEARD)
 
-    def end(self) -> None:
-        """The turn in progress ended: the call is told, with its words."""
+    def end(self, *, unheard: str = "") -> None:
+        """The turn in progress ended: the call is told, with its words (``unheard``
+        if none came)."""
         self._words_late = self._finished_early = False
-        turn, text = self.turn, " ".join(self._hearing.split())
+        turn, text = self.turn, " ".join(self._hearing.split()) or unheard
         self.turn, self._hearing = None, ""
         if turn is None:
             return
