@@ -651,29 +651,24 @@ async def test_with_the_servers_vad_the_callers_audio_goes_to_the_model_and_driv
         assert len(line.frames) > 100
 
 
-async def test_with_the_servers_vad_words_transcribed_after_the_answer_still_make_the_turn() -> (
-    None
-):
-    async with fake_live(order_desk, transcripts=["When are you open?"], late_words=True) as fake:
+@pytest.mark.parametrize(
+    ("transcripts", "late", "heard"),
+    [(["When are you open?"], True, "When are you open?"), ([], False, "…")],
+    ids=["words-after-the-answer", "no-words"],
+)
+async def test_with_the_servers_vad_a_turn_is_answered_however_late_its_words_come(
+    transcripts: list[str], late: bool, heard: str
+) -> None:
+    """Words transcribed only after Live's answer began still make the turn; a turn Live
+    answered with none of its words transcribed is still answered (the caller is not
+    left in silence), its transcript "…"."""
+    async with fake_live(order_desk, transcripts=transcripts, late_words=late) as fake:
         config = assistant(detection="server_vad")
         async with live_call(fake, config) as (live, caller, _line, events):
             caller.speaks(0.6)
             await eventually(lambda: LONG_ANSWER in " ".join(said(events)), within=30)
             await settled(live, fake)
-        assert [e.data["transcript"] for e in final_user(events)] == ["When are you open?"]
-        assert fake.generations == ["vad"] and not fake.of_kind("clientContent")
-
-
-async def test_with_the_servers_vad_a_turn_answered_with_no_words_heard_is_still_answered() -> None:
-    """Live heard a turn and answered it, but transcribed no words of it: its answer is
-    played (the caller is not left in silence), under a turn of unheard words."""
-    async with fake_live(order_desk, transcripts=[]) as fake:
-        config = assistant(detection="server_vad")
-        async with live_call(fake, config) as (live, caller, _line, events):
-            caller.speaks(0.6)
-            await eventually(lambda: LONG_ANSWER in " ".join(said(events)), within=30)
-            await settled(live, fake)
-        assert [e.data["transcript"] for e in final_user(events)] == ["…"]
+        assert [e.data["transcript"] for e in final_user(events)] == [heard]
         assert fake.generations == ["vad"] and not fake.of_kind("clientContent")
 
 
