@@ -560,12 +560,18 @@ async def test_a_stuck_generation_is_given_up_and_the_next_turn_is_answered() ->
 
 
 async def browser_call(
-    server: ServerProcess, model: dict[str, Any], pcm: bytes, *, rate: int
+    server: ServerProcess,
+    model: dict[str, Any],
+    pcm: bytes,
+    *,
+    rate: int,
+    voice: dict[str, Any] | None = None,
 ) -> tuple[list[bytes], list[dict[str, Any]]]:
     """A web call to the server process: ``pcm`` sent in 20 ms frames at ``rate``, until
     the model's long answer is heard; the frames and events the browser got."""
+    assistant = {"model": model, **({"voice": voice} if voice else {})}
     async with Client(server.url, api_key=server.api_key) as admin:
-        call = await admin.create_call(assistant={"model": model}, type="web")
+        call = await admin.create_call(assistant=assistant, type="web")
     url = f"{call['clientUrl']}?token={call['clientToken']}&sampleRate={rate}"
     frames: list[bytes] = []
     events: list[dict[str, Any]] = []
@@ -600,14 +606,15 @@ async def browser_call(
 async def test_a_web_call_through_the_server_process_runs_on_gemini_live(
     tmp_path: Path, piper: PiperTTS
 ) -> None:
-    """``model.provider: google-live`` end to end: the browser's speech is heard by the
-    server's own pipeline (Silero, the turn model, Whisper), the model answers in its own
-    voice in 20 ms frames; a text call is refused."""
+    """A Live model end to end, named as a Google model (``provider: google`` with a
+    Live model, a Live voice): the browser's speech is heard by the server's own
+    pipeline (Silero, the turn model, Whisper), the model answers in the voice named in
+    20 ms frames; a text call is refused."""
     async with fake_live(order_desk) as fake:
         ca = tmp_path / "ca.pem"
         fake.ca.cert_pem.write_to_path(str(ca))
         model = {
-            "provider": "google-live",
+            "provider": "google",
             "model": "gemini-2.5-flash-native-audio-preview-12-2025",
             "turnDetection": "backchannel",
             "url": fake.url,
@@ -621,9 +628,14 @@ async def test_a_web_call_through_the_server_process_runs_on_gemini_live(
                 assert refused.value.code == "voice_call_required"
             question = resample(await spoken(piper, "When are you open?"), piper.sample_rate, RATE)
             pcm = np.concatenate([question, np.zeros(int(2.0 * RATE), np.int16)]).astype("<i2")
-            frames, _events = await browser_call(server, model, pcm.tobytes(), rate=RATE)
+            voice = {"provider": "google", "voiceId": "Kore"}
+            frames, _events = await browser_call(
+                server, model, pcm.tobytes(), rate=RATE, voice=voice
+            )
         assert {len(f) for f in frames} == {640}, "20 ms PCM16 frames at the client's rate"
         assert fake.headers[0]["x-goog-api-key"] == "g-server"
+        speech = fake.setup["generationConfig"]["speechConfig"]
+        assert speech["voiceConfig"]["prebuiltVoiceConfig"]["voiceName"] == "Kore"
         heard = fake.of_kind("clientContent")[0]["turns"][0]["parts"][0]["text"]
         assert "open" in heard.lower(), heard
         assert fake.generations == ["turn"] and not fake.problems

@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backchannel.config import ModelConfig, TranscriberConfig, VoiceConfig
+from backchannel.config import AssistantConfig, ModelConfig, TranscriberConfig, VoiceConfig
 from backchannel.errors import ConfigError
 from backchannel.llm.local import LazyLlamaCpp
 from backchannel.llm.openai_compat import OpenAICompatibleLLM
-from backchannel.server.providers import Providers
+from backchannel.realtime import LiveLLM, RealtimeLLM
+from backchannel.server.providers import Providers, model_voice, speech_to_speech
 from backchannel.server.settings import Settings
 from backchannel.voice.audio import Samples
 from backchannel.voice.deepgram import DeepgramSTT
@@ -68,6 +69,36 @@ def test_model_blocks_pick_the_local_model_or_an_openai_compatible_server(
     assert isinstance(remote, OpenAICompatibleLLM)
     with pytest.raises(ConfigError):
         p.llm(ModelConfig(provider="llama.cpp", model="no-such-model"))
+
+
+def test_speech_to_speech_models_are_picked_by_provider_or_as_vapi_names_them(
+    tmp_path: Path,
+) -> None:
+    p = providers(tmp_path)
+    for provider, model in [
+        ("openai-realtime", "gpt-realtime"),
+        ("openai", "gpt-realtime-2025-08-28"),
+        ("openai", "gpt-4o-mini-realtime-preview-2024-12-17"),
+    ]:
+        assert isinstance(p.llm(ModelConfig(provider=provider, model=model)), RealtimeLLM)
+    for provider, model in [
+        ("google-live", "gemini-2.5-flash-native-audio-preview-12-2025"),
+        ("google", "gemini-live-2.5-flash-preview"),
+        ("google", "gemini-2.5-flash-native-audio-preview-12-2025"),
+    ]:
+        assert isinstance(p.llm(ModelConfig(provider=provider, model=model)), LiveLLM)
+    chat = ModelConfig(provider="openai", model="gpt-4o-mini", url="http://x/v1")
+    assert speech_to_speech(chat) is None and isinstance(p.llm(chat), OpenAICompatibleLLM)
+    # The voice block names the model's voice when it is the model's own provider's.
+    realtime = {"provider": "openai", "model": "gpt-realtime"}
+    named = AssistantConfig.from_json(
+        {"model": realtime, "voice": {"provider": "openai", "voiceId": "marin"}}
+    )
+    assert model_voice(named) == "marin"
+    other = AssistantConfig.from_json(
+        {"model": realtime, "voice": {"provider": "11labs", "voiceId": "abc"}}
+    )
+    assert model_voice(other) is None
 
 
 def test_phone_calls_need_twilio_credentials(tmp_path: Path) -> None:

@@ -276,12 +276,14 @@ async def test_a_dropped_session_is_opened_again_with_the_history_and_the_result
 async def test_a_web_call_through_the_server_process_runs_on_the_realtime_model(
     tmp_path: Path,
 ) -> None:
-    """``model.provider: openai-realtime`` end to end: the browser's audio reaches the
-    model, the model's voice comes back in 20 ms frames, a text call is refused."""
+    """A Realtime model end to end, named as a Vapi assistant names it (``provider:
+    openai`` with a realtime model, an OpenAI voice): the browser's audio reaches the
+    model, the model's voice (the one named) comes back in 20 ms frames, a text call is
+    refused."""
     async with fake_realtime(order_desk, ["When are you open?"]) as fake:
         model = {
-            "provider": "openai-realtime",
-            "model": "gpt-realtime",
+            "provider": "openai",
+            "model": "gpt-realtime-2025-08-28",
             "url": fake.url.replace("ws://", "http://"),
             "messages": [{"role": "system", "content": "You are the order desk."}],
         }
@@ -291,7 +293,10 @@ async def test_a_web_call_through_the_server_process_runs_on_the_realtime_model(
                 with pytest.raises(BackchannelError) as refused:
                     await admin.create_call(assistant={"model": model}, type="text")
                 assert refused.value.code == "voice_call_required"
-                call = await admin.create_call(assistant={"model": model}, type="web")
+                voice = {"provider": "openai", "voiceId": "marin"}
+                call = await admin.create_call(
+                    assistant={"model": model, "voice": voice}, type="web"
+                )
             url = f"{call['clientUrl']}?token={call['clientToken']}&sampleRate=16000"
             frames: list[bytes] = []
             events: list[dict[str, Any]] = []
@@ -325,6 +330,7 @@ async def test_a_web_call_through_the_server_process_runs_on_the_realtime_model(
         assert {len(f) for f in frames} == {640}, "20 ms PCM16 frames at the client's rate"
         assert fake.headers[0]["authorization"] == "Bearer sk-server"
         assert len(fake.responses) == 1 and not fake.errors
+        assert fake.session["audio"]["output"]["voice"] == "marin"
 
 
 async def test_2_a_result_while_the_caller_talks_waits_and_one_response_covers_both() -> None:

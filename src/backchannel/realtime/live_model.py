@@ -59,7 +59,7 @@ from ..llm.base import LLMChunk, LLMRequest, TextDelta, ToolCallRequest, parse_a
 from ..tool_runs import PLACEHOLDER
 from ..voice.audio import Samples
 from .live_link import INPUT_RATE, LiveLink
-from .live_setup import live_setup
+from .live_setup import live_setup, speech_config
 from .live_turns import CallerTurns
 from .mirror import Mirror, history, opened, spoken_turn
 from .model import CONNECT_SECONDS, SESSION_REOPENED, SILENCE_SECONDS
@@ -116,6 +116,8 @@ class LiveLLM:
         self._idle = asyncio.Event()
         self._idle.set()
         self._lock = asyncio.Lock()
+        #: The voice the model speaks in (its default if ``None``).
+        self.voice_name: str | None = None
         #: The caller's turns as the server's VAD hears them.
         self.turns = CallerTurns(self._tell)
         #: The answer the server started on its own at a turn's end, until the call
@@ -256,7 +258,16 @@ class LiveLLM:
             return
         first = request.messages[0] if request.messages else {}
         prompt = str(first.get("content") or "") if first.get("role") == "system" else ""
-        self.link.configure(live_setup(prompt, request.tools, server_vad=not self.ours))
+        self.link.configure(
+            live_setup(prompt, request.tools, server_vad=not self.ours, voice=self.voice_name)
+        )
+
+    def speak_as(self, voice: str) -> None:
+        """The model's voice (a Live voice: ``Kore``, ``Puck``…); set before the session
+        opens (Live takes it only then)."""
+        self.voice_name = voice
+        if self.link.setup is not None:  # configured already, not yet connected
+            self.link.setup["speech_config"] = speech_config(voice)
 
     async def _connected(self) -> None:
         await opened(self.link.ready, self.connect_seconds, self.link.url)

@@ -14,6 +14,7 @@ def live_setup(
     tools: Sequence[Mapping[str, Any]],
     *,
     server_vad: bool = True,
+    voice: str | None = None,
 ) -> dict[str, Any]:
     """The session's ``LiveConnectConfig``: audio out with its transcript, the system
     prompt, every tool ``NON_BLOCKING``. With ``server_vad`` the server hears the
@@ -32,6 +33,8 @@ def live_setup(
     }
     if server_vad:
         setup["input_audio_transcription"] = {}
+    if voice:
+        setup["speech_config"] = speech_config(voice)
     if prompt:
         setup["system_instruction"] = {"parts": [{"text": prompt}]}
     if tools:
@@ -48,6 +51,11 @@ def live_setup(
             )
         setup["tools"] = [{"function_declarations": declarations}]
     return setup
+
+
+def speech_config(voice: str) -> dict[str, Any]:
+    """The ``speechConfig`` that makes the model speak in one of Live's voices."""
+    return {"voice_config": {"prebuilt_voice_config": {"voice_name": voice}}}
 
 
 #: JSON Schema keywords Live's ``Schema`` takes (the OpenAPI subset), as its fields.

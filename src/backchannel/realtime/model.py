@@ -85,6 +85,8 @@ class RealtimeLLM:
         #: ``backchannel``: the call's own VAD and recogniser find the caller's turns,
         #: written into the session as words; else the server's VAD.
         self.turn_detection = turn_detection
+        #: The voice the model speaks in (its default if ``None``).
+        self.voice_name: str | None = None
         link.session = self._session("", ())  # until the first request: no answers
         self._truncated: set[str] = set()
         self.connect_seconds = connect_seconds
@@ -259,7 +261,19 @@ class RealtimeLLM:
 
     def _session(self, prompt: str, tools: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         detection = None if self.ours else {"type": self.turn_detection}
-        return session_config(prompt, tools, turn_detection=detection, transcribe=not self.ours)
+        return session_config(
+            prompt,
+            tools,
+            voice=self.voice_name,
+            turn_detection=detection,
+            transcribe=not self.ours,
+        )
+
+    def speak_as(self, voice: str) -> None:
+        """The model's voice (an OpenAI voice: ``marin``, ``alloy``…); set before the
+        session opens (a session keeps the voice it first spoke in)."""
+        self.voice_name = voice
+        self.link.session.setdefault("audio", {}).setdefault("output", {})["voice"] = voice
 
     async def _previous_done(self) -> None:
         """A cancelled response ends before the next starts; one the server never ends

@@ -43,7 +43,7 @@ from .db import assistants, phone_calls, server_calls
 from .episode import Episode
 from .instances import Instances
 from .outbox import DEFAULT_SERVER_MESSAGES, Outbox, Route
-from .providers import LOCAL_LLM, SPEECH_TO_SPEECH, Providers
+from .providers import LOCAL_LLM, Providers, speech_to_speech
 from .settings import Settings
 from .urls import check_webhook_url
 from .wire import CallOut, CreateCall, Customer, Monitor, assistant_document
@@ -132,10 +132,9 @@ class CallHost:
         assistant = await call_assistant(self.db, assistant, body.assistant_overrides)
         await self.check_assistant(assistant)
         call_type = kind or body.type
-        if assistant.model.provider in SPEECH_TO_SPEECH and call_type == "text":
+        if (kind := speech_to_speech(assistant.model)) is not None and call_type == "text":
             raise InvalidInput(
-                f"a speech-to-speech model ({assistant.model.provider}) takes voice calls:"
-                " web or phone",
+                f"a speech-to-speech model ({kind}) takes voice calls: web or phone",
                 code="voice_call_required",
             )
         token, client_token = f"ct_{secrets.token_urlsafe(24)}", f"cc_{secrets.token_urlsafe(24)}"

@@ -41,7 +41,12 @@ log = logging.getLogger("backchannel.server")
 LOCAL_LLM = frozenset({"llama.cpp", "llama-cpp", "local"})
 REALTIME = frozenset({"openai-realtime"})
 GOOGLE_LIVE = frozenset({"google-live"})
-SPEECH_TO_SPEECH = REALTIME | GOOGLE_LIVE
+#: The voice providers whose voice a speech-to-speech model speaks in (Vapi: "only
+#: OpenAI voices may be selected" with a realtime model).
+MODEL_VOICES = {
+    "openai-realtime": frozenset({"openai"}),
+    "google-live": frozenset({"google", "gemini"}),
+}
 DEEPGRAM = frozenset({"deepgram"})
 ELEVENLABS = frozenset({"11labs", "elevenlabs"})
 LOCAL_VOICE = frozenset({"piper", "espeak", "faster-whisper", "whisper"})
@@ -64,7 +69,8 @@ class Providers:
         # An assistant that names no model gets the provider's default, not the
         # chat model's.
         named = model.model if "model" in model.model_fields_set else ""
-        if model.provider in REALTIME:
+        kind = speech_to_speech(model)
+        if kind == "openai-realtime":
             from ..realtime import RealtimeLink, RealtimeLLM
 
             link = RealtimeLink(
@@ -73,7 +79,7 @@ class Providers:
                 url=model.url or self.settings.openai_realtime_url,
             )
             return RealtimeLLM(link, turn_detection=model.turn_detection)
-        if model.provider in GOOGLE_LIVE:
+        if kind == "google-live":
             from ..realtime import LiveLink, LiveLLM
 
             live = LiveLink(
@@ -143,7 +149,7 @@ class Providers:
         (sent as PCM16 frames, ``clear`` on barge-in) and, per call, the caller's audio
         in (turns, transcripts)."""
         tts = await self.tts(assistant.voice)
-        realtime = assistant.model.provider in SPEECH_TO_SPEECH
+        realtime = speech_to_speech(assistant.model) is not None
         if realtime and assistant.model.turn_detection != "backchannel":
             return self._realtime_audio(tts, send, clear, rate=rate, input_side=None)
         stt = await self.stt(assistant.transcriber)
@@ -182,6 +188,8 @@ class Providers:
                 raise ConfigError("this call's model is not a speech-to-speech model")
             voice.clock = call.clock
             model.voice = voice
+            if (name := model_voice(call.assistant)) is not None:
+                model.speak_as(name)
             session = input_side(call) if input_side is not None else None
             return RealtimeInput(call, model, rate=rate, session=session)
 
@@ -216,3 +224,26 @@ class Providers:
             provider,
             local,
         )
+
+
+def speech_to_speech(model: ModelConfig) -> str | None:
+    """The speech-to-speech model an assistant's model block names, if any: by its
+    provider (``openai-realtime``, ``google-live``), or as a Vapi assistant names one
+    (``provider: openai`` with a realtime model; ``google`` with a Live one)."""
+    name = model.model.lower()
+    if model.provider in REALTIME or (model.provider == "openai" and "realtime" in name):
+        return "openai-realtime"
+    live = "live" in name or "native-audio" in name
+    if model.provider in GOOGLE_LIVE or (model.provider in ("google", "gemini") and live):
+        return "google-live"
+    return None
+
+
+def model_voice(assistant: AssistantConfig) -> str | None:
+    """The voice a speech-to-speech model speaks in: the assistant's ``voice.voiceId``,
+    when its provider is the model's own (``openai`` for Realtime, ``google`` for Live);
+    else the model's default voice."""
+    kind, voice = speech_to_speech(assistant.model), assistant.voice
+    if kind is None or voice is None or not voice.voice_id:
+        return None
+    return voice.voice_id if voice.provider in MODEL_VOICES[kind] else None
