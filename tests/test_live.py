@@ -144,6 +144,16 @@ async def speaks_over_the_answer(live: Call, caller: Caller, line: Line) -> None
     caller.speaks(0.4)
 
 
+async def holds_the_latest_handle(live: Call, fake: FakeLive) -> None:
+    """Until the call's session holds the newest resumption handle the server gave (it
+    may still be on its way on a busy machine: a drop before it arrives resumes from the
+    one before, and what was sent since is written again)."""
+    model = live.llm
+    assert isinstance(model, LiveLLM)
+    await eventually(lambda: bool(fake.handles), within=30)
+    await eventually(lambda: model.link.handle == list(fake.handles)[-1], within=30)
+
+
 async def settled(live: Call, fake: FakeLive) -> None:
     """Until nobody speaks and the model writes nothing."""
     await eventually(lambda: live.arbiter.state is TurnState.IDLE and not fake._busy, within=30)
@@ -400,7 +410,7 @@ async def test_a_dropped_session_resumes_and_the_pending_calls_result_lands_once
     async with fake_live(order_desk) as fake:
         async with live_call(fake, assistant(ORDER_TOOL)) as (live, caller, _line, events):
             call_id = await asked_for_order(fake, live, caller, events)
-            await eventually(lambda: bool(fake.handles), within=30)
+            await holds_the_latest_handle(live, fake)
             await fake.drop()
             await eventually(lambda: fake.connections == 2, within=30)
             assert fake.setup["sessionResumption"]["handle"] in fake.handles
@@ -424,7 +434,7 @@ async def test_what_was_sent_after_the_last_handle_is_written_into_the_resumed_s
     async with fake_live(order_desk) as fake:
         async with live_call(fake, assistant(ORDER_TOOL)) as (live, caller, _line, events):
             call_id = await asked_for_order(fake, live, caller, events)
-            await eventually(lambda: bool(fake.handles), within=30)
+            await holds_the_latest_handle(live, fake)
             handles = len(fake.handles)
             result = ToolResult(call_id, result="shipped", delivery="silent")
             await live.engine.submit_result(live.call_id, result, ResultSource.API)
@@ -451,7 +461,7 @@ async def test_a_resumed_session_that_refuses_what_is_written_again_is_started_a
     async with fake_live(order_desk, refuse_resumed_turns=True) as fake:
         async with live_call(fake, assistant(ORDER_TOOL)) as (live, caller, _line, events):
             call_id = await asked_for_order(fake, live, caller, events)
-            await eventually(lambda: bool(fake.handles), within=30)
+            await holds_the_latest_handle(live, fake)
             result = ToolResult(call_id, result="shipped", delivery="silent")
             await live.engine.submit_result(live.call_id, result, ResultSource.API)
             await eventually(lambda: len(fake.responses(call_id)) == 2, within=30)

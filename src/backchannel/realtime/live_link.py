@@ -246,7 +246,9 @@ def as_context(message: Outgoing) -> Outgoing | None:
         parts = [
             {
                 "function_response": {
-                    k: v for k, v in response.items() if k in ("id", "name", "response")
+                    k: v
+                    for k, v in response.items()
+                    if k in ("id", "name", "response", "will_continue")
                 }
             }
             for response in message.arguments.get("function_responses") or ()
