@@ -326,3 +326,53 @@ def stack(
     ):
         tools.secret = server.webhook_secret
         yield server, tools, tools_url
+
+
+async def browser_call(
+    server: ServerProcess,
+    model: dict[str, Any],
+    pcm: bytes,
+    *,
+    rate: int,
+    voice: dict[str, Any] | None = None,
+) -> tuple[list[bytes], list[dict[str, Any]]]:
+    """A web call to the server process, as a browser makes it: ``pcm`` sent in 20 ms
+    frames at ``rate``, until the model's long answer ("Our store opens…") is heard and
+    a second of its audio has come; the frames and events the browser got."""
+    from websockets.asyncio.client import connect
+
+    from backchannel import Client
+
+    assistant = {"model": model, **({"voice": voice} if voice else {})}
+    async with Client(server.url, api_key=server.api_key) as admin:
+        call = await admin.create_call(assistant=assistant, type="web")
+    url = f"{call['clientUrl']}?token={call['clientToken']}&sampleRate={rate}"
+    frames: list[bytes] = []
+    events: list[dict[str, Any]] = []
+    async with connect(url, max_size=None) as ws:
+        answered = asyncio.Event()
+
+        async def listen() -> None:
+            async for message in ws:
+                if isinstance(message, bytes):
+                    frames.append(message)
+                else:
+                    events.append(json.loads(message))
+                if len(frames) >= 50 and any(
+                    e.get("type") == "transcript"
+                    and e["role"] == "assistant"
+                    and e["transcript"].startswith("Our store opens")
+                    for e in events
+                ):
+                    answered.set()
+
+        async with asyncio.TaskGroup() as group:
+            listener = group.create_task(listen())
+            step = rate // 50 * 2
+            for start in range(0, len(pcm), step):
+                await ws.send(pcm[start : start + step])
+                await asyncio.sleep(0.02)
+            async with asyncio.timeout(90):
+                await answered.wait()
+            listener.cancel()
+    return frames, events

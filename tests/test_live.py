@@ -13,7 +13,6 @@ while another runs.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from websockets.asyncio.client import connect
 
 from backchannel import AssistantConfig, Client, Engine, EventLog, Ledger, MemoryStore
 from backchannel.call import Call
@@ -34,7 +32,7 @@ from backchannel.voice.output import AudioOutput
 from backchannel.voice.tts import PiperTTS, spoken
 
 from .fake_live import FakeLive, Output, fake_live, last_user_text
-from .peers import ServerProcess, free_port, server_process
+from .peers import browser_call, free_port, server_process
 from .test_voice_pipeline import Line, eventually, final_user
 
 pytestmark = pytest.mark.anyio
@@ -567,50 +565,6 @@ async def test_a_stuck_generation_is_given_up_and_the_next_turn_is_answered() ->
         await eventually(lambda: live.arbiter.state is TurnState.IDLE, within=30)
         caller.says("Hello?")
         await eventually(lambda: LONG_ANSWER in " ".join(said(events)), within=30)
-
-
-async def browser_call(
-    server: ServerProcess,
-    model: dict[str, Any],
-    pcm: bytes,
-    *,
-    rate: int,
-    voice: dict[str, Any] | None = None,
-) -> tuple[list[bytes], list[dict[str, Any]]]:
-    """A web call to the server process: ``pcm`` sent in 20 ms frames at ``rate``, until
-    the model's long answer is heard; the frames and events the browser got."""
-    assistant = {"model": model, **({"voice": voice} if voice else {})}
-    async with Client(server.url, api_key=server.api_key) as admin:
-        call = await admin.create_call(assistant=assistant, type="web")
-    url = f"{call['clientUrl']}?token={call['clientToken']}&sampleRate={rate}"
-    frames: list[bytes] = []
-    events: list[dict[str, Any]] = []
-    async with connect(url, max_size=None) as ws:
-
-        async def listen() -> None:
-            async for message in ws:
-                if isinstance(message, bytes):
-                    frames.append(message)
-                else:
-                    events.append(json.loads(message))
-
-        def answered() -> bool:
-            return any(
-                e.get("type") == "transcript"
-                and e["role"] == "assistant"
-                and e["transcript"].startswith("Our store opens")
-                for e in events
-            )
-
-        async with asyncio.TaskGroup() as group:
-            listener = group.create_task(listen())
-            step = rate // 50 * 2
-            for start in range(0, len(pcm), step):
-                await ws.send(pcm[start : start + step])
-                await asyncio.sleep(0.02)
-            await eventually(answered, within=90)
-            listener.cancel()
-    return frames, events
 
 
 async def test_a_web_call_through_the_server_process_runs_on_gemini_live(

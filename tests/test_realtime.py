@@ -11,7 +11,6 @@ never while another response is active.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -37,7 +36,7 @@ from backchannel.voice.tts import PiperTTS, spoken
 from backchannel.voice.vad import SileroVAD, TurnDetector
 
 from .fake_realtime import FakeRealtime, Output, fake_realtime
-from .peers import free_port, server_process
+from .peers import browser_call, free_port, server_process
 from .test_phone import NUMBER, TOKEN, FakeTwilio, incoming_call, until
 from .test_voice_pipeline import Line, eventually, final_user
 
@@ -293,40 +292,8 @@ async def test_a_web_call_through_the_server_process_runs_on_the_realtime_model(
                 with pytest.raises(BackchannelError) as refused:
                     await admin.create_call(assistant={"model": model}, type="text")
                 assert refused.value.code == "voice_call_required"
-                voice = {"provider": "openai", "voiceId": "marin"}
-                call = await admin.create_call(
-                    assistant={"model": model, "voice": voice}, type="web"
-                )
-            url = f"{call['clientUrl']}?token={call['clientToken']}&sampleRate=16000"
-            frames: list[bytes] = []
-            events: list[dict[str, Any]] = []
-            async with connect(url, max_size=None) as ws:
-
-                async def listen() -> None:
-                    async for message in ws:
-                        if isinstance(message, bytes):
-                            frames.append(message)
-                        else:
-                            events.append(json.loads(message))
-
-                async with asyncio.TaskGroup() as group:
-                    listener = group.create_task(listen())
-                    pcm = speech(0.6)
-                    for start in range(0, len(pcm), 640):
-                        await ws.send(pcm[start : start + 640])
-                        await asyncio.sleep(0.02)
-
-                    def answered() -> bool:
-                        return any(
-                            e.get("type") == "transcript"
-                            and e["role"] == "assistant"
-                            and e["transcript"].startswith("Our store opens")
-                            for e in events
-                        )
-
-                    await eventually(answered, within=60)
-                    await eventually(lambda: len(frames) >= 50, within=30)
-                    listener.cancel()
+            voice = {"provider": "openai", "voiceId": "marin"}
+            frames, _events = await browser_call(server, model, speech(0.6), rate=RATE, voice=voice)
         assert {len(f) for f in frames} == {640}, "20 ms PCM16 frames at the client's rate"
         assert fake.headers[0]["authorization"] == "Bearer sk-server"
         assert len(fake.responses) == 1 and not fake.errors
