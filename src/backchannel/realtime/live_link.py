@@ -169,16 +169,14 @@ class LiveLink:
         to be sent, all of it as context only (what waits was meant for the lost
         connection: its calls, and the generation it was to start, are gone with it).
         Whether anything was written again."""
-        waiting, lost = self._outbox, self._unsaved
+        waiting, messages = self._outbox, list(self._unsaved)
         self._outbox = asyncio.Queue()
-        for message in lost:
-            if (again := as_context(message)) is not None:
-                self._outbox.put_nowait(again)
         while not waiting.empty():
-            message = waiting.get_nowait()
+            messages.append(waiting.get_nowait())
+        for message in messages:
             if (again := as_context(message)) is not None:
                 self._outbox.put_nowait(again)
-        return bool(lost)
+        return bool(self._unsaved)
 
     async def _write(self, session: Any) -> None:
         while True:

@@ -273,7 +273,7 @@ class RealtimeLLM:
         """The model's voice (an OpenAI voice: ``marin``, ``alloy``…); set before the
         session opens (a session keeps the voice it first spoke in)."""
         self.voice_name = voice
-        self.link.session.setdefault("audio", {}).setdefault("output", {})["voice"] = voice
+        self.link.session["audio"]["output"]["voice"] = voice
 
     async def _previous_done(self) -> None:
         """A cancelled response ends before the next starts; one the server never ends
