@@ -13,7 +13,7 @@ def test_words_are_lower_case_without_punctuation_or_annotations() -> None:
 
 def test_acknowledgements_never_cut_and_real_words_do() -> None:
     rules = Interruptions(StopSpeakingPlan())
-    hums = ("MM", "Mmmm", "Mmmmmmmmmmm", "HMHN", "N-m-m", "N M M", "Uh", "uhhuh")  # Whisper's
+    hums = ("MM", "Mmmm", "Mmmmmmmmmmm", "HMHN", "N-m-m", "N M M", "Uh", "uhhuh", "Mm-huh")
     for ack in ("Okay.", "Yeah, right.", "Mm-hmm", "I see.", "uh-huh", "Mhm.", "Yeah okay", *hums):
         assert not rules.cuts(ack), ack
         assert not rules.cuts(ack, final=True), ack
@@ -40,7 +40,7 @@ def test_with_no_acknowledgements_and_no_word_count_speech_cuts_at_once() -> Non
 
 def test_a_joining_word_before_an_acknowledgement_does_not_make_it_a_turn() -> None:
     rules = Interruptions(StopSpeakingPlan())
-    for heard in ("And Mm-hmm.", "So, okay.", "Oh, uh-huh", "Well, right."):
+    for heard in ("And Mm-hmm.", "So, okay.", "Oh, uh-huh", "Well, right.", "In a m-m."):
         assert not rules.cuts(heard, final=True), heard
     assert rules.cuts("And then what?", final=True), "joining words with real ones"
     assert rules.cuts("So", final=True), "a word alone is a turn once they stop"
@@ -51,3 +51,13 @@ def test_the_first_real_word_and_the_phrases_that_cut_at_once() -> None:
     assert rules.first_word("Mm-hmm, sorry, one thing") == "sorry"
     assert rules.first_word("Okay. Mm.") is None
     assert rules.urgent("Wait, what?") and not rules.urgent("In a month.")
+
+
+def test_a_sound_spelled_letter_by_letter_is_a_hum() -> None:
+    """Whisper spells a hum it cannot place ("N-a-m", "M-m-h-"): not a word."""
+    rules = Interruptions(StopSpeakingPlan())
+    for heard in ("N-a-m.", "M-m-h-", "In N-a-m."):
+        assert not rules.cuts(heard, final=True), heard
+    assert rules.first_word("N-a-m.") is None
+    assert rules.cuts("X-ray", final=True) and rules.cuts("T-shirt", final=True), "a word"
+    assert rules.cuts("N-a-m, when do you open?", final=True)

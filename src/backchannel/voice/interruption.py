@@ -22,10 +22,14 @@ MAX_ACKNOWLEDGEMENT_SECONDS = 1.2
 _MURMURS = frozenset({"mm", "mmm", "hm", "hmm", "mhm", "uh", "um", "er", "ah", "oh"})
 #: A hum as a recogniser spells it, of any length: Whisper writes a spoken "mm-hmm" as
 #: "MM", "Mmmm", "N-m-m", "N M M" or "HMHN", and "uh-huh" as "Uh".
-_HUM = re.compile(r"[mhn]+|u+h+(h*u+h+)*")
+_HUM = re.compile(r"[mhn]+|u+h+(h*u+h+)*|m+h*u+h+")
+#: A sound spelled out letter by letter ("N-a-m", "M-m-h"): how Whisper writes a hum it
+#: cannot place. Not a word, over the assistant.
+_SPELLED = re.compile(r"[a-z](-[a-z])+")
 #: Words that join an acknowledgement without making it a turn ("and mm-hmm", "so
-#: okay"), and that Whisper also puts in front of a hum it was primed to hear.
-_GLUE = frozenset({"and", "so", "well", "then", "oh"})
+#: okay"), and that Whisper also puts in front of a hum it was primed to hear ("In
+#: Mm-hmm.", "In a m-m.").
+_GLUE = frozenset({"and", "so", "well", "then", "oh", "in", "a"})
 _ANNOTATION = re.compile(r"\([^)]*\)|\[[^\]]*\]|\*[^*]*\*")
 _NOT_WORD = re.compile(r"[^a-z0-9\- ]+")
 
@@ -91,8 +95,9 @@ class Interruptions:
 
 
 def _bare(text: str) -> list[str]:
-    """The words, hyphens dropped ("mm-hmm" → "mmhmm"), as the phrase lists are keyed."""
-    return [w.replace("-", "") for w in words(text)]
+    """The words, hyphens dropped ("mm-hmm" → "mmhmm"), as the phrase lists are keyed;
+    a sound spelled out letter by letter reads as the hum it is ("hm")."""
+    return ["hm" if _SPELLED.fullmatch(w) else w.replace("-", "") for w in words(text)]
 
 
 def _contains(text: str, phrase: str) -> bool:
