@@ -583,6 +583,8 @@ async def test_a_web_call_through_the_server_process_runs_on_gemini_live(
             "turnDetection": "backchannel",
             "url": fake.url,
             "messages": [{"role": "system", "content": "You are the order desk."}],
+            "temperature": 0.4,
+            "maxTokens": 300,
         }
         env = {"BACKCHANNEL_GOOGLE_API_KEY": "g-server", "SSL_CERT_FILE": str(ca)}
         with server_process(tmp_path, "http://127.0.0.1:9/v1", env=env) as server:
@@ -598,8 +600,11 @@ async def test_a_web_call_through_the_server_process_runs_on_gemini_live(
             )
         assert {len(f) for f in frames} == {640}, "20 ms PCM16 frames at the client's rate"
         assert fake.headers[0]["x-goog-api-key"] == "g-server"
-        speech = fake.setup["generationConfig"]["speechConfig"]
-        assert speech["voiceConfig"]["prebuiltVoiceConfig"]["voiceName"] == "Kore"
+        generation = fake.setup["generationConfig"]
+        assert generation["speechConfig"]["voiceConfig"]["prebuiltVoiceConfig"] == {
+            "voiceName": "Kore"
+        }
+        assert (generation["temperature"], generation["maxOutputTokens"]) == (0.4, 300)
         heard = fake.of_kind("clientContent")[0]["turns"][0]["parts"][0]["text"]
         assert "open" in heard.lower(), heard
         assert fake.generations == ["turn"] and not fake.problems

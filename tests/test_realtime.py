@@ -285,6 +285,7 @@ async def test_a_web_call_through_the_server_process_runs_on_the_realtime_model(
             "model": "gpt-realtime-2025-08-28",
             "url": fake.url.replace("ws://", "http://"),
             "messages": [{"role": "system", "content": "You are the order desk."}],
+            "maxTokens": 300,
         }
         env = {"BACKCHANNEL_OPENAI_API_KEY": "sk-server"}
         with server_process(tmp_path, "http://127.0.0.1:9/v1", env=env) as server:
@@ -298,6 +299,7 @@ async def test_a_web_call_through_the_server_process_runs_on_the_realtime_model(
         assert fake.headers[0]["authorization"] == "Bearer sk-server"
         assert len(fake.responses) == 1 and not fake.errors
         assert fake.session["audio"]["output"]["voice"] == "marin"
+        assert fake.session["max_output_tokens"] == 300
 
 
 async def test_2_a_result_while_the_caller_talks_waits_and_one_response_covers_both() -> None:

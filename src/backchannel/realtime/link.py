@@ -42,17 +42,20 @@ def session_config(
     transcriber: str | None = None,
     turn_detection: Mapping[str, Any] | None = None,
     transcribe: bool = True,
+    max_output_tokens: int | None = None,
 ) -> dict[str, Any]:
     """The GA ``session.update`` body: PCM16 at 24 kHz both ways, the caller's speech
     transcribed (unless the call transcribes it itself), the server's VAD reporting
-    turns but never answering on its own (or none: ``turn_detection`` ``None``)."""
+    turns but never answering on its own (or none: ``turn_detection`` ``None``), and
+    the assistant's ``maxTokens`` as the answers' ``max_output_tokens`` (the GA session
+    has no temperature)."""
     detection: dict[str, Any] | None = None
     if turn_detection is not None:
         detection = {**turn_detection, "create_response": False, "interrupt_response": False}
     output: dict[str, Any] = {"format": {"type": "audio/pcm", "rate": 24000}}
     if voice:
         output["voice"] = voice
-    return {
+    session: dict[str, Any] = {
         "type": "realtime",
         "output_modalities": ["audio"],
         "instructions": instructions,
@@ -69,6 +72,9 @@ def session_config(
         "tools": [function_tool(t) for t in tools],
         "tool_choice": "auto",
     }
+    if max_output_tokens is not None:
+        session["max_output_tokens"] = max_output_tokens
+    return session
 
 
 def function_tool(schema: Mapping[str, Any]) -> dict[str, Any]:

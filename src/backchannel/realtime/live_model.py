@@ -252,14 +252,21 @@ class LiveLLM:
                         self.voice.abandon(item)
 
     def _configure(self, request: LLMRequest) -> None:
-        """The session's set-up, from the call's first request (its system prompt and
-        tools): the link connects with it."""
+        """The session's set-up, from the call's first request (its system prompt,
+        tools and sampling): the link connects with it."""
         if self.link.setup is not None:
             return
         first = request.messages[0] if request.messages else {}
         prompt = str(first.get("content") or "") if first.get("role") == "system" else ""
         self.link.configure(
-            live_setup(prompt, request.tools, server_vad=not self.ours, voice=self.voice_name)
+            live_setup(
+                prompt,
+                request.tools,
+                server_vad=not self.ours,
+                voice=self.voice_name,
+                temperature=request.temperature,
+                max_output_tokens=request.max_tokens,
+            )
         )
 
     def speak_as(self, voice: str) -> None:
