@@ -11,7 +11,8 @@ active (``response_cancel_not_active``); the test reads both off ``errors``.
 
 What the model says is scripted: ``respond(items)`` gets the conversation's items and
 returns the response's output, a list of ``("say", text)`` and ``("call", name, args)``.
-Transcripts of the caller's turns come from ``transcripts`` in order.
+Transcripts of the caller's turns come from ``transcripts`` in order; a ``None`` there
+fails that turn's transcription (``conversation.item.input_audio_transcription.failed``).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ SILENCE_MS = 500  # server_vad's default silence_duration_ms
 @dataclass
 class FakeRealtime:
     respond: Callable[[list[dict[str, Any]]], Output]
-    transcripts: list[str] = field(default_factory=list)
+    transcripts: list[str | None] = field(default_factory=list)
     port: int = 0
     #: Raw frames sent after ``session.created`` (garbage, for the client to survive).
     preamble: list[str] = field(default_factory=list)
@@ -227,7 +228,17 @@ class FakeRealtime:
         }
         self.items.append(item)
         await self._send({"type": "conversation.item.added", "item": item})
-        if transcribing:
+        if transcribing and said is None:
+            error = {"type": "server_error", "code": None, "message": "transcription failed"}
+            await self._send(
+                {
+                    "type": "conversation.item.input_audio_transcription.failed",
+                    "item_id": item_id,
+                    "content_index": 0,
+                    "error": {**error, "param": None},
+                }
+            )
+        elif transcribing:
             await self._send(
                 {
                     "type": "conversation.item.input_audio_transcription.completed",
@@ -389,7 +400,7 @@ def _tone(seconds: float, rate: int = RATE) -> Any:
 @asynccontextmanager
 async def fake_realtime(
     respond: Callable[[list[dict[str, Any]]], Output],
-    transcripts: list[str] | None = None,
+    transcripts: list[str | None] | None = None,
     *,
     pace: float = 0.01,
 ) -> AsyncIterator[FakeRealtime]:

@@ -27,6 +27,7 @@ from backchannel.errors import BackchannelError
 from backchannel.lifecycle import TurnState
 from backchannel.phone import mulaw
 from backchannel.realtime import ModelVoice, RealtimeInput, RealtimeLink, RealtimeLLM
+from backchannel.realtime.mirror import UNHEARD
 from backchannel.results import ResultSource, ToolResult
 from backchannel.voice.audio import resample
 from backchannel.voice.output import AudioOutput
@@ -426,6 +427,28 @@ async def test_acknowledgements_over_the_answer_let_it_go_on() -> None:
         assert len(users) == 1, "the acknowledgements were taken out of the session"
         assert not events.of_type("user-interrupted") and len(fake.responses) == 1
         assert [m["role"] for m in live.conversation.to_openai()].count("user") == 1
+
+
+async def test_a_turn_whose_transcription_fails_is_answered_from_its_audio() -> None:
+    """The server could not transcribe the caller's question: the model has its audio,
+    so it is asked to answer, and the session's item is neither deleted nor written
+    again as text; the next question, transcribed, is answered as usual."""
+
+    def respond(items: list[dict[str, Any]]) -> Output:
+        users = [i for i in items if i.get("role") == "user"]
+        return [("say", "We open at nine." if len(users) == 1 else "Yes, on Sundays too.")]
+
+    async with fake_realtime(respond, [None, "Also on Sundays?"]) as fake:
+        async with realtime_call(fake, assistant()) as (live, listening, _line, events):
+            feed(listening, speech(0.6))
+            await eventually(lambda: said(events) == ["We open at nine."], within=30)
+            feed(listening, speech(0.6))
+            await eventually(lambda: len(said(events)) == 2, within=30)
+        assert [e.data["transcript"] for e in final_user(events)] == [UNHEARD, "Also on Sundays?"]
+        assert len(fake.responses) == 2 and not fake.errors and not fake.problems
+        kinds = [e["type"] for e in fake.received]
+        assert "conversation.item.delete" not in kinds and "conversation.item.create" not in kinds
+        assert [m["role"] for m in live.conversation.to_openai()].count("user") == 2
 
 
 async def test_a_barge_in_on_the_words_after_a_tool_call_writes_each_call_once() -> None:

@@ -32,6 +32,7 @@ from ..voice.interruption import MAX_ACKNOWLEDGEMENT_SECONDS, Interruptions
 from ..voice.session import CallInput
 from .live_model import LiveLLM
 from .live_turns import CALLER_WORDS
+from .mirror import UNHEARD
 from .model import SESSION_REOPENED, RealtimeLLM
 
 if TYPE_CHECKING:
@@ -110,8 +111,11 @@ class RealtimeInput:
         elif kind == "conversation.item.input_audio_transcription.completed":
             self._transcript(item, str(event.get("transcript") or "").strip())
         elif kind == "conversation.item.input_audio_transcription.failed":
+            # The model has the turn's audio: a turn of the caller's is answered from it,
+            # with no words in the call's history; speech over the answer has none that
+            # cut, and is let pass.
             log.warning("call %s: the model could not transcribe a turn", self.call.call_id)
-            self._transcript(item, "")
+            self._transcript(item, UNHEARD)
         elif kind == SESSION_REOPENED:
             self._reopened()
 

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..voice.audio import Samples
+from .mirror import UNHEARD
 
 log = logging.getLogger("backchannel.realtime")
 
@@ -37,9 +38,6 @@ LATE_WORDS_SAMPLES = 24_000
 QUIET_SAMPLES = 8_000
 #: A piece of the caller's words in a turn, told to the call's input side as it comes.
 CALLER_WORDS = "backchannel.caller_words"
-#: The words of a turn Live answered without transcribing any: it heard something it
-#: took for the caller's turn, and its answer is played rather than lost.
-UNHEARD = "…"
 
 
 class CallerTurns:

@@ -16,6 +16,11 @@ from typing import Any
 
 from ..errors import ProviderError
 
+#: The words of a caller's turn the model heard but no transcript gave (Live answered it
+#: untranscribed; Realtime's transcription failed): the model answers the audio it has,
+#: and the call's history holds this in place of the words.
+UNHEARD = "…"
+
 
 class Mirror:
     def __init__(self) -> None:

@@ -46,7 +46,7 @@ from ..errors import ProviderError
 from ..llm.base import LLMChunk, LLMRequest, TextDelta, ToolCallRequest
 from ..voice.audio import Samples
 from .link import CONFIGURE_EVENT, RealtimeLink, error_of, server_error, session_config
-from .mirror import Mirror, history, opened, spoken_turn
+from .mirror import UNHEARD, Mirror, history, opened, spoken_turn
 from .voice import MODEL_RATE, ModelVoice
 
 log = logging.getLogger("backchannel.realtime")
@@ -332,6 +332,8 @@ class RealtimeLLM:
                 self._spoken[item_id] = None
             elif kind.endswith("transcription.completed") and item_id in self._spoken:
                 self._spoken[item_id] = str(event.get("transcript") or "").strip()
+            elif kind.endswith("transcription.failed") and item_id in self._spoken:
+                self._spoken[item_id] = UNHEARD  # the model has the audio all the same
             if self.listener is not None:
                 self.listener(event)
             return
