@@ -46,6 +46,20 @@ async def test_streams_the_turn_and_joins_the_final_results() -> None:
     assert query["interim_results"] == ["false"]
 
 
+async def test_the_transcribers_keywords_and_key_terms_go_to_deepgram() -> None:
+    """As Vapi's Deepgram transcriber sends them: repeated query parameters, each word
+    with its intensifier; none at all when the assistant names none."""
+    async with fake_vendors() as (vendors, url):
+        vendors.words = ["brake", "pads"]
+        terms = ["brake pads", "tune-up"]
+        stt = DeepgramSTT(KEY, base_url=url, keywords=["Shimano:2"], keyterm=terms)
+        assert await stt.transcribe(spoken_live(0.1, [])) == "brake pads"
+        await DeepgramSTT(KEY, base_url=url).transcribe(spoken_live(0.1, []))
+    assert vendors.queries[0]["keyterm"] == ["brake pads", "tune-up"]
+    assert vendors.queries[0]["keywords"] == ["Shimano:2"]
+    assert "keyterm" not in vendors.queries[1] and "keywords" not in vendors.queries[1]
+
+
 async def test_a_turn_of_silence_is_an_empty_transcript() -> None:
     async with fake_vendors() as (_vendors, url):
         stt = DeepgramSTT(KEY, base_url=url)

@@ -44,6 +44,12 @@ async def test_vendor_blocks_use_the_vendor_when_its_key_is_set(tmp_path: Path) 
     assert isinstance(stt, DeepgramSTT) and stt.model == "nova-2"
     assert isinstance(tts, ElevenLabsTTS) and tts.voice_id == "burt"
     assert await p.stt(TranscriberConfig(provider="deepgram", model="nova-2")) is stt
+    boosted = TranscriberConfig.model_validate(
+        {"provider": "deepgram", "model": "nova-2", "keywords": ["Shimano:2"]}
+    )
+    other = await p.stt(boosted)
+    assert isinstance(other, DeepgramSTT) and other is not stt, "one per vocabulary"
+    assert other.keywords == ["Shimano:2"] and other.keyterm == []
     await p.aclose()
 
 

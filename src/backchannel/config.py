@@ -122,6 +122,10 @@ class TranscriberConfig(WireModel):
     provider: str = "faster-whisper"
     model: str | None = None
     language: str | None = None
+    #: Deepgram's boosted words (``"Shimano:2"``, nova-2) and key terms (phrases,
+    #: nova-3), as on Vapi: sent to Deepgram as they are (Whisper does not use them).
+    keywords: list[str] = Field(default_factory=list)
+    keyterm: list[str] = Field(default_factory=list)
 
 
 #: Vapi's defaults: words that show the caller is listening, and never cut the assistant.

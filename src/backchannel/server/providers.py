@@ -58,7 +58,7 @@ class Providers:
         self.voice = voice or LazyVoice()
         self._openai: dict[str | None, openai.AsyncOpenAI] = {}
         self._local: dict[str, LazyLlamaCpp] = {}
-        self._vendors: dict[tuple[str, ...], Any] = {}
+        self._vendors: dict[tuple[Any, ...], Any] = {}
         self._warned: set[str] = set()
         self._http: httpx.AsyncClient | None = None
         self._twilio: TwilioRest | None = None
@@ -107,10 +107,16 @@ class Providers:
 
             model = transcriber.model or "nova-3"
             language = transcriber.language or "en"
-            cache = ("deepgram", model, language)
+            words, terms = tuple(transcriber.keywords), tuple(transcriber.keyterm)
+            cache = ("deepgram", model, language, words, terms)
             if cache not in self._vendors:
                 self._vendors[cache] = DeepgramSTT(
-                    key, model=model, language=language, base_url=self.settings.deepgram_url
+                    key,
+                    model=model,
+                    language=language,
+                    base_url=self.settings.deepgram_url,
+                    keywords=words,
+                    keyterm=terms,
                 )
             stt: STT = self._vendors[cache]
             return stt

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import warnings
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Sequence
 from typing import Any
 
 from ..errors import ProviderError
@@ -48,10 +48,14 @@ class DeepgramSTT:
         model: str = "nova-3",
         language: str = "en",
         base_url: str | None = None,
+        keywords: Sequence[str] = (),
+        keyterm: Sequence[str] = (),
     ) -> None:
         self.client = _client(api_key, base_url)
         self.model = model
         self.language = language
+        #: Boosted words and key terms, as the assistant's transcriber names them.
+        self.keywords, self.keyterm = list(keywords), list(keyterm)
 
     async def transcribe(self, audio: AsyncIterable[Samples], *, listening: bool = False) -> str:
         try:
@@ -64,6 +68,8 @@ class DeepgramSTT:
                 interim_results="false",
                 punctuate="true",
                 smart_format="true",
+                keywords=self.keywords or None,
+                keyterm=self.keyterm or None,
             ) as socket:
                 # No limit while the user talks; FINALIZE_TIMEOUT once the turn is over.
                 async with asyncio.timeout(None) as deadline, asyncio.TaskGroup() as group:
