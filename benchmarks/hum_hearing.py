@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/hum_hearing.py [--hums 150] [--words 10]
 
 Piper says each phrase afresh (its voice varies from one rendering to the next), behind
-0.75 to 1.1 s of silence as the turn's pre-roll gives it and before 0.25 to 0.6 s of
+0.75 to 1.1 s of silence as the turn's pre-roll gives it and before 0.25 to 0.55 s of
 silence, and the phrase is weighed as a turn over the assistant is once the caller
 stops: Whisper hears it as a listener (:class:`~backchannel.voice.stt.WhisperSTT`,
 ``listening=True``), and words are heard a second time behind half a second more of

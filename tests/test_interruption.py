@@ -43,6 +43,8 @@ def test_a_joining_word_before_an_acknowledgement_does_not_make_it_a_turn() -> N
     for heard in ("And Mm-hmm.", "So, okay.", "Oh, uh-huh", "Well, right.", "In a m-m."):
         assert not rules.cuts(heard, final=True), heard
     assert rules.cuts("And then what?", final=True), "joining words with real ones"
+    for answer in ("Yeah, in.", "Okay, a.", "In a minute."):
+        assert rules.cuts(answer, final=True), "'in' and 'a' are glue only before a hum"
     assert rules.cuts("So", final=True), "a word alone is a turn once they stop"
 
 
@@ -60,4 +62,5 @@ def test_a_sound_spelled_letter_by_letter_is_a_hum() -> None:
         assert not rules.cuts(heard, final=True), heard
     assert rules.first_word("N-a-m.") is None
     assert rules.cuts("X-ray", final=True) and rules.cuts("T-shirt", final=True), "a word"
+    assert rules.cuts("S-M-I-T-H", final=True) and rules.cuts("A-B-D", final=True), "spelled"
     assert rules.cuts("N-a-m, when do you open?", final=True)

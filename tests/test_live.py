@@ -604,7 +604,8 @@ async def test_a_web_call_through_the_server_process_runs_on_gemini_live(
         assert generation["speechConfig"]["voiceConfig"]["prebuiltVoiceConfig"] == {
             "voiceName": "Kore"
         }
-        assert (generation["temperature"], generation["maxOutputTokens"]) == (0.4, 300)
+        assert generation["temperature"] == 0.4
+        assert "maxOutputTokens" not in generation, "it counts audio: 300 would cut answers"
         heard = fake.of_kind("clientContent")[0]["turns"][0]["parts"][0]["text"]
         assert "open" in heard.lower(), heard
         assert fake.generations == ["turn"] and not fake.problems

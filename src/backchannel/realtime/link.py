@@ -42,20 +42,21 @@ def session_config(
     transcriber: str | None = None,
     turn_detection: Mapping[str, Any] | None = None,
     transcribe: bool = True,
-    max_output_tokens: int | None = None,
 ) -> dict[str, Any]:
     """The GA ``session.update`` body: PCM16 at 24 kHz both ways, the caller's speech
     transcribed (unless the call transcribes it itself), the server's VAD reporting
-    turns but never answering on its own (or none: ``turn_detection`` ``None``), and
-    the assistant's ``maxTokens`` as the answers' ``max_output_tokens`` (the GA session
-    has no temperature)."""
+    turns but never answering on its own (or none: ``turn_detection`` ``None``).
+
+    The assistant's sampling is not sent: the GA session has no temperature, and its
+    ``max_output_tokens`` counts the answer's audio, so a ``maxTokens`` sized for text
+    (Vapi's exports carry 200 to 300) would cut a spoken answer after a few seconds."""
     detection: dict[str, Any] | None = None
     if turn_detection is not None:
         detection = {**turn_detection, "create_response": False, "interrupt_response": False}
     output: dict[str, Any] = {"format": {"type": "audio/pcm", "rate": 24000}}
     if voice:
         output["voice"] = voice
-    session: dict[str, Any] = {
+    return {
         "type": "realtime",
         "output_modalities": ["audio"],
         "instructions": instructions,
@@ -72,9 +73,6 @@ def session_config(
         "tools": [function_tool(t) for t in tools],
         "tool_choice": "auto",
     }
-    if max_output_tokens is not None:
-        session["max_output_tokens"] = max_output_tokens
-    return session
 
 
 def function_tool(schema: Mapping[str, Any]) -> dict[str, Any]:

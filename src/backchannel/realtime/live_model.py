@@ -253,7 +253,7 @@ class LiveLLM:
 
     def _configure(self, request: LLMRequest) -> None:
         """The session's set-up, from the call's first request (its system prompt,
-        tools and sampling): the link connects with it."""
+        tools and temperature): the link connects with it."""
         if self.link.setup is not None:
             return
         first = request.messages[0] if request.messages else {}
@@ -265,7 +265,6 @@ class LiveLLM:
                 server_vad=not self.ours,
                 voice=self.voice_name,
                 temperature=request.temperature,
-                max_output_tokens=request.max_tokens,
             )
         )
 

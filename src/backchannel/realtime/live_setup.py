@@ -16,13 +16,14 @@ def live_setup(
     server_vad: bool = True,
     voice: str | None = None,
     temperature: float | None = None,
-    max_output_tokens: int | None = None,
 ) -> dict[str, Any]:
     """The session's ``LiveConnectConfig``: audio out with its transcript, the system
-    prompt, every tool ``NON_BLOCKING``, the assistant's ``temperature`` and
-    ``maxTokens`` (``generationConfig``). With ``server_vad`` the server hears the
-    caller's audio (its activity detection, never cutting the answer itself: the call
-    decides; its transcription); without, it has no activity detection and gets words."""
+    prompt, every tool ``NON_BLOCKING``, the assistant's ``temperature``
+    (``generationConfig``; not its ``maxTokens``: Live counts the answer's audio in its
+    output tokens, so a limit sized for text would cut a spoken answer short). With
+    ``server_vad`` the server hears the caller's audio (its activity detection, never
+    cutting the answer itself: the call decides; its transcription); without, it has no
+    activity detection and gets words."""
     detection: dict[str, Any] = (
         {"activity_handling": "NO_INTERRUPTION"}
         if server_vad
@@ -40,8 +41,6 @@ def live_setup(
         setup["speech_config"] = speech_config(voice)
     if temperature is not None:
         setup["temperature"] = temperature
-    if max_output_tokens is not None:
-        setup["max_output_tokens"] = max_output_tokens
     if prompt:
         setup["system_instruction"] = {"parts": [{"text": prompt}]}
     if tools:

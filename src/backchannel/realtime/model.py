@@ -249,7 +249,7 @@ class RealtimeLLM:
         self._configured = True
         first = request.messages[0] if request.messages else {}
         prompt = str(first.get("content") or "") if first.get("role") == "system" else ""
-        self.link.session = self._session(prompt, request.tools, request.max_tokens)
+        self.link.session = self._session(prompt, request.tools)
         self.link.post(
             {"type": "session.update", "session": self.link.session, "event_id": CONFIGURE_EVENT}
         )
@@ -259,9 +259,7 @@ class RealtimeLLM:
         """Whether the call's own VAD finds the caller's turns (not the server's)."""
         return self.turn_detection == "backchannel"
 
-    def _session(
-        self, prompt: str, tools: Sequence[Mapping[str, Any]], max_tokens: int | None = None
-    ) -> dict[str, Any]:
+    def _session(self, prompt: str, tools: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         detection = None if self.ours else {"type": self.turn_detection}
         return session_config(
             prompt,
@@ -269,7 +267,6 @@ class RealtimeLLM:
             voice=self.voice_name,
             turn_detection=detection,
             transcribe=not self.ours,
-            max_output_tokens=max_tokens,
         )
 
     def speak_as(self, voice: str) -> None:

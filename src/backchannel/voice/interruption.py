@@ -23,13 +23,15 @@ _MURMURS = frozenset({"mm", "mmm", "hm", "hmm", "mhm", "uh", "um", "er", "ah", "
 #: A hum as a recogniser spells it, of any length: Whisper writes a spoken "mm-hmm" as
 #: "MM", "Mmmm", "N-m-m", "N M M" or "HMHN", and "uh-huh" as "Uh".
 _HUM = re.compile(r"[mhn]+|u+h+(h*u+h+)*|m+h*u+h+")
-#: A sound spelled out letter by letter ("N-a-m", "M-m-h"): how Whisper writes a hum it
-#: cannot place. Not a word, over the assistant.
-_SPELLED = re.compile(r"[a-z](-[a-z])+")
+#: A hum spelled out letter by letter ("N-a-m", "M-m-h"): how Whisper writes one it
+#: cannot place. Only a hum's letters: a spelled name ("S-M-I-T-H") stays words.
+_SPELLED = re.compile(r"[mnhaeu](-[mnhaeu])+")
 #: Words that join an acknowledgement without making it a turn ("and mm-hmm", "so
-#: okay"), and that Whisper also puts in front of a hum it was primed to hear ("In
-#: Mm-hmm.", "In a m-m.").
-_GLUE = frozenset({"and", "so", "well", "then", "oh", "in", "a"})
+#: okay"), and that Whisper also puts in front of a hum it was primed to hear.
+_GLUE = frozenset({"and", "so", "well", "then", "oh"})
+#: What Whisper puts in front of a hum ("In Mm-hmm.", "In a m-m."): not words there,
+#: and only there ("dine in", "plan A" are).
+_LEAD_IN = frozenset({"in", "a"})
 _ANNOTATION = re.compile(r"\([^)]*\)|\[[^\]]*\]|\*[^*]*\*")
 _NOT_WORD = re.compile(r"[^a-z0-9\- ]+")
 
@@ -83,6 +85,9 @@ class Interruptions:
         said = _bare(text)
         if not said:
             return False
+        lead = next((i for i, w in enumerate(said) if w not in _LEAD_IN), len(said))
+        if 0 < lead < len(said) and not self._real(said[lead]):
+            said = said[lead:]  # "In a m-m." is the hum
         joined = " ".join(said)
         if self._has_cutter(joined):
             return True
