@@ -7,7 +7,7 @@ Piper says each phrase afresh (its voice varies from one rendering to the next),
 silence, and the phrase is weighed as a turn over the assistant is once the caller
 stops: Whisper hears it as a listener (:class:`~backchannel.voice.stt.WhisperSTT`,
 ``listening=True``), and words are heard a second time behind half a second more of
-silence before they cut (``VoiceSession._heard_again``), with the default
+silence before they cut (:func:`backchannel.voice.session.heard_again`), with the default
 ``stopSpeakingPlan``. Printed: per phrase, how often it cut, what it was heard as when
 it went the wrong way, and the time per hearing.
 """
@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backchannel.config import StopSpeakingPlan
 from backchannel.voice.audio import resample
-from backchannel.voice.interruption import Interruptions, words
+from backchannel.voice.interruption import Interruptions
+from backchannel.voice.session import heard_again
 from backchannel.voice.stt import WhisperSTT, clip
 from backchannel.voice.tts import PiperTTS, spoken
 
@@ -39,17 +40,17 @@ RATE = 16_000
 async def weigh(
     whisper: WhisperSTT, rules: Interruptions, audio: np.ndarray, took: list[float]
 ) -> tuple[bool, str]:
-    """Whether this turn over the assistant cuts it, and what it was first heard as."""
-    start = time.perf_counter()
-    text = await whisper.transcribe(clip(audio), listening=True)
-    took.append(time.perf_counter() - start)
-    if not rules.cuts(text, final=True) or rules.urgent(text):
-        return rules.urgent(text), text
-    lead = np.zeros(RATE // 2, np.int16)
-    start = time.perf_counter()
-    again = await whisper.transcribe(clip(np.concatenate([lead, audio])), listening=True)
-    took.append(time.perf_counter() - start)
-    return not words(again) or rules.cuts(again, final=True), text
+    """Whether this turn over the assistant cuts it, as the call decides once the
+    caller stops, and what it was first heard as."""
+
+    async def hear(samples: np.ndarray) -> str:
+        start = time.perf_counter()
+        text = await whisper.transcribe(clip(samples), listening=True)
+        took.append(time.perf_counter() - start)
+        return text
+
+    text = await hear(audio)
+    return rules.cuts(text, final=True) and await heard_again(hear, rules, audio, text), text
 
 
 async def main() -> None:

@@ -229,13 +229,13 @@ class FakeRealtime:
         self.items.append(item)
         await self._send({"type": "conversation.item.added", "item": item})
         if transcribing and said is None:
-            error = {"type": "server_error", "code": None, "message": "transcription failed"}
+            error = {"type": "server_error", "code": None, "message": "failed", "param": None}
             await self._send(
                 {
                     "type": "conversation.item.input_audio_transcription.failed",
                     "item_id": item_id,
                     "content_index": 0,
-                    "error": {**error, "param": None},
+                    "error": error,
                 }
             )
         elif transcribing:

@@ -66,28 +66,34 @@ class Interruptions:
         """Not an acknowledgement's word, a murmur or a hum."""
         return word not in self._ack_words and not _HUM.fullmatch(word)
 
+    def _said(self, text: str) -> list[str]:
+        """The words as the phrase lists are keyed (:func:`_bare`), without what Whisper
+        puts in front of a hum ("In a m-m." is the hum)."""
+        said = _bare(text)
+        lead = next((i for i, w in enumerate(said) if w not in _LEAD_IN), len(said))
+        if 0 < lead < len(said) and not self._real(said[lead]):
+            return said[lead:]
+        return said
+
     def urgent(self, text: str) -> bool:
         """Whether the words hold an interruption phrase ("stop", "wait"): these cut at
         once, even in a partial transcript."""
-        return self._has_cutter(" ".join(_bare(text)))
+        return self._has_cutter(" ".join(self._said(text)))
 
     def _has_cutter(self, joined: str) -> bool:
         return any(_contains(joined, cutter) for cutter in self._cutters)
 
     def first_word(self, text: str) -> str | None:
         """The first word that is not an acknowledgement or a murmur, if any."""
-        return next((w for w in _bare(text) if self._real(w)), None)
+        return next((w for w in self._said(text) if self._real(w)), None)
 
     def cuts(self, text: str, *, final: bool = False) -> bool:
         """Whether these words cut the assistant. While the caller is still talking,
         ``numWords`` real words are needed; once they have stopped, any real word makes
         it a turn of its own."""
-        said = _bare(text)
+        said = self._said(text)
         if not said:
             return False
-        lead = next((i for i, w in enumerate(said) if w not in _LEAD_IN), len(said))
-        if 0 < lead < len(said) and not self._real(said[lead]):
-            said = said[lead:]  # "In a m-m." is the hum
         joined = " ".join(said)
         if self._has_cutter(joined):
             return True

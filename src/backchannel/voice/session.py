@@ -23,8 +23,9 @@ not asked twice.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -98,6 +99,21 @@ class _Turn:
 
     def samples(self) -> Samples:
         return np.concatenate(self.audio) if self.audio else np.zeros(0, np.int16)
+
+
+async def heard_again(
+    hear: Callable[[Samples], Awaitable[str]], rules: Interruptions, audio: Samples, text: str
+) -> bool:
+    """Whether ``text``, the words heard over the assistant in ``audio``, are still words
+    when ``hear`` hears it a second time, behind half a second of silence. Whisper writes
+    part of a hum as a word ("In a month" for "mm-hmm") or not by where the turn's audio
+    starts; real words stay words. An interruption phrase needs no second hearing."""
+    if rules.urgent(text):
+        return True
+    again = await hear(np.concatenate([np.zeros(RATE // 2, np.int16), audio]))
+    # Only an acknowledgement or a hum heard the second time undoes the words; no words
+    # (or a failed transcription) leaves them as they were.
+    return not words(again) or rules.cuts(again, final=True)
 
 
 class VoiceSession:
@@ -298,17 +314,11 @@ class VoiceSession:
         self.call.user_transcript(text)
 
     async def _heard_again(self, turn: _Turn, text: str) -> bool:
-        """Whether words over the assistant are still words when heard a second time,
-        behind half a second of silence. Whisper writes part of a hum as a word ("In a
-        month" for "mm-hmm") or not by where the turn's audio starts; real words stay
-        words. An interruption phrase needs no second hearing."""
-        if self.interruptions.urgent(text) or not self.stt.repeatable:
+        """:func:`heard_again`, with a recogniser that can hear the turn twice."""
+        if not self.stt.repeatable:
             return True
-        lead = np.zeros(RATE // 2, np.int16)
-        again = await self._transcribe(np.concatenate([lead, turn.samples()]), listening=True)
-        # Only an acknowledgement or a hum heard the second time undoes the words; no
-        # words (or a failed transcription) leaves them as they were.
-        return not words(again) or self.interruptions.cuts(again, final=True)
+        hear = functools.partial(self._transcribe, listening=True)
+        return await heard_again(hear, self.interruptions, turn.samples(), text)
 
     # -- transcription -----------------------------------------------------------------
 

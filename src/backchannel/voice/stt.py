@@ -107,21 +107,20 @@ class WhisperSTT:
 
     def _run(self, audio: Any, listening: bool) -> str:
         frames = audio.size // 160 + 1
+        beam = self.LISTENING_BEAM if listening else 1
         if frames + 200 > self.MAX_FRAMES:
             segments, _info = self.model.transcribe(
                 audio,
                 language=self.language,
-                beam_size=1,
+                beam_size=beam,
                 vad_filter=False,
                 without_timestamps=True,
                 initial_prompt=LISTENING if listening else None,
             )
             return " ".join(s.text.strip() for s in segments).strip()
-        if listening:
-            return self._short(audio, frames, self._listening, beam=self.LISTENING_BEAM)
-        return self._short(audio, frames, self._prompt, beam=1)
+        return self._short(audio, frames, self._listening if listening else self._prompt, beam)
 
-    def _short(self, audio: Any, frames: int, prompt: list[int], *, beam: int) -> str:
+    def _short(self, audio: Any, frames: int, prompt: list[int], beam: int) -> str:
         import ctranslate2
 
         # At least 2 s of silence after the speech, in steps of 5 s.
