@@ -19,13 +19,14 @@ import functools
 import itertools
 import os
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 
 from ..errors import ConfigError, ProviderError
+from . import lookup
 from .base import LLMChunk, LLMRequest, TextDelta, ToolCallStarting
 from .call_grammar import (
     ARGUMENTS_OPEN,
@@ -276,6 +277,33 @@ class LlamaCppLLM:
         weights = np.exp(logits - logits.max())
         return float(weights[self._openers].sum() / weights.sum())
 
+    def _speak(
+        self,
+        prompt: str,
+        bias: dict[int, float] | None,
+        options: dict[str, Any],
+        halt: threading.Event,
+    ) -> Iterator[str]:
+        """The spoken reply to ``prompt``, piece by piece. Greedy replies (temperature 0,
+        the default) draft from the prompt (:mod:`.lookup`): the same words, fewer
+        steps; sampled ones go through llama.cpp's own sampler."""
+        if options["temperature"] > 0:
+            chunks: Any = self.model.create_completion(prompt, logit_bias=bias, **options)
+            for chunk in chunks:
+                yield chunk["choices"][0]["text"]
+            return
+        tokens = tuple(self.model.tokenize(prompt.encode("utf-8"), special=True))
+        held = min(self._held(tokens), len(tokens) - 1)
+        self._evaluate(tokens[:-1], held)  # the last is evaluated again: its logits start
+        yield from lookup.greedy(
+            self.model,
+            tokens,
+            bias=bias,
+            max_tokens=options["max_tokens"],
+            stop=options["stop"],
+            halt=halt,
+        )
+
     def _write_call(
         self,
         prompt: str,
@@ -414,11 +442,10 @@ class LlamaCppLLM:
                         speech, _stop = self.render(declined(request))
                     # Speech, with no call and no tool described in it.
                     bias = self._no_calls if request.tools else None
-                    chunks: Any = self.model.create_completion(speech, logit_bias=bias, **options)
-                    for chunk in chunks:
+                    for piece in self._speak(speech, bias, options, halt):
                         if halt.is_set():
                             break
-                        emit(chunk["choices"][0]["text"])
+                        emit(piece)
             except Exception as exc:  # surfaces in the stream below
                 emit(exc)
             finally:
