@@ -36,7 +36,7 @@ def test_no_draft_without_a_match_of_two_tokens() -> None:
 
 
 def test_text_is_released_whole_characters_and_never_a_stop_strings_start() -> None:
-    pieces = {1: "caf".encode(), 2: "é".encode()[:1], 3: "é".encode()[1:], 4: b" <|im", 5: b"_end|>"}
+    pieces = {1: b"caf", 2: "é".encode()[:1], 3: "é".encode()[1:], 4: b" <|im", 5: b"_end|>"}
     text = _Text(lambda tokens: b"".join(pieces[t] for t in tokens), ["<|im_end|>"])
     assert text.add(1) == "caf"
     assert text.add(2) == ""  # half a character waits
@@ -51,6 +51,14 @@ def test_text_held_back_for_a_stop_string_that_never_comes_is_released_at_the_en
     assert text.add(1) == "a "
     assert text.add(2) == ""
     assert text.rest() == "<|i"
+
+
+def test_a_character_left_unfinished_at_the_end_is_dropped_not_replaced() -> None:
+    pieces = {1: b"Hi ", 2: "\N{GRINNING FACE}".encode()[:2]}
+    text = _Text(lambda tokens: b"".join(pieces[t] for t in tokens), ["<|im_end|>"])
+    assert text.add(1) == "Hi "
+    assert text.add(2) == ""
+    assert text.rest() == ""
 
 
 @pytest.mark.parametrize(

@@ -9,9 +9,12 @@ token just chosen, and each one the model would have chosen itself is taken with
 step of its own. A batch of four costs about one and a half single steps on a CPU, and
 a copied phrase of eight tokens takes two or three steps instead of eight.
 
-The result is exactly greedy decoding (every token is the model's top choice, logit
-bias applied): only the number of evaluations changes. Sampling at a temperature is not
-done here.
+The result is greedy decoding (every token is the model's top choice, logit bias
+applied): only the number of evaluations changes. One caveat: a token checked in a batch
+gets logits a little different from the same token evaluated alone (floating-point
+order; up to about 0.5 here), so where two choices are that close the reply may differ
+from the one-token-at-a-time reply; no such case was seen in tests. Sampling at a
+temperature is not done here.
 """
 
 from __future__ import annotations
@@ -78,9 +81,10 @@ class _Text:
         return self._release(data, end)
 
     def rest(self) -> str:
-        """What is held back, once nothing more follows."""
+        """What is held back, once nothing more follows (a character left unfinished is
+        dropped, as llama.cpp drops it)."""
         data = self._detokenize(self._tokens)
-        return self._release(data, len(data))
+        return self._release(data, len(data) - _incomplete(data))
 
     def _release(self, data: bytes, end: int) -> str:
         if end <= self._sent:
@@ -111,8 +115,11 @@ def greedy(
     halt: threading.Event,
 ) -> Iterator[str]:
     """Write the reply to ``tokens`` greedily on a llama.cpp model (``llama_cpp.Llama``)
-    whose cache holds all of them but the last; yield its text as it is written. The
-    cache ends holding the prompt and what was written."""
+    whose cache holds all of them but the last; yield its text as it is written, at most
+    ``max_tokens`` tokens of it (0 or less: as many as the context holds). The cache ends
+    holding the prompt and what was written."""
+    room = model.n_ctx() - len(tokens)
+    max_tokens = min(max_tokens, room) if max_tokens > 0 else room
     n_vocab = model.n_vocab()
     barred = np.fromiter(bias or {}, dtype=np.int64)
     lowered = np.fromiter((bias or {}).values(), dtype=np.float32)
@@ -126,6 +133,7 @@ def greedy(
         ctx.decode(model._batch)
         model.input_ids[past : past + len(batch)] = batch
         model.n_tokens = past + len(batch)
+        model._requires_eval = True  # the logits held may be a dropped draft's
         rows_at = range(len(batch) - rows, len(batch)) if rows > 1 else (-1,)
         choices = []
         for i in rows_at:
@@ -140,6 +148,8 @@ def greedy(
     # A recurrent model's state cannot drop a wrong draft: it is decoded a step at a time.
     drafts = not (getattr(model, "_is_recurrent", False) or getattr(model, "_is_hybrid", False))
     context = list(tokens)
+    if max_tokens <= 0:
+        return
     choice = evaluate([context[-1]], 1)[0]
     written = 0
     while not halt.is_set():
@@ -159,7 +169,7 @@ def greedy(
                 keep = len(context) + len(accepted)
                 ctx.kv_cache_seq_rm(-1, keep, -1)
                 model.n_tokens = keep
-        elif not _ends(model, choice):
+        elif not _ends(model, choice) and written + 1 < max_tokens:
             following = evaluate([choice], 1)[0]
         else:
             following = choice
