@@ -118,25 +118,29 @@ def greedy(
     whose cache holds all of them but the last; yield its text as it is written, at most
     ``max_tokens`` tokens of it (0 or less: as many as the context holds). The cache ends
     holding the prompt and what was written."""
+    import llama_cpp
+
     room = model.n_ctx() - len(tokens)
     max_tokens = min(max_tokens, room) if max_tokens > 0 else room
-    n_vocab = model.n_vocab()
+    if max_tokens <= 0:
+        return
+    n_vocab, vocab, ctx = model.n_vocab(), model._model.vocab, model._ctx
     barred = np.fromiter(bias or {}, dtype=np.int64)
     lowered = np.fromiter((bias or {}).values(), dtype=np.float32)
-    ctx = model._ctx
 
-    def evaluate(batch: list[int], rows: int) -> list[int]:
-        """Evaluate ``batch`` after the cache; the top choice after each of its last
-        ``rows`` tokens."""
+    def ends(token: int) -> bool:
+        return bool(llama_cpp.llama_vocab_is_eog(vocab, token))
+
+    def evaluate(batch: list[int]) -> list[int]:
+        """Evaluate ``batch`` after the cache; the top choice after each of its tokens."""
         past = model.n_tokens
-        model._batch.set_batch(batch=batch, n_past=past, logits_all=rows > 1)
+        model._batch.set_batch(batch=batch, n_past=past, logits_all=True)
         ctx.decode(model._batch)
         model.input_ids[past : past + len(batch)] = batch
         model.n_tokens = past + len(batch)
         model._requires_eval = True  # the logits held may be a dropped draft's
-        rows_at = range(len(batch) - rows, len(batch)) if rows > 1 else (-1,)
         choices = []
-        for i in rows_at:
+        for i in range(len(batch)):
             logits = np.ctypeslib.as_array(ctx.get_logits_ith(i), shape=(n_vocab,))
             if barred.size:
                 logits = logits.copy()
@@ -148,33 +152,27 @@ def greedy(
     # A recurrent model's state cannot drop a wrong draft: it is decoded a step at a time.
     drafts = not (getattr(model, "_is_recurrent", False) or getattr(model, "_is_hybrid", False))
     context = list(tokens)
-    if max_tokens <= 0:
-        return
-    choice = evaluate([context[-1]], 1)[0]
+    choice = evaluate([context[-1]])[0]
     written = 0
     while not halt.is_set():
-        # ``choice`` is the model's next token; whatever the draft adds is checked
-        # against what the model chooses after each of its tokens.
-        proposed = draft([*context, choice]) if drafts and written + 1 < max_tokens else []
-        proposed = proposed[: max_tokens - written - 1]
-        accepted = [choice]
-        if not _ends(model, choice) and proposed:
-            choices = evaluate([choice, *proposed], len(proposed) + 1)
+        # ``choice`` is the model's next token; the draft after it is kept as far as the
+        # model chooses each of its tokens itself, and ``following`` is its choice next.
+        accepted, following = [choice], choice
+        room = max_tokens - written - 1  # tokens this step may write after ``choice``
+        if not ends(choice) and room > 0:
+            proposed = draft([*context, choice])[:room] if drafts else []
+            choices = evaluate([choice, *proposed])
             for token, chosen in zip(proposed, choices, strict=False):
-                if token != chosen or _ends(model, accepted[-1]):
+                if token != chosen or ends(accepted[-1]):
                     break
                 accepted.append(token)
             following = choices[len(accepted) - 1]
-            if len(accepted) - 1 < len(proposed):  # the rest of the draft is wrong
+            if len(accepted) <= len(proposed):  # the rest of the draft is wrong
                 keep = len(context) + len(accepted)
                 ctx.kv_cache_seq_rm(-1, keep, -1)
                 model.n_tokens = keep
-        elif not _ends(model, choice) and written + 1 < max_tokens:
-            following = evaluate([choice], 1)[0]
-        else:
-            following = choice
         for token in accepted:
-            if _ends(model, token):
+            if ends(token):
                 if piece := text.rest():
                     yield piece
                 return
@@ -190,9 +188,3 @@ def greedy(
                 return
         choice = following
     # halted: nothing more is said
-
-
-def _ends(model: Any, token: int) -> bool:
-    import llama_cpp
-
-    return bool(llama_cpp.llama_vocab_is_eog(model._model.vocab, token))
