@@ -239,29 +239,39 @@ async def test_the_next_turn_read_ahead_leaves_only_the_callers_words_to_evaluat
     assert TOOL_REMINDER not in rest, "the moved reminder was read ahead"
 
 
-async def test_a_moved_reminder_is_cut_out_of_the_cache_not_evaluated_again_after_it(
+#: A turn with a tool's answer, the reminder before the caller's words while it lasts.
+ANSWERED = [
+    SHOP,
+    {"role": "assistant", "content": "Hello, Parcel and Co, how can I help?"},
+    {"role": "user", "content": "Hello, where is my order number 4,417?"},
+    CALLED[2],
+    {"role": "tool", "tool_call_id": "call_1", "content": '{"status": "shipped"}'},
+    {"role": "assistant", "content": "Your order 4417 has shipped."},
+]
+
+
+async def test_after_a_moved_reminder_the_call_is_decided_as_on_a_fresh_reading(
     local_llm: LlamaCppLLM,
 ) -> None:
-    """Turn 2's prompt has the reminder before the caller's new words, no longer before
-    their earlier ones: the cache drops it there and keeps the turn that followed."""
-    earlier = LLMRequest(messages=CHATTED[:-1], tools=TOOLS)  # reminder before "Do you ship"
-    prompt, _stop = local_llm.render(earlier)
-    await local_llm.prepare(earlier)
+    """The next turn's prompt has the reminder before the caller's new words, no longer
+    before their earlier ones: the cache keeps only what came before its old place, so
+    the earlier turn is read again without it, and the call probability is the one an
+    empty cache gives (the turn kept as it was read, reminder first, gave 0.80 for 0.62)."""
+    await local_llm.prepare(LLMRequest(messages=ANSWERED, tools=TOOLS))
+    prompt, _stop = local_llm.render(LLMRequest(messages=ANSWERED, tools=TOOLS))
     cached = local_llm.model.tokenize(prompt.encode(), special=True)
-    asked = [*CHATTED, {"role": "user", "content": "Can you check my order 4417?"}]
+    asked = [*ANSWERED, {"role": "user", "content": "And can you check order 5521?"}]
     later = LLMRequest(messages=asked, tools=TOOLS)
     prompt, _stop = local_llm.render(later)
     tokens = tuple(local_llm.model.tokenize(prompt.encode(), special=True))
-    plain = _common_prefix(cached, tokens)
     with local_llm._model_lock:
         held = local_llm._held(tokens)
-    assert list(local_llm.model._input_ids) == list(tokens[:held])
-    # All the cache held but the reminder's message is kept: the earlier turn's words.
-    block = f"<|im_start|>system\n{TOOL_REMINDER}<|im_end|>\n"
-    span = len(local_llm.model.tokenize(block.encode(), add_bos=False, special=True))
-    assert plain < held == len(cached) - span, (plain, held, len(cached), span)
-    calls = [c for c in await collect(local_llm, asked) if isinstance(c, ToolCallRequest)]
-    assert [(c.name, dict(c.arguments)) for c in calls] == [("check_order", {"order_id": "4417"})]
+        assert held == _common_prefix(cached, tokens) < len(cached)
+        assert TOOL_REMINDER not in local_llm.model.detokenize(tokens[:held]).decode()
+        warm = local_llm._call_probability(prompt, later)
+        local_llm.model.reset()
+        fresh = local_llm._call_probability(prompt, later)
+    assert warm == pytest.approx(fresh, abs=0.05), (warm, fresh)
 
 
 async def test_a_read_ahead_gives_way_to_a_later_request(
